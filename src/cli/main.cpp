@@ -1,0 +1,237 @@
+// frozenlm: thin command-line front end over the core library.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/generate.h"
+#include "core/loader.h"
+#include "core/runtime.h"
+#include "core/torch_pch.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace frozenlm;
+using nlohmann::json;
+
+namespace {
+
+struct ModelArgs {
+  std::string model = "../shared/models/tinystories-656k";
+  std::string tokenizer;
+  std::string weights = "f32";
+  std::string device = "cpu";
+  int threads = 0;
+};
+
+void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer = true) {
+  app->add_option("--model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->capture_default_str();
+  if (need_tokenizer) app->add_option("--tokenizer", a.tokenizer, "tokenizer.json or llama2.c tokenizer.bin (default: beside the model)");
+  app->add_option("--weights", a.weights, "in-memory weight storage: f32 | bf16 | int8 (compute is fp32)")->capture_default_str();
+  app->add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app->add_option("--threads", a.threads, "CPU threads (0: all cores)")->capture_default_str();
+}
+
+std::unique_ptr<FrozenLM> open_model(const ModelArgs& a) {
+  set_threads(a.threads);
+  LoadOptions lo;
+  lo.weights = parse_weight_format(a.weights);
+  lo.device = a.device;
+  return load_model(a.model, lo);
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  int u = 0;
+  while (b >= 1024 && u < 3) { b /= 1024; ++u; }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", b, units[u]);
+  return buf;
+}
+
+int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id(); }
+
+std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text) {
+  std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
+  const int64_t bos = bos_of(lm, tok);
+  if (bos >= 0 && (ids.empty() || ids.front() != bos) && text.empty()) ids.insert(ids.begin(), bos);
+  if (ids.empty()) throw Error("the prompt encodes to no tokens and the model has no BOS token: give --prompt");
+  return ids;
+}
+
+int cmd_info(const ModelArgs& a, bool as_json) {
+  auto lm = open_model(a);
+  const ModelConfig& c = lm->config();
+  const int64_t params = lm->num_parameters();
+  json j = {{"model", a.model},
+            {"family", c.family},
+            {"model_type", c.model_type},
+            {"vocab_size", c.vocab_size},
+            {"dim", c.dim},
+            {"n_layers", c.n_layers},
+            {"n_heads", c.n_heads},
+            {"n_kv_heads", c.n_kv_heads},
+            {"head_dim", c.head_dim},
+            {"ffn_dim", c.ffn_dim},
+            {"max_seq_len", c.max_seq_len},
+            {"norm", c.norm == NormKind::RMSNorm ? "rmsnorm" : "layernorm"},
+            {"positions", c.rope ? "rope" : "learned"},
+            {"rope_theta", c.rope_theta},
+            {"rope_scaling", c.rope_scaling.type.empty() ? "none" : c.rope_scaling.type},
+            {"tied_embeddings", c.tied_embeddings},
+            {"parameters", params},
+            {"weights", weight_format_name(lm->weight_format())},
+            {"weight_bytes", lm->weight_bytes()},
+            {"compute_dtype", "f32"},
+            {"device", lm->device().str()},
+            {"bos_id", c.bos_id},
+            {"eos_ids", c.eos_ids},
+            {"weights_hash", lm->weights_hash()}};
+  if (as_json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("model        %s\n", a.model.c_str());
+  std::printf("architecture %s (%s): %lld layers, d=%lld, %lld heads / %lld KV heads (head_dim %lld), FFN %lld\n",
+              c.family.c_str(), c.model_type.c_str(), (long long)c.n_layers, (long long)c.dim, (long long)c.n_heads,
+              (long long)c.n_kv_heads, (long long)c.head_dim, (long long)c.ffn_dim);
+  std::printf("             %s, %s positions%s, %s embeddings, vocab %lld, context %lld\n",
+              c.norm == NormKind::RMSNorm ? "RMSNorm" : "LayerNorm", c.rope ? "rotary" : "learned",
+              c.rope ? (" (theta " + std::to_string((long long)c.rope_theta) + (c.rope_scaling.type.empty() ? "" : ", " + c.rope_scaling.type + " scaling") + ")").c_str() : "",
+              c.tied_embeddings ? "tied" : "untied", (long long)c.vocab_size, (long long)c.max_seq_len);
+  std::printf("parameters   %lld (%.3f M)\n", (long long)params, params / 1e6);
+  std::printf("weights      %s storage, fp32 compute, %s in memory, on %s\n", weight_format_name(lm->weight_format()),
+              human_bytes(lm->weight_bytes()).c_str(), lm->device().str().c_str());
+  std::printf("hash         %s\n", lm->weights_hash().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"frozenlm: many skills from one frozen language model"};
+  app.require_subcommand(1);
+  ModelArgs ma;
+
+  bool info_json = false;
+  auto* info = app.add_subcommand("info", "Architecture, parameter count, storage and memory of a model");
+  add_model_args(info, ma, false);
+  info->add_flag("--json", info_json, "print JSON");
+
+  std::string text;
+  bool tok_json = false, tok_no_special = false;
+  auto* tokenize = app.add_subcommand("tokenize", "Print the token ids of a text");
+  add_model_args(tokenize, ma);
+  tokenize->add_option("--text", text, "text to tokenize")->required();
+  tokenize->add_flag("--json", tok_json, "print {\"ids\": [...], \"tokens\": [...]}");
+  tokenize->add_flag("--no-special", tok_no_special, "do not add BOS/EOS");
+
+  std::string prompt;
+  SamplingParams sp;
+  sp.temperature = 0.8;
+  std::vector<std::string> stops;
+  auto* gen = app.add_subcommand("generate", "Stream a continuation of a prompt to stdout");
+  add_model_args(gen, ma);
+  gen->add_option("--prompt", prompt, "prompt text (default: start from BOS alone)");
+  gen->add_option("--max-new-tokens", sp.max_new_tokens, "tokens to generate")->capture_default_str();
+  gen->add_option("--temperature", sp.temperature, "0: greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-k", sp.top_k, "keep the k most likely tokens (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", sp.top_p, "nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--seed", sp.seed, "random seed")->capture_default_str();
+  gen->add_option("--stop", stops, "stop when the output contains this string (repeatable)");
+
+  bool score_json = false;
+  auto* score = app.add_subcommand("score", "Log-probability of every token of a text");
+  add_model_args(score, ma);
+  score->add_option("--text", text, "text to score")->required();
+  score->add_flag("--json", score_json, "print {\"tokens\", \"logprobs\", \"total\"}");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*info) return cmd_info(ma, info_json);
+
+    if (*tokenize) {
+      auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, 0);
+      auto ids = tok->encode(text, !tok_no_special);
+      if (tok_json) {
+        json toks = json::array();
+        for (auto id : ids) toks.push_back(tok->id_to_token(id));
+        std::cout << json({{"ids", ids}, {"tokens", toks}}).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      } else {
+        for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+        std::cout << "\n";
+      }
+      return 0;
+    }
+
+    auto lm = open_model(ma);
+    auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, lm->vocab_size());
+    if (tok->vocab_size() > lm->vocab_size())
+      throw Error("tokenizer has " + std::to_string(tok->vocab_size()) + " tokens but the model only " + std::to_string(lm->vocab_size()));
+
+    if (*gen) {
+      sp.eos_ids = lm->config().eos_ids;
+      if (sp.eos_ids.empty() && tok->eos_id() >= 0) sp.eos_ids.push_back(tok->eos_id());
+      std::vector<int64_t> ids = prompt_ids(*lm, *tok, prompt);
+      StreamDecoder stream(*tok, ids);
+      std::cout << prompt << std::flush;
+      std::string produced;
+      auto t0 = std::chrono::steady_clock::now();
+      size_t n = 0;
+      auto out = generate(*lm, {ids}, sp,
+                          [&](int64_t, int64_t t) {
+                            ++n;
+                            bool is_eos = false;
+                            for (auto e : sp.eos_ids) is_eos |= t == e;
+                            if (is_eos) return;
+                            std::string piece = stream.push(t);
+                            produced += piece;
+                            std::cout << piece << std::flush;
+                          },
+                          [&](int64_t, const std::vector<int64_t>&) {
+                            for (auto& s : stops) if (!s.empty() && produced.find(s) != std::string::npos) return true;
+                            return false;
+                          });
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::cout << "\n";
+      std::fprintf(stderr, "[%zu tokens in %.2f s, %.1f tokens/s]\n", n, secs, n / std::max(secs, 1e-9));
+      return 0;
+    }
+
+    if (*score) {
+      std::vector<int64_t> ids = tok->encode(text, true);
+      const int64_t bos = bos_of(*lm, *tok);
+      if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
+      if (ids.size() < 2) throw Error("--text encodes to fewer than 2 tokens: nothing to score");
+      at::NoGradGuard ng;
+      ForwardInput in;
+      in.ids = at::tensor(ids, at::kLong).view({1, -1});
+      at::Tensor lp = at::log_softmax(lm->forward(in).logits[0], -1).to(at::kCPU);  // [T, V]
+      std::vector<double> logprobs;
+      double total = 0;
+      for (size_t i = 1; i < ids.size(); ++i) {
+        double v = lp[i - 1][ids[i]].item<double>();
+        logprobs.push_back(v);
+        total += v;
+      }
+      if (score_json) {
+        std::cout << json({{"tokens", ids}, {"logprobs", logprobs}, {"total", total}}).dump() << "\n";
+      } else {
+        for (size_t i = 1; i < ids.size(); ++i) std::printf("%8lld  %-20s %10.4f\n", (long long)ids[i], tok->id_to_token(ids[i]).c_str(), logprobs[i - 1]);
+        std::printf("total %.4f over %zu tokens (perplexity %.3f)\n", total, logprobs.size(), std::exp(-total / logprobs.size()));
+      }
+      return 0;
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "frozenlm: error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "frozenlm: error (torch): %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "frozenlm: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,41 @@
+// Batched autoregressive generation over the frozen LM, with a KV cache. Prompts may be token ids or any
+// embeddings prefix (a soft prompt, a connector's output), so every method shares one decoding loop.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/transformer.h"
+
+namespace frozenlm {
+
+struct SamplingParams {
+  int64_t max_new_tokens = 64;
+  double temperature = 1.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: off
+  double top_p = 1.0;        // 1: off
+  uint64_t seed = 0;
+  std::vector<int64_t> eos_ids;  // stop a row at any of these (the EOS token is kept in its output)
+};
+
+// Called after each step with the row and its tokens so far; return true to stop that row (stop strings).
+using StopFn = std::function<bool(int64_t row, const std::vector<int64_t>& generated)>;
+// Called for every new token (streaming).
+using TokenFn = std::function<void(int64_t row, int64_t token)>;
+
+// Picks the next token from logits [V] (CPU or device); deterministic given the generator state.
+int64_t sample_token(const at::Tensor& logits, const SamplingParams& p, at::Generator& gen);
+
+// Generates from prompts of token ids (different lengths allowed: they are left-padded).
+std::vector<std::vector<int64_t>> generate(const FrozenLM& lm, const std::vector<std::vector<int64_t>>& prompts,
+                                           const SamplingParams& p, const TokenFn& on_token = nullptr,
+                                           const StopFn& should_stop = nullptr);
+
+// Generates from an embeddings prefix [B, T, d] with mask [B, T] (left-padded: real tokens at the end).
+std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const at::Tensor& embeds, const at::Tensor& mask,
+                                                       const SamplingParams& p, const TokenFn& on_token = nullptr,
+                                                       const StopFn& should_stop = nullptr);
+
+}  // namespace frozenlm

@@ -1,0 +1,245 @@
+#include "core/loader.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "core/torch_pch.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+
+static bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+static bool is_file(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool is_llama2c_checkpoint(const std::string& path) { return is_file(path); }
+
+namespace {
+
+// All tensors of a (possibly sharded) safetensors checkpoint, by name.
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::string& dir) {
+    const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
+    if (is_file(single)) {
+      add(single);
+    } else if (is_file(index)) {
+      std::ifstream f(index);
+      json j;
+      try {
+        j = json::parse(f);
+      } catch (const json::exception& e) {
+        throw Error(index + ": not valid JSON: " + e.what());
+      }
+      if (!j.contains("weight_map") || !j["weight_map"].is_object()) throw Error(index + ": missing 'weight_map' object");
+      std::set<std::string> shards;
+      for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) shards.insert(it.value().get<std::string>());
+      for (auto& s : shards) add(dir + "/" + s);
+    } else {
+      throw Error(dir + ": no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)");
+    }
+  }
+  bool has(const std::string& n) const { return where_.count(n) > 0; }
+  at::Tensor get(const std::string& n, std::vector<int64_t> shape) const {
+    auto it = where_.find(n);
+    if (it == where_.end()) throw Error(files_.front()->path() + ": tensor '" + n + "' is missing from the checkpoint");
+    const SafetensorsFile& f = *files_[it->second];
+    const auto& have = f.tensors().at(n).shape;
+    if (have != shape) throw Error(f.path() + ": tensor '" + n + "' has shape " + fmt(have) + ", config implies " + fmt(shape));
+    return f.get_f32(n);
+  }
+  at::Tensor get_opt(const std::string& n, std::vector<int64_t> shape) const { return has(n) ? get(n, shape) : at::Tensor(); }
+  std::string prefix_of(const std::string& suffix) const {  // "transformer." or "" for GPT-2 style names
+    for (auto& [n, i] : where_)
+      if (n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return n.substr(0, n.size() - suffix.size());
+    throw Error(files_.front()->path() + ": tensor '*" + suffix + "' is missing from the checkpoint");
+  }
+
+ private:
+  static std::string fmt(const std::vector<int64_t>& s) {
+    std::string o = "[";
+    for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+    return o + "]";
+  }
+  void add(const std::string& path) {
+    if (!is_file(path)) throw Error(path + ": shard file is missing");
+    files_.push_back(std::make_unique<SafetensorsFile>(path));
+    for (auto& [n, info] : files_.back()->tensors()) where_[n] = files_.size() - 1;
+  }
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;
+};
+
+at::Device parse_device(const std::string& d) {
+  try {
+    at::Device dev(d);
+    if (dev.is_cuda() && !torch::cuda::is_available()) throw Error("--device " + d + ": CUDA is not available in this build/machine");
+    return dev;
+  } catch (const c10::Error&) {
+    throw Error("--device: unknown device '" + d + "' (cpu, cuda, cuda:N)");
+  }
+}
+
+std::unique_ptr<FrozenLM> load_hf_llama(const ModelConfig& c, const Checkpoint& ck, WeightFormat fmt) {
+  const int64_t d = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), f = c.ffn_dim;
+  FrozenEmbedding emb(ck.get("model.embed_tokens.weight", {c.vocab_size, d}), fmt);
+  std::vector<TransformerLayer> layers(c.n_layers);
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    TransformerLayer& L = layers[i];
+    L.attn_norm_w = ck.get(p + "input_layernorm.weight", {d});
+    L.mlp_norm_w = ck.get(p + "post_attention_layernorm.weight", {d});
+    at::Tensor wq = ck.get(p + "self_attn.q_proj.weight", {qd, d}), wk = ck.get(p + "self_attn.k_proj.weight", {kvd, d}),
+               wv = ck.get(p + "self_attn.v_proj.weight", {kvd, d});
+    at::Tensor bqkv;
+    if (c.qkv_bias)
+      bqkv = at::cat({ck.get(p + "self_attn.q_proj.bias", {qd}), ck.get(p + "self_attn.k_proj.bias", {kvd}),
+                      ck.get(p + "self_attn.v_proj.bias", {kvd})});
+    L.qkv = FrozenLinear(at::cat({wq, wk, wv}), bqkv, fmt);
+    L.o = FrozenLinear(ck.get(p + "self_attn.o_proj.weight", {d, qd}), c.o_bias ? ck.get(p + "self_attn.o_proj.bias", {d}) : at::Tensor(), fmt);
+    at::Tensor bgu;
+    if (c.mlp_bias) bgu = at::cat({ck.get(p + "mlp.gate_proj.bias", {f}), ck.get(p + "mlp.up_proj.bias", {f})});
+    L.up = FrozenLinear(at::cat({ck.get(p + "mlp.gate_proj.weight", {f, d}), ck.get(p + "mlp.up_proj.weight", {f, d})}), bgu, fmt);
+    L.down = FrozenLinear(ck.get(p + "mlp.down_proj.weight", {d, f}), c.mlp_bias ? ck.get(p + "mlp.down_proj.bias", {d}) : at::Tensor(), fmt);
+  }
+  at::Tensor norm = ck.get("model.norm.weight", {d});
+  FrozenLinear head;
+  if (!c.tied_embeddings) head = FrozenLinear(ck.get("lm_head.weight", {c.vocab_size, d}), at::Tensor(), fmt);
+  return std::make_unique<FrozenLM>(c, std::move(emb), at::Tensor(), std::move(layers), norm, at::Tensor(), std::move(head));
+}
+
+std::unique_ptr<FrozenLM> load_hf_gpt2(const ModelConfig& c, const Checkpoint& ck, WeightFormat fmt) {
+  const int64_t d = c.dim, f = c.ffn_dim;
+  const std::string P = ck.prefix_of("wte.weight");
+  FrozenEmbedding emb(ck.get(P + "wte.weight", {c.vocab_size, d}), fmt);
+  at::Tensor wpe = ck.get(P + "wpe.weight", {c.max_seq_len, d});
+  std::vector<TransformerLayer> layers(c.n_layers);
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string p = P + "h." + std::to_string(i) + ".";
+    TransformerLayer& L = layers[i];
+    L.attn_norm_w = ck.get(p + "ln_1.weight", {d});
+    L.attn_norm_b = ck.get(p + "ln_1.bias", {d});
+    L.mlp_norm_w = ck.get(p + "ln_2.weight", {d});
+    L.mlp_norm_b = ck.get(p + "ln_2.bias", {d});
+    // Conv1D stores W as [in, out]: transpose to [out, in]. c_attn is already q|k|v fused.
+    L.qkv = FrozenLinear(ck.get(p + "attn.c_attn.weight", {d, 3 * d}).t(), ck.get(p + "attn.c_attn.bias", {3 * d}), fmt);
+    L.o = FrozenLinear(ck.get(p + "attn.c_proj.weight", {d, d}).t(), ck.get(p + "attn.c_proj.bias", {d}), fmt);
+    L.up = FrozenLinear(ck.get(p + "mlp.c_fc.weight", {d, f}).t(), ck.get(p + "mlp.c_fc.bias", {f}), fmt);
+    L.down = FrozenLinear(ck.get(p + "mlp.c_proj.weight", {f, d}).t(), ck.get(p + "mlp.c_proj.bias", {d}), fmt);
+  }
+  FrozenLinear head;
+  if (!c.tied_embeddings) head = FrozenLinear(ck.get("lm_head.weight", {c.vocab_size, d}), at::Tensor(), fmt);
+  return std::make_unique<FrozenLM>(c, std::move(emb), wpe, std::move(layers), ck.get(P + "ln_f.weight", {d}),
+                                    ck.get(P + "ln_f.bias", {d}), std::move(head));
+}
+
+// llama2.c legacy format: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size — negative when
+// the classifier is not shared —, seq_len), then fp32 arrays in a fixed order.
+std::unique_ptr<FrozenLM> load_llama2c(const std::string& path, WeightFormat fmt) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) throw Error(path + ": cannot open");
+  const int64_t size = f.tellg();
+  f.seekg(0);
+  int32_t h[7];
+  if (size < int64_t(sizeof h) || !f.read(reinterpret_cast<char*>(h), sizeof h))
+    throw Error(path + ": too short for a llama2.c header (28 bytes)");
+  ModelConfig c;
+  c.family = "llama";
+  c.model_type = "llama2c";
+  c.dim = h[0]; c.ffn_dim = h[1]; c.n_layers = h[2]; c.n_heads = h[3]; c.n_kv_heads = h[4];
+  c.tied_embeddings = h[5] > 0;
+  c.vocab_size = h[5] > 0 ? h[5] : -int64_t(h[5]);
+  c.max_seq_len = h[6];
+  if (c.dim <= 0 || c.ffn_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
+      c.max_seq_len <= 0 || c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.dim > (1 << 16) ||
+      c.n_layers > 1024 || c.vocab_size > (1 << 22) || c.max_seq_len > (1 << 22))
+    throw Error(path + ": not a llama2.c checkpoint (implausible header: dim " + std::to_string(h[0]) + ", layers " +
+                std::to_string(h[2]) + ", heads " + std::to_string(h[3]) + "/" + std::to_string(h[4]) + ")");
+  c.head_dim = c.dim / c.n_heads;
+  c.norm_eps = 1e-5;
+  c.rope_theta = 10000.0;
+  c.bos_id = 1;
+  c.eos_ids = {2};
+  const int64_t d = c.dim, L = c.n_layers, kvd = c.kv_dim(), fd = c.ffn_dim, V = c.vocab_size, hd = c.head_dim;
+  const int64_t expected = 28 + 4 * (V * d + L * d + L * d * d + 2 * L * kvd * d + L * d * d + L * d + 3 * L * fd * d + d +
+                                     c.max_seq_len * hd + (c.tied_embeddings ? 0 : V * d));
+  if (size < expected)
+    throw Error(path + ": truncated llama2.c checkpoint: " + std::to_string(size) + " bytes, header implies " + std::to_string(expected));
+  auto read = [&](std::vector<int64_t> shape) {
+    at::Tensor t = at::empty(shape, at::kFloat);
+    f.read(reinterpret_cast<char*>(t.data_ptr()), t.numel() * 4);
+    return t;
+  };
+  at::Tensor tok = read({V, d}), rms_att = read({L, d}), wq = read({L, d, d}), wk = read({L, kvd, d}), wv = read({L, kvd, d}),
+             wo = read({L, d, d}), rms_ffn = read({L, d}), w1 = read({L, fd, d}), w2 = read({L, d, fd}), w3 = read({L, fd, d}),
+             rms_final = read({d});
+  f.seekg(4 * c.max_seq_len * hd, std::ios::cur);  // freq_cis_real/imag: recomputed
+  at::Tensor wcls = c.tied_embeddings ? at::Tensor() : read({V, d});
+  if (!f) throw Error(path + ": read failed");
+  // llama2.c rotates interleaved pairs (x0,x1),(x2,x3)…; we rotate halves. Permuting the rows of wq/wk within each
+  // head (even rows first, then odd) turns one convention into the other exactly.
+  auto permute = [&](const at::Tensor& w, int64_t heads) {
+    return w.view({heads, hd / 2, 2, d}).transpose(1, 2).reshape({heads * hd, d});
+  };
+  std::vector<TransformerLayer> layers(L);
+  for (int64_t i = 0; i < L; ++i) {
+    TransformerLayer& Ly = layers[i];
+    Ly.attn_norm_w = rms_att[i].clone();
+    Ly.mlp_norm_w = rms_ffn[i].clone();
+    Ly.qkv = FrozenLinear(at::cat({permute(wq[i], c.n_heads), permute(wk[i], c.n_kv_heads), wv[i]}), at::Tensor(), fmt);
+    Ly.o = FrozenLinear(wo[i], at::Tensor(), fmt);
+    Ly.up = FrozenLinear(at::cat({w1[i], w3[i]}), at::Tensor(), fmt);
+    Ly.down = FrozenLinear(w2[i], at::Tensor(), fmt);
+  }
+  FrozenLinear head;
+  if (!c.tied_embeddings) head = FrozenLinear(wcls, at::Tensor(), fmt);
+  return std::make_unique<FrozenLM>(c, FrozenEmbedding(tok, fmt), at::Tensor(), std::move(layers), rms_final, at::Tensor(),
+                                    std::move(head));
+}
+
+}  // namespace
+
+std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions& opt) {
+  at::NoGradGuard no_grad;
+  const at::Device dev = parse_device(opt.device);
+  std::unique_ptr<FrozenLM> lm;
+  if (is_dir(path)) {
+    ModelConfig c = load_hf_config(path + "/config.json");
+    if (c.eos_ids.empty() || c.bos_id < 0) {  // fall back to generation_config.json
+      std::ifstream g(path + "/generation_config.json");
+      if (g) {
+        json j = json::parse(g, nullptr, false);
+        if (j.is_object()) {
+          if (c.bos_id < 0 && j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_id = j["bos_token_id"];
+          if (c.eos_ids.empty() && j.contains("eos_token_id")) {
+            if (j["eos_token_id"].is_array()) for (auto& e : j["eos_token_id"]) c.eos_ids.push_back(e.get<int64_t>());
+            else if (j["eos_token_id"].is_number_integer()) c.eos_ids.push_back(j["eos_token_id"].get<int64_t>());
+          }
+        }
+      }
+    }
+    Checkpoint ck(path);
+    lm = c.family == "gpt2" ? load_hf_gpt2(c, ck, opt.weights) : load_hf_llama(c, ck, opt.weights);
+  } else if (is_file(path)) {
+    lm = load_llama2c(path, opt.weights);
+  } else {
+    throw Error(path + ": no such model (expected a Hugging Face model directory or a llama2.c .bin file)");
+  }
+  if (dev != at::Device(at::kCPU)) lm->to(dev);
+  return lm;
+}
+
+}  // namespace frozenlm

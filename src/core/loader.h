@@ -1,0 +1,24 @@
+// Loading a frozen LM from its own files: a Hugging Face directory (config.json + model.safetensors, or sharded
+// with model.safetensors.index.json) of the Llama or GPT-2 family, or a llama2.c legacy .bin checkpoint.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/frozen_weights.h"
+#include "core/transformer.h"
+
+namespace frozenlm {
+
+struct LoadOptions {
+  WeightFormat weights = WeightFormat::F32;  // in-memory storage
+  std::string device = "cpu";                // "cpu" | "cuda" | "cuda:N"
+};
+
+// Throws frozenlm::Error naming the file and the problem (missing file, corrupt safetensors, unknown
+// architecture, missing/mis-shaped tensor, truncated .bin).
+std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions& opt = {});
+
+// True when `path` looks like a llama2.c checkpoint (a file, not a directory).
+bool is_llama2c_checkpoint(const std::string& path);
+
+}  // namespace frozenlm

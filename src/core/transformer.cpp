@@ -1,0 +1,253 @@
+#include "core/transformer.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/torch_pch.h"
+
+namespace frozenlm {
+
+FrozenLM::FrozenLM(ModelConfig cfg, FrozenEmbedding tok_emb, at::Tensor pos_emb, std::vector<TransformerLayer> layers,
+                   at::Tensor final_norm_w, at::Tensor final_norm_b, FrozenLinear head)
+    : cfg_(std::move(cfg)),
+      tok_emb_(std::move(tok_emb)),
+      pos_emb_(std::move(pos_emb)),
+      layers_(std::move(layers)),
+      final_norm_w_(std::move(final_norm_w)),
+      final_norm_b_(std::move(final_norm_b)),
+      head_(std::move(head)) {
+  tied_ = !head_.raw_weight().defined();
+  fmt_ = tok_emb_.as_linear().raw_weight().scalar_type() == at::kFloat      ? WeightFormat::F32
+         : tok_emb_.as_linear().raw_weight().scalar_type() == at::kBFloat16 ? WeightFormat::BF16
+                                                                            : WeightFormat::Int8;
+  if (cfg_.rope) {
+    // inv_freq[i] = θ^(-2i/hd), as in Hugging Face (computed in fp32), then the checkpoint's scaling rule.
+    const int64_t hd = cfg_.head_dim;
+    at::Tensor inv = 1.0 / at::pow(cfg_.rope_theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / double(hd));
+    const RopeScaling& rs = cfg_.rope_scaling;
+    if (rs.type == "linear") {
+      inv = inv / rs.factor;
+    } else if (rs.type == "llama3") {
+      const double old_ctx = double(rs.original_max_position_embeddings);
+      const double low_wavelen = old_ctx / rs.low_freq_factor, high_wavelen = old_ctx / rs.high_freq_factor;
+      at::Tensor wavelen = 2 * M_PI / inv;
+      at::Tensor scaled = at::where(wavelen > low_wavelen, inv / rs.factor, inv);
+      at::Tensor smooth = (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+      at::Tensor smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+      at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+      inv = at::where(medium, smoothed, scaled);
+    }
+    inv_freq_ = inv.contiguous();
+  }
+}
+
+at::Tensor FrozenLM::embed(const at::Tensor& ids) const {
+  at::NoGradGuard no_grad;
+  return tok_emb_.lookup(ids.to(device_, at::kLong));
+}
+
+at::Tensor FrozenLM::head(const at::Tensor& hidden) const {
+  return tied_ ? tok_emb_.as_linear().forward(hidden) : head_.forward(hidden);
+}
+
+at::Tensor FrozenLM::norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+  if (cfg_.norm == NormKind::LayerNorm) return at::layer_norm(x, {cfg_.dim}, w, b, cfg_.norm_eps);
+  // RMSNorm: x / sqrt(mean(x²) + eps) · w
+  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + cfg_.norm_eps) * w;
+}
+
+std::pair<at::Tensor, at::Tensor> FrozenLM::rope_tables(const at::Tensor& pos) const {
+  at::Tensor freqs = pos.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, hd/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);        // [B, 1, T, hd]
+  return {emb.cos(), emb.sin()};
+}
+
+// Rotary embedding, rotate-half convention: (x1, x2) -> (x1·cos − x2·sin, x2·cos + x1·sin) per half.
+at::Tensor FrozenLM::rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return x * cos + at::cat({-x2, x1}, -1) * sin;
+}
+
+void KVCache::select_rows(const at::Tensor& idx) {
+  for (auto& t : k) t = t.index_select(0, idx);
+  for (auto& t : v) t = t.index_select(0, idx);
+  mask = mask.index_select(0, idx);
+  next_pos = next_pos.index_select(0, idx);
+}
+
+KVCache FrozenLM::new_cache(int64_t batch) const {
+  KVCache c;
+  auto opt = at::TensorOptions().device(device_);
+  c.k.assign(cfg_.n_layers, at::empty({batch, cfg_.n_kv_heads, 0, cfg_.head_dim}, opt.dtype(at::kFloat)));
+  c.v = c.k;
+  c.mask = at::zeros({batch, 0}, opt.dtype(at::kBool));
+  c.next_pos = at::zeros({batch}, opt.dtype(at::kLong));
+  return c;
+}
+
+ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const ForwardOptions& opt) const {
+  // ---- input: ids or embeddings -> x [B, T, d] ----
+  at::Tensor x;
+  if (in.embeds.defined()) {
+    if (in.embeds.dim() != 3 || in.embeds.size(2) != cfg_.dim)
+      throw Error("forward: embeds must be [B, T, " + std::to_string(cfg_.dim) + "]");
+    x = in.embeds.to(device_, at::kFloat);
+  } else if (in.ids.defined()) {
+    if (in.ids.dim() != 2) throw Error("forward: ids must be [B, T]");
+    at::Tensor ids = in.ids.to(device_, at::kLong);
+    if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= cfg_.vocab_size))
+      throw Error("forward: token id out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
+    x = tok_emb_.lookup(ids);
+  } else {
+    throw Error("forward: give ids or embeds");
+  }
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, G = H / Hkv;
+  auto lopt = at::TensorOptions().device(device_).dtype(at::kLong);
+
+  at::Tensor mask = in.mask.defined() ? in.mask.to(device_).to(at::kBool) : at::ones({B, T}, lopt.dtype(at::kBool));
+  if (mask.size(0) != B || mask.size(1) != T) throw Error("forward: mask must be [B, T]");
+  if (cache && cache->batch() != B) throw Error("forward: KV cache batch size differs from the input's");
+  const int64_t past = cache ? cache->length() : 0;
+  at::Tensor start = cache ? cache->next_pos : at::zeros({B}, lopt);
+
+  // Position ids: number of real tokens before this one (so padding never shifts positions).
+  at::Tensor pos = in.position_ids.defined()
+                       ? in.position_ids.to(device_, at::kLong)
+                       : (start.unsqueeze(1) + mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // [B, T]
+  at::Tensor key_mask = cache ? at::cat({cache->mask, mask}, 1) : mask;                           // [B, S]
+  const int64_t S = past + T;
+  // allowed[b, i, j]: query i (absolute past + i) may see key j.
+  at::Tensor causal = at::arange(S, lopt).unsqueeze(0) <= (at::arange(T, lopt) + past).unsqueeze(1);  // [T, S]
+  at::Tensor blocked = causal.unsqueeze(0).logical_and(key_mask.unsqueeze(1)).logical_not()            // [B, T, S]
+                           .view({B, 1, 1, T, S});
+  if (cache) {
+    cache->mask = key_mask;
+    cache->next_pos = start + mask.to(at::kLong).sum(1);
+  }
+
+  if (!cfg_.rope) {
+    if (pos.numel() > 0 && pos.max().item<int64_t>() >= cfg_.max_seq_len)
+      throw Error("forward: position " + std::to_string(pos.max().item<int64_t>()) + " beyond the model's " +
+                  std::to_string(cfg_.max_seq_len) + " learned positions");
+    x = x + pos_emb_.index_select(0, pos.reshape({-1})).view({B, T, cfg_.dim});
+  }
+  at::Tensor cos, sin;
+  if (cfg_.rope) std::tie(cos, sin) = rope_tables(pos);
+  const double scale = 1.0 / std::sqrt(double(hd));
+
+  ForwardOutput out;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const TransformerLayer& L = layers_[l];
+    if (opt.all_hidden) out.layer_hidden.push_back(x);
+    // ---- attention ----
+    at::Tensor h = norm(x, L.attn_norm_w, L.attn_norm_b);
+    at::Tensor qkv = L.qkv.forward(h);                                                     // [B, T, (H + 2Hkv)·hd]
+    at::Tensor q = qkv.narrow(2, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);           // [B, H, T, hd]
+    at::Tensor k = qkv.narrow(2, H * hd, Hkv * hd).view({B, T, Hkv, hd}).transpose(1, 2);  // [B, Hkv, T, hd]
+    at::Tensor v = qkv.narrow(2, (H + Hkv) * hd, Hkv * hd).view({B, T, Hkv, hd}).transpose(1, 2);
+    if (cfg_.rope) {
+      q = rope(q, cos, sin);
+      k = rope(k, cos, sin);
+    }
+    if (cache) {
+      k = at::cat({cache->k[l], k}, 2);  // [B, Hkv, S, hd]
+      v = at::cat({cache->v[l], v}, 2);
+      cache->k[l] = k.detach();
+      cache->v[l] = v.detach();
+    }
+    // Grouped-query attention without copying K/V: the G query heads that share a KV head are stacked along time.
+    at::Tensor qg = q.reshape({B, Hkv, G * T, hd});
+    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul_(scale);  // [B, Hkv, G·T, S]
+    scores = scores.view({B, Hkv, G, T, S}).masked_fill(blocked, -1e30);   // finite: all-padding rows stay NaN-free
+    at::Tensor probs = at::softmax(scores, -1).view({B, Hkv, G * T, S});
+    at::Tensor att = at::matmul(probs, v).view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
+    x = x + L.o.forward(att);
+    // ---- MLP ----
+    h = norm(x, L.mlp_norm_w, L.mlp_norm_b);
+    at::Tensor m;
+    if (cfg_.gated_mlp) {
+      auto gu = L.up.forward(h).chunk(2, -1);  // [B, T, ffn] × 2
+      m = at::silu(gu[0]) * gu[1];
+    } else {
+      m = L.up.forward(h);
+      m = cfg_.act == Activation::GeluTanh ? at::gelu(m, "tanh") : cfg_.act == Activation::Gelu ? at::gelu(m) : at::silu(m);
+    }
+    x = x + L.down.forward(m);
+  }
+  if (opt.all_hidden) out.layer_hidden.push_back(x);
+  at::Tensor final_h = norm(x, final_norm_w_, final_norm_b_);
+  if (opt.hidden) out.hidden = final_h;
+  if (opt.logits) out.logits = head(opt.last_logits_only ? final_h.narrow(1, T - 1, 1) : final_h);
+  return out;
+}
+
+void FrozenLM::to(const at::Device& d) {
+  tok_emb_.as_linear().to(d);
+  head_.to(d);
+  auto mv = [&](at::Tensor& t) { if (t.defined()) t = t.to(d); };
+  mv(pos_emb_);
+  mv(final_norm_w_);
+  mv(final_norm_b_);
+  mv(inv_freq_);
+  for (auto& L : layers_) {
+    mv(L.attn_norm_w); mv(L.attn_norm_b); mv(L.mlp_norm_w); mv(L.mlp_norm_b);
+    L.qkv.to(d); L.o.to(d); L.up.to(d); L.down.to(d);
+  }
+  device_ = d;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> FrozenLM::named_tensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  auto add = [&](const std::string& n, const at::Tensor& t) { if (t.defined()) out.push_back({n, t}); };
+  auto add_lin = [&](const std::string& n, const FrozenLinear& f) {
+    add(n + ".weight", f.raw_weight());
+    add(n + ".scale", f.raw_scale());
+    add(n + ".bias", f.bias());
+  };
+  add_lin("tok_emb", tok_emb_.as_linear());
+  add("pos_emb", pos_emb_);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto& L = layers_[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    add(p + "attn_norm.weight", L.attn_norm_w); add(p + "attn_norm.bias", L.attn_norm_b);
+    add_lin(p + "qkv", L.qkv); add_lin(p + "o", L.o);
+    add(p + "mlp_norm.weight", L.mlp_norm_w); add(p + "mlp_norm.bias", L.mlp_norm_b);
+    add_lin(p + "up", L.up); add_lin(p + "down", L.down);
+  }
+  add("final_norm.weight", final_norm_w_);
+  add("final_norm.bias", final_norm_b_);
+  if (!tied_) add_lin("head", head_);
+  return out;
+}
+
+int64_t FrozenLM::weight_bytes() const {
+  int64_t b = 0;
+  for (auto& [n, t] : named_tensors()) b += t.numel() * t.element_size();
+  return b;
+}
+
+int64_t FrozenLM::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_tensors())
+    if (name.size() < 6 || name.compare(name.size() - 6, 6, ".scale") != 0) n += t.numel();
+  return n;
+}
+
+std::string FrozenLM::weights_hash() const {
+  uint64_t h = 1469598103934665603ull;
+  for (auto& [name, t] : named_tensors()) {
+    for (char c : name) h = (h ^ uint8_t(c)) * 1099511628211ull;
+    at::Tensor c = t.to(at::kCPU).contiguous();
+    const uint8_t* p = static_cast<const uint8_t*>(c.data_ptr());
+    const size_t n = c.numel() * c.element_size();
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace frozenlm

@@ -1,0 +1,102 @@
+// The frozen decoder-only transformer: Llama family (RMSNorm, RoPE rotate-half, GQA, SwiGLU) and GPT-2
+// (LayerNorm, learned positions, GELU-tanh) in one readable forward pass. Weights never require grad; gradients
+// flow only to an embeddings input, which is how every trainable module around the frozen LM attaches.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/frozen_weights.h"
+#include "core/model_config.h"
+
+namespace frozenlm {
+
+struct TransformerLayer {
+  at::Tensor attn_norm_w, attn_norm_b;  // [d]
+  FrozenLinear qkv;                     // fused [q_dim + 2·kv_dim, d]
+  FrozenLinear o;                       // [d, q_dim]
+  at::Tensor mlp_norm_w, mlp_norm_b;    // [d]
+  FrozenLinear up;                      // gated: fused [gate; up] [2·ffn, d]; plain: fc [ffn, d]
+  FrozenLinear down;                    // [d, ffn]
+};
+
+// Incremental-decoding state for a batch: keys/values of every layer plus which cached positions are real.
+struct KVCache {
+  std::vector<at::Tensor> k, v;  // per layer [B, n_kv_heads, S, head_dim]
+  at::Tensor mask;               // [B, S] bool: key is a real (non-padding) token
+  at::Tensor next_pos;           // [B] int64: position id of the next real token
+  int64_t length() const { return mask.defined() ? mask.size(1) : 0; }
+  int64_t batch() const { return next_pos.defined() ? next_pos.size(0) : 0; }
+  // Keep only rows `idx` (e.g. drop finished sequences).
+  void select_rows(const at::Tensor& idx);
+};
+
+struct ForwardInput {
+  at::Tensor ids;           // [B, T] int64, or
+  at::Tensor embeds;        // [B, T, d] float (soft prompts, connector outputs, ...); gradients flow into it
+  at::Tensor mask;          // [B, T] (bool/int): 1 = real token, 0 = padding. Default: all real
+  at::Tensor position_ids;  // [B, T] int64. Default: count of real tokens before (+ cache), so left/right padding
+                            // gives every example the positions it has alone
+};
+
+struct ForwardOptions {
+  bool logits = true;            // compute the LM head
+  bool last_logits_only = false; // only the last position's logits: [B, 1, V]
+  bool hidden = false;           // final hidden states (post-norm, pre-head)
+  bool all_hidden = false;       // input to every layer + final output (pre-norm): n_layers + 1 tensors
+};
+
+struct ForwardOutput {
+  at::Tensor logits;                      // [B, T, V] fp32
+  at::Tensor hidden;                      // [B, T, d]
+  std::vector<at::Tensor> layer_hidden;   // n_layers + 1 × [B, T, d]
+};
+
+class FrozenLM {
+ public:
+  FrozenLM(ModelConfig cfg, FrozenEmbedding tok_emb, at::Tensor pos_emb, std::vector<TransformerLayer> layers,
+           at::Tensor final_norm_w, at::Tensor final_norm_b, FrozenLinear head /* undefined weight = tied */);
+
+  const ModelConfig& config() const { return cfg_; }
+  int64_t dim() const { return cfg_.dim; }
+  int64_t vocab_size() const { return cfg_.vocab_size; }
+  const at::Device& device() const { return device_; }
+  WeightFormat weight_format() const { return fmt_; }
+
+  // Frozen token-embedding lookup: [B, T] -> [B, T, d] (no grad).
+  at::Tensor embed(const at::Tensor& ids) const;
+  // The LM head on hidden states [.., d] -> [.., V].
+  at::Tensor head(const at::Tensor& hidden) const;
+
+  // One pass. With `cache`, the input continues the cached sequences and the cache is extended.
+  ForwardOutput forward(const ForwardInput& in, KVCache* cache = nullptr, const ForwardOptions& opt = {}) const;
+  KVCache new_cache(int64_t batch) const;
+
+  void to(const at::Device& d);
+  int64_t weight_bytes() const;
+  int64_t num_parameters() const;
+  // Every stored tensor with a stable name (for hashing / checking that nothing changed).
+  std::vector<std::pair<std::string, at::Tensor>> named_tensors() const;
+  // FNV-1a hash over all stored weight bytes: the identity of the frozen model.
+  std::string weights_hash() const;
+
+ private:
+  at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
+  at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+  std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& pos) const;
+
+  ModelConfig cfg_;
+  FrozenEmbedding tok_emb_;
+  at::Tensor pos_emb_;  // [max_seq_len, d] (GPT-2) or undefined
+  std::vector<TransformerLayer> layers_;
+  at::Tensor final_norm_w_, final_norm_b_;
+  FrozenLinear head_;
+  bool tied_;
+  at::Tensor inv_freq_;  // [head_dim / 2] (RoPE)
+  at::Device device_ = at::kCPU;
+  WeightFormat fmt_ = WeightFormat::F32;
+};
+
+}  // namespace frozenlm

@@ -1,0 +1,51 @@
+#include "tokenizer/tokenizer.h"
+
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "tokenizer/hf_tokenizer.h"
+#include "tokenizer/llama2c_tokenizer.h"
+#include "tokenizer/unicode.h"
+
+namespace frozenlm {
+
+static bool exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+static bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  if (!exists(path)) throw Error(path + ": tokenizer file not found");
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) return std::make_unique<HFTokenizer>(path);
+  return std::make_unique<Llama2cTokenizer>(path);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path, const std::string& tokenizer_path,
+                                                    int64_t vocab_size) {
+  if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path);
+  if (is_dir(model_path)) {
+    const std::string p = model_path + "/tokenizer.json";
+    if (!exists(p)) throw Error(p + ": not found (pass --tokenizer PATH)");
+    return load_tokenizer(p);
+  }
+  const std::string dir = model_path.find('/') == std::string::npos ? "." : model_path.substr(0, model_path.rfind('/'));
+  for (const std::string& name : {std::string("tokenizer.bin"), "tok" + std::to_string(vocab_size) + ".bin"})
+    if (exists(dir + "/" + name)) return load_tokenizer(dir + "/" + name);
+  throw Error(model_path + ": no tokenizer.bin or tok" + std::to_string(vocab_size) + ".bin beside it (pass --tokenizer PATH)");
+}
+
+std::string StreamDecoder::push(int64_t id) {
+  ids_.push_back(id);
+  const std::string full = tok_.decode(ids_);
+  const size_t end = unicode::complete_utf8_prefix(full);
+  if (end <= emitted_) return "";
+  std::string out = full.substr(emitted_, end - emitted_);
+  emitted_ = end;
+  return out;
+}
+
+}  // namespace frozenlm
