@@ -95,7 +95,9 @@ at::Device parse_device(const std::string& d) {
 
 std::unique_ptr<FrozenLM> load_hf_llama(const ModelConfig& c, const Checkpoint& ck, WeightFormat fmt) {
   const int64_t d = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), f = c.ffn_dim;
-  FrozenEmbedding emb(ck.get("model.embed_tokens.weight", {c.vocab_size, d}), fmt);
+  // With tied embeddings, safetensors writers may keep only one of the two names (e.g. lm_head.weight).
+  const bool emb_as_head = c.tied_embeddings && !ck.has("model.embed_tokens.weight") && ck.has("lm_head.weight");
+  FrozenEmbedding emb(ck.get(emb_as_head ? "lm_head.weight" : "model.embed_tokens.weight", {c.vocab_size, d}), fmt);
   std::vector<TransformerLayer> layers(c.n_layers);
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
