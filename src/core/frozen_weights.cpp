@@ -41,13 +41,15 @@ at::Tensor FrozenLinear::weight_f32() const {
 }
 
 at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
+  // Compute in the input's dtype (fp32; fp64 in gradient checks): compact weights are widened just in time.
+  const auto dt = x.scalar_type();
+  const at::Tensor w = w_.scalar_type() == dt ? w_ : w_.to(dt);
   if (fmt_ == WeightFormat::Int8) {
     // (x · qᵀ) · diag(s): the scale is applied to the (smaller) output instead of the weight.
-    at::Tensor y = at::matmul(x, w_.to(at::kFloat).t()) * scale_;
-    return bias_.defined() ? y + bias_ : y;
+    at::Tensor y = at::matmul(x, w.t()) * scale_.to(dt);
+    return bias_.defined() ? y + bias_.to(dt) : y;
   }
-  const at::Tensor w = fmt_ == WeightFormat::F32 ? w_ : w_.to(at::kFloat);
-  return at::linear(x, w, bias_.defined() ? c10::optional<at::Tensor>(bias_) : c10::nullopt);
+  return at::linear(x, w, bias_.defined() ? c10::optional<at::Tensor>(bias_.to(dt)) : c10::nullopt);
 }
 
 int64_t FrozenLinear::bytes() const {
@@ -57,7 +59,9 @@ int64_t FrozenLinear::bytes() const {
   return b;
 }
 
-void FrozenLinear::to(const at::Device& d) {
+void FrozenLinear::to(const at::Device& d, c10::optional<at::ScalarType> float_dtype) {
+  if (float_dtype && fmt_ == WeightFormat::F32) w_ = w_.to(*float_dtype);
+  if (float_dtype && bias_.defined()) bias_ = bias_.to(*float_dtype);
   w_ = w_.to(d);
   if (scale_.defined()) scale_ = scale_.to(d);
   if (bias_.defined()) bias_ = bias_.to(d);
@@ -66,7 +70,8 @@ void FrozenLinear::to(const at::Device& d) {
 at::Tensor FrozenEmbedding::lookup(const at::Tensor& ids) const {
   const at::Tensor& w = table_.raw_weight();
   at::Tensor flat = ids.reshape({-1});
-  at::Tensor rows = w.index_select(0, flat).to(at::kFloat);
+  at::Tensor rows = w.index_select(0, flat);
+  if (!rows.is_floating_point() || rows.scalar_type() == at::kBFloat16) rows = rows.to(at::kFloat);
   if (table_.raw_scale().defined()) rows = rows * table_.raw_scale().index_select(0, flat).unsqueeze(1);
   auto shape = ids.sizes().vec();
   shape.push_back(w.size(1));

@@ -22,7 +22,8 @@ class FrozenLinear {
   int64_t in_features() const { return w_.size(1); }
   int64_t bytes() const;
   int64_t numel() const { return w_.numel() + (bias_.defined() ? bias_.numel() : 0); }
-  void to(const at::Device& d);
+  // Moves to a device; float_dtype (e.g. kDouble for gradient checks) converts fp32-stored weights.
+  void to(const at::Device& d, c10::optional<at::ScalarType> float_dtype = c10::nullopt);
   const at::Tensor& raw_weight() const { return w_; }
   const at::Tensor& raw_scale() const { return scale_; }
   const at::Tensor& bias() const { return bias_; }

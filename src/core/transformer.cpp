@@ -58,7 +58,7 @@ at::Tensor FrozenLM::norm(const at::Tensor& x, const at::Tensor& w, const at::Te
 }
 
 std::pair<at::Tensor, at::Tensor> FrozenLM::rope_tables(const at::Tensor& pos) const {
-  at::Tensor freqs = pos.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, hd/2]
+  at::Tensor freqs = pos.to(inv_freq_.scalar_type()).unsqueeze(-1) * inv_freq_;  // [B, T, hd/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);        // [B, 1, T, hd]
   return {emb.cos(), emb.sin()};
 }
@@ -80,7 +80,7 @@ void KVCache::select_rows(const at::Tensor& idx) {
 KVCache FrozenLM::new_cache(int64_t batch) const {
   KVCache c;
   auto opt = at::TensorOptions().device(device_);
-  c.k.assign(cfg_.n_layers, at::empty({batch, cfg_.n_kv_heads, 0, cfg_.head_dim}, opt.dtype(at::kFloat)));
+  c.k.assign(cfg_.n_layers, at::empty({batch, cfg_.n_kv_heads, 0, cfg_.head_dim}, opt.dtype(dtype_)));
   c.v = c.k;
   c.mask = at::zeros({batch, 0}, opt.dtype(at::kBool));
   c.next_pos = at::zeros({batch}, opt.dtype(at::kLong));
@@ -93,7 +93,7 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
   if (in.embeds.defined()) {
     if (in.embeds.dim() != 3 || in.embeds.size(2) != cfg_.dim)
       throw Error("forward: embeds must be [B, T, " + std::to_string(cfg_.dim) + "]");
-    x = in.embeds.to(device_, at::kFloat);
+    x = in.embeds.to(device_, dtype_);
   } else if (in.ids.defined()) {
     if (in.ids.dim() != 2) throw Error("forward: ids must be [B, T]");
     at::Tensor ids = in.ids.to(device_, at::kLong);
@@ -184,19 +184,21 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
   return out;
 }
 
-void FrozenLM::to(const at::Device& d) {
-  tok_emb_.as_linear().to(d);
-  head_.to(d);
-  auto mv = [&](at::Tensor& t) { if (t.defined()) t = t.to(d); };
+void FrozenLM::to(const at::Device& d, at::ScalarType dtype) {
+  if (dtype != at::kFloat && fmt_ != WeightFormat::F32) throw Error("FrozenLM::to: a non-fp32 compute dtype needs f32 weight storage");
+  tok_emb_.as_linear().to(d, dtype);
+  head_.to(d, dtype);
+  auto mv = [&](at::Tensor& t) { if (t.defined()) t = t.to(d, t.is_floating_point() ? dtype : t.scalar_type()); };
   mv(pos_emb_);
   mv(final_norm_w_);
   mv(final_norm_b_);
   mv(inv_freq_);
   for (auto& L : layers_) {
     mv(L.attn_norm_w); mv(L.attn_norm_b); mv(L.mlp_norm_w); mv(L.mlp_norm_b);
-    L.qkv.to(d); L.o.to(d); L.up.to(d); L.down.to(d);
+    L.qkv.to(d, dtype); L.o.to(d, dtype); L.up.to(d, dtype); L.down.to(d, dtype);
   }
   device_ = d;
+  dtype_ = dtype;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> FrozenLM::named_tensors() const {

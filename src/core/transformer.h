@@ -74,7 +74,10 @@ class FrozenLM {
   ForwardOutput forward(const ForwardInput& in, KVCache* cache = nullptr, const ForwardOptions& opt = {}) const;
   KVCache new_cache(int64_t batch) const;
 
-  void to(const at::Device& d);
+  // Moves the weights to a device. dtype kDouble (fp32 storage only) makes every op run in fp64: for finite-
+  // difference gradient checks. The compute dtype is otherwise fp32.
+  void to(const at::Device& d, at::ScalarType dtype = at::kFloat);
+  at::ScalarType compute_dtype() const { return dtype_; }
   int64_t weight_bytes() const;
   int64_t num_parameters() const;
   // Every stored tensor with a stable name (for hashing / checking that nothing changed).
@@ -97,6 +100,7 @@ class FrozenLM {
   at::Tensor inv_freq_;  // [head_dim / 2] (RoPE)
   at::Device device_ = at::kCPU;
   WeightFormat fmt_ = WeightFormat::F32;
+  at::ScalarType dtype_ = at::kFloat;
 };
 
 }  // namespace frozenlm

@@ -1,0 +1,9 @@
+#include <gtest/gtest.h>
+
+#include "core/runtime.h"
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  frozenlm::set_threads(0);
+  return RUN_ALL_TESTS();
+}

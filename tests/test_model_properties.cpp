@@ -1,0 +1,198 @@
+// Properties every frozen LM must have, checked on the tiny reference fixtures and the real models:
+// KV cache == full recomputation, padded batch == one by one, embeddings input == ids, gradients to the input
+// embeddings == finite differences (fp64), weights untouched by backward, compact storage close to fp32.
+#include "core/generate.h"
+#include "core/loader.h"
+#include "test_util.h"
+
+namespace frozenlm::test {
+
+class EveryModel : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::unique_ptr<FrozenLM> load(WeightFormat f = WeightFormat::F32) {
+    LoadOptions o;
+    o.weights = f;
+    const std::string p = GetParam();
+    return load_model(p == "tiny-llama" || p == "tiny-gpt2" ? fixtures() + "/" + p : p == "tinystories" ? tinystories() : stories260k(), o);
+  }
+  at::Tensor random_ids(const FrozenLM& lm, int64_t B, int64_t T, uint64_t seed) {
+    auto g = at::make_generator<at::CPUGeneratorImpl>(seed);
+    return at::randint(3, lm.vocab_size(), {B, T}, g, at::kLong);
+  }
+};
+
+static at::Tensor logits_of(const FrozenLM& lm, const at::Tensor& ids, const at::Tensor& mask = {}) {
+  ForwardInput in;
+  in.ids = ids;
+  in.mask = mask;
+  return lm.forward(in).logits;
+}
+
+TEST_P(EveryModel, KvCacheDecodingEqualsFullRecomputation) {
+  auto lm = load();
+  at::NoGradGuard ng;
+  at::Tensor ids = random_ids(*lm, 2, 14, 7);
+  at::Tensor full = logits_of(*lm, ids);
+  for (bool prefix_as_embeds : {false, true}) {
+    KVCache cache = lm->new_cache(2);
+    ForwardInput p;
+    if (prefix_as_embeds) p.embeds = lm->embed(ids.narrow(1, 0, 5));
+    else p.ids = ids.narrow(1, 0, 5);
+    std::vector<at::Tensor> parts{lm->forward(p, &cache).logits};
+    for (int64_t t = 5; t < 14; t += 3) {  // chunks of 3, then 1
+      ForwardInput s;
+      s.ids = ids.narrow(1, t, std::min<int64_t>(3, 14 - t));
+      parts.push_back(lm->forward(s, &cache).logits);
+    }
+    EXPECT_EQ(cache.length(), 14);
+    EXPECT_LE((at::cat(parts, 1) - full).abs().max().item<double>(), 1e-4) << "prefix as embeds: " << prefix_as_embeds;
+  }
+}
+
+TEST_P(EveryModel, PaddedBatchEqualsExamplesOneByOne) {
+  auto lm = load();
+  at::NoGradGuard ng;
+  const std::vector<int64_t> lens{9, 4, 12};
+  const int64_t T = 12;
+  at::Tensor ids = random_ids(*lm, 3, T, 11);
+  for (bool left : {true, false}) {
+    at::Tensor batch = at::zeros({3, T}, at::kLong), mask = at::zeros({3, T}, at::kLong);
+    for (int64_t b = 0; b < 3; ++b) {
+      const int64_t off = left ? T - lens[b] : 0;
+      batch[b].narrow(0, off, lens[b]).copy_(ids[b].narrow(0, 0, lens[b]));
+      mask[b].narrow(0, off, lens[b]).fill_(1);
+    }
+    at::Tensor got = logits_of(*lm, batch, mask);
+    for (int64_t b = 0; b < 3; ++b) {
+      at::Tensor alone = logits_of(*lm, ids[b].narrow(0, 0, lens[b]).unsqueeze(0))[0];
+      at::Tensor mine = got[b].narrow(0, left ? T - lens[b] : 0, lens[b]);
+      EXPECT_LE((mine - alone).abs().max().item<double>(), 1e-4) << "row " << b << (left ? " left" : " right") << "-padded";
+    }
+  }
+}
+
+TEST_P(EveryModel, EmbeddingsInputEqualsIds) {
+  auto lm = load();
+  at::NoGradGuard ng;
+  at::Tensor ids = random_ids(*lm, 2, 10, 3);
+  ForwardInput e;
+  e.embeds = lm->embed(ids);
+  EXPECT_EQ(e.embeds.sizes(), (std::vector<int64_t>{2, 10, lm->dim()}));
+  EXPECT_TRUE(at::equal(lm->forward(e).logits, logits_of(*lm, ids)));
+}
+
+TEST_P(EveryModel, HiddenStatesAreReturnedOnRequest) {
+  auto lm = load();
+  at::NoGradGuard ng;
+  ForwardInput in;
+  in.ids = random_ids(*lm, 1, 6, 5);
+  ForwardOptions o;
+  o.hidden = o.all_hidden = true;
+  ForwardOutput out = lm->forward(in, nullptr, o);
+  EXPECT_EQ(out.hidden.sizes(), (std::vector<int64_t>{1, 6, lm->dim()}));
+  EXPECT_EQ(int64_t(out.layer_hidden.size()), lm->config().n_layers + 1);
+  EXPECT_TRUE(at::allclose(lm->head(out.hidden), out.logits));
+}
+
+TEST_P(EveryModel, InputEmbeddingGradientsMatchFiniteDifferences) {
+  auto lm = load();
+  lm->to(at::kCPU, at::kDouble);
+  at::Tensor ids = random_ids(*lm, 2, 6, 9);
+  at::Tensor mask = at::ones({2, 6}, at::kLong);
+  mask[1][0] = 0;  // a padded row too
+  at::Tensor emb = lm->embed(ids).clone().requires_grad_(true);
+  auto g = at::make_generator<at::CPUGeneratorImpl>(1);
+  at::Tensor proj = at::randn({2, 6, lm->vocab_size()}, g, at::kDouble);
+  auto loss_of = [&](const at::Tensor& e) {
+    ForwardInput in;
+    in.embeds = e;
+    in.mask = mask;
+    return (lm->forward(in).logits * proj).sum();
+  };
+  loss_of(emb).backward();
+  at::Tensor grad = emb.grad();
+  ASSERT_TRUE(grad.defined());
+  EXPECT_GT(grad.abs().max().item<double>(), 0.0);
+  at::NoGradGuard ng;
+  const double h = 1e-6;
+  auto gi = at::make_generator<at::CPUGeneratorImpl>(2);
+  for (int k = 0; k < 12; ++k) {
+    const int64_t b = k % 2, t = at::randint(0, 6, {1}, gi, at::kLong).item<int64_t>(),
+                  d = at::randint(0, lm->dim(), {1}, gi, at::kLong).item<int64_t>();
+    if (b == 1 && t == 0) continue;
+    at::Tensor ep = emb.detach().clone(), em = emb.detach().clone();
+    ep[b][t][d] += h;
+    em[b][t][d] -= h;
+    const double fd = (loss_of(ep).item<double>() - loss_of(em).item<double>()) / (2 * h);
+    const double an = grad[b][t][d].item<double>();
+    EXPECT_NEAR(an, fd, 1e-6 * std::max(1.0, std::abs(fd))) << "at [" << b << "," << t << "," << d << "]";
+  }
+}
+
+TEST_P(EveryModel, BackwardLeavesEveryWeightBitIdenticalAndWithoutGrad) {
+  auto lm = load();
+  const std::string before = lm->weights_hash();
+  std::vector<at::Tensor> copies;
+  for (auto& [n, t] : lm->named_tensors()) copies.push_back(t.clone());
+  at::Tensor emb = lm->embed(random_ids(*lm, 2, 8, 4)).clone().requires_grad_(true);
+  ForwardInput in;
+  in.embeds = emb;
+  at::Tensor loss = at::log_softmax(lm->forward(in).logits, -1).mean();
+  loss.backward();
+  EXPECT_TRUE(emb.grad().defined());
+  EXPECT_GT(emb.grad().abs().sum().item<double>(), 0.0);
+  size_t i = 0;
+  for (auto& [n, t] : lm->named_tensors()) {
+    EXPECT_FALSE(t.requires_grad()) << n;
+    EXPECT_FALSE(t.grad().defined()) << n;
+    EXPECT_TRUE(at::equal(t, copies[i++])) << n;
+  }
+  EXPECT_EQ(lm->weights_hash(), before);
+}
+
+TEST_P(EveryModel, Bf16AndInt8StorageStayCloseToFp32) {
+  auto f32 = load(WeightFormat::F32), bf16 = load(WeightFormat::BF16), i8 = load(WeightFormat::Int8);
+  at::NoGradGuard ng;
+  at::Tensor ids = random_ids(*f32, 2, 16, 5);
+  at::Tensor ref = at::log_softmax(logits_of(*f32, ids), -1);
+  // Stated tolerances, on log-probabilities: mean |Δ| ≤ 0.02 (bf16) / 0.05 (int8); the argmax agrees on ≥ 90%.
+  for (auto [lm, tol] : {std::pair{bf16.get(), 0.02}, std::pair{i8.get(), 0.05}}) {
+    at::Tensor got = at::log_softmax(logits_of(*lm, ids), -1);
+    EXPECT_LE((got - ref).abs().mean().item<double>(), tol) << weight_format_name(lm->weight_format());
+    double agree = (got.argmax(-1) == ref.argmax(-1)).to(at::kFloat).mean().item<double>();
+    EXPECT_GE(agree, 0.9) << weight_format_name(lm->weight_format());
+  }
+  // Storage: bf16 halves, int8 quarters (plus per-row scales and the fp32 norms).
+  EXPECT_LE(bf16->weight_bytes(), 0.52 * f32->weight_bytes());
+  EXPECT_LE(i8->weight_bytes(), 0.30 * f32->weight_bytes());
+}
+
+TEST_P(EveryModel, BatchedGenerationEqualsOneByOneAndSamplingIsSeeded) {
+  auto lm = load();
+  at::Tensor ids = random_ids(*lm, 3, 7, 21);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < 3; ++b) {
+    auto row = ids[b].narrow(0, 0, 3 + 2 * b).contiguous();
+    prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+  }
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 12;
+  auto batched = generate(*lm, prompts, greedy);
+  for (int64_t b = 0; b < 3; ++b) EXPECT_EQ(batched[b], generate(*lm, {prompts[b]}, greedy)[0]) << "row " << b;
+  SamplingParams s;
+  s.temperature = 1.0;
+  s.top_p = 0.9;
+  s.top_k = 50;
+  s.max_new_tokens = 12;
+  s.seed = 5;
+  EXPECT_EQ(generate(*lm, prompts, s), generate(*lm, prompts, s));
+  SamplingParams k1 = s;
+  k1.top_k = 1;  // top-k 1 is greedy whatever the temperature
+  EXPECT_EQ(generate(*lm, prompts, k1), batched);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, EveryModel, ::testing::Values("tiny-llama", "tiny-gpt2", "tinystories", "stories260k"),
+                         [](const auto& info) { std::string s = info.param; for (auto& c : s) if (c == '-') c = '_'; return s; });
+
+}  // namespace frozenlm::test
