@@ -52,7 +52,9 @@ TEST(Tokenizers, StreamDecoderNeverSplitsACharacter) {
     std::string piece = s.push(id);
     out += piece;
     EXPECT_TRUE(piece.empty() || (static_cast<unsigned char>(piece[0]) & 0xC0) != 0x80);
+    EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos);
   }
+  out += s.flush();
   EXPECT_EQ(out, "日本語 😀 ok");
 }
 

@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
                             return false;
                           });
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::cout << "\n";
+      std::cout << stream.flush() << "\n";
       std::fprintf(stderr, "[%zu tokens in %.2f s, %.1f tokens/s]\n", n, secs, n / std::max(secs, 1e-9));
       return 0;
     }

@@ -60,6 +60,7 @@ int64_t FrozenLinear::bytes() const {
 }
 
 void FrozenLinear::to(const at::Device& d, c10::optional<at::ScalarType> float_dtype) {
+  if (!w_.defined()) return;  // an unused (tied) head
   if (float_dtype && fmt_ == WeightFormat::F32) w_ = w_.to(*float_dtype);
   if (float_dtype && bias_.defined()) bias_ = bias_.to(*float_dtype);
   w_ = w_.to(d);

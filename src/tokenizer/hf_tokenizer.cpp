@@ -321,7 +321,8 @@ void HFTokenizer::parse(const std::string& text) {
       t.rstrip = boolean(a, "rstrip", false);
       t.normalized = boolean(a, "normalized", !t.special);
       t.match = t.normalized ? normalize(t.content) : t.content;
-      id_to_token_[t.id] = t.content;
+      // As `tokenizers` does, a normalized added token reads back in its normalized form (e.g. '▁<unk>').
+      id_to_token_[t.id] = t.match;
       added_.push_back(t);
     }
   }

@@ -41,10 +41,21 @@ std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_pat
 std::string StreamDecoder::push(int64_t id) {
   ids_.push_back(id);
   const std::string full = tok_.decode(ids_);
-  const size_t end = unicode::complete_utf8_prefix(full);
+  // Hold back an incomplete character: either cut UTF-8 or the U+FFFD that a partial byte sequence decodes to.
+  size_t end = unicode::complete_utf8_prefix(full);
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  while (end >= kReplacement.size() && full.compare(end - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
+    end -= kReplacement.size();
   if (end <= emitted_) return "";
   std::string out = full.substr(emitted_, end - emitted_);
   emitted_ = end;
+  return out;
+}
+
+std::string StreamDecoder::flush() {
+  const std::string full = tok_.decode(ids_);
+  std::string out = full.size() > emitted_ ? full.substr(emitted_) : "";
+  emitted_ = full.size();
   return out;
 }
 

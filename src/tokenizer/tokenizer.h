@@ -13,7 +13,8 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Text -> ids; add_special adds what the tokenizer's post-processor adds (BOS for Llama).
   virtual std::vector<int64_t> encode(const std::string& text, bool add_special = true) const = 0;
-  // Ids -> text; skip_special drops special tokens (BOS/EOS/...).
+  // Ids -> text; skip_special drops special tokens (BOS/EOS/...) by id. (The `tokenizers` library skips by token
+  // string, which misses normalized special tokens such as tinystories-656k's; dropping them by id is what users mean.)
   virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual std::string id_to_token(int64_t id) const = 0;
@@ -36,6 +37,8 @@ class StreamDecoder {
     emitted_ = tok_.decode(ids_).size();
   }
   std::string push(int64_t id);
+  // Whatever is still held back (call once at the end).
+  std::string flush();
   std::string text() const { return tok_.decode(ids_); }
 
  private:
