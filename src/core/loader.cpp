@@ -1,5 +1,7 @@
 #include "core/loader.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <sys/stat.h>
 
 #include <fstream>
@@ -213,6 +215,30 @@ std::unique_ptr<FrozenLM> load_llama2c(const std::string& path, WeightFormat fmt
 }
 
 }  // namespace
+
+std::unique_ptr<FrozenLM> make_random_model(const ModelConfig& c, WeightFormat fmt, uint64_t seed) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto r = [&](std::vector<int64_t> shape) { return at::randn(shape, gen, at::kFloat) * 0.02; };
+  auto ones = [&](int64_t n) { return at::ones({n}, at::kFloat); };
+  auto zeros_if = [&](bool on, int64_t n) { return on ? at::zeros({n}, at::kFloat) : at::Tensor(); };
+  const int64_t d = c.dim, qkv = c.q_dim() + 2 * c.kv_dim(), f = c.ffn_dim;
+  std::vector<TransformerLayer> layers(c.n_layers);
+  for (auto& L : layers) {
+    L.attn_norm_w = ones(d);
+    L.mlp_norm_w = ones(d);
+    L.attn_norm_b = zeros_if(c.norm_bias, d);
+    L.mlp_norm_b = zeros_if(c.norm_bias, d);
+    L.qkv = FrozenLinear(r({qkv, d}), zeros_if(c.qkv_bias, qkv), fmt);
+    L.o = FrozenLinear(r({d, c.q_dim()}), zeros_if(c.o_bias, d), fmt);
+    L.up = FrozenLinear(r({(c.gated_mlp ? 2 : 1) * f, d}), zeros_if(c.mlp_bias, (c.gated_mlp ? 2 : 1) * f), fmt);
+    L.down = FrozenLinear(r({d, f}), zeros_if(c.mlp_bias, d), fmt);
+  }
+  FrozenLinear head;
+  if (!c.tied_embeddings) head = FrozenLinear(r({c.vocab_size, d}), at::Tensor(), fmt);
+  return std::make_unique<FrozenLM>(c, FrozenEmbedding(r({c.vocab_size, d}), fmt), c.rope ? at::Tensor() : r({c.max_seq_len, d}),
+                                    std::move(layers), ones(d), zeros_if(c.norm_bias, d), std::move(head));
+}
 
 std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions& opt) {
   at::NoGradGuard no_grad;

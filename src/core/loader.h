@@ -18,6 +18,9 @@ struct LoadOptions {
 // architecture, missing/mis-shaped tensor, truncated .bin).
 std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions& opt = {});
 
+// A randomly initialised model of any shape (N(0, 0.02) weights, unit norms): for speed and memory benchmarks.
+std::unique_ptr<FrozenLM> make_random_model(const ModelConfig& cfg, WeightFormat fmt, uint64_t seed = 0);
+
 // True when `path` looks like a llama2.c checkpoint (a file, not a directory).
 bool is_llama2c_checkpoint(const std::string& path);
 
