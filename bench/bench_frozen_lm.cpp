@@ -11,8 +11,12 @@
 #include <vector>
 
 #include "core/loader.h"
+#include "core/losses.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <cstdlib>
+#include <memory>
 
 using namespace frozenlm;
 
@@ -50,10 +54,12 @@ int main(int argc, char** argv) {
     else if (k == "--reps") reps = std::stoi(v);
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
-  set_threads(threads);
+  init_runtime(threads);
   const ModelConfig cfg = shape(shape_name);
   auto lm = make_random_model(cfg, parse_weight_format(weights), 0);
   at::Tensor ids = at::randint(0, cfg.vocab_size, {B, T}, at::kLong);
+  at::Tensor targets = at::roll(ids, {-1}, {1});
+  targets.select(1, T - 1).fill_(-100);
 
   auto time_it = [&](auto&& fn) {
     fn();  // warm-up
@@ -76,11 +82,16 @@ int main(int argc, char** argv) {
     ForwardInput in;
     in.embeds = lm->embed(ids).requires_grad_(true);
     at::Tensor logits = lm->forward(in).logits;
-    // Cross-entropy of next-token prediction, as a prompt-tuning step computes it.
-    at::Tensor loss = at::cross_entropy_loss(logits.narrow(1, 0, T - 1).reshape({-1, cfg.vocab_size}),
-                                             ids.narrow(1, 1, T - 1).reshape({-1}));
-    loss.backward();
+    // Next-token cross-entropy at every position (the last one has no target).
+    token_cross_entropy(logits.view({-1, cfg.vocab_size}), targets.view({-1})).backward();
   });
+  if (const char* trace = std::getenv("FROZENLM_PROFILE")) {  // chrome://tracing file of one fwd+bwd step
+    auto guard = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(trace));
+    ForwardInput in;
+    in.embeds = lm->embed(ids).requires_grad_(true);
+    at::Tensor logits = lm->forward(in).logits;
+    token_cross_entropy(logits.view({-1, cfg.vocab_size}), targets.view({-1})).backward();
+  }
   // Model FLOPs: forward = 2·(matmul params) + 4·T·d·L attention (+ head); backward to the inputs only ≈ forward.
   const double fwd_flops = cfg.forward_flops_per_token(T) * B * T;
   struct rusage ru;

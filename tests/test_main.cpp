@@ -4,6 +4,6 @@
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  frozenlm::set_threads(0);
+  frozenlm::init_runtime(0);
   return RUN_ALL_TESTS();
 }

@@ -34,7 +34,7 @@ void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer = true) {
 }
 
 std::unique_ptr<FrozenLM> open_model(const ModelArgs& a) {
-  set_threads(a.threads);
+  init_runtime(a.threads);
   LoadOptions lo;
   lo.weights = parse_weight_format(a.weights);
   lo.device = a.device;

@@ -3,7 +3,9 @@
 
 namespace frozenlm {
 
-// LibTorch starts with one intra-op thread here: set it explicitly. n <= 0 means every core.
+// Call once at start-up: sets LibTorch's intra-op threads (it starts with one here; n <= 0 means every core) and
+// installs the caching CPU allocator (core/cpu_allocator.h).
+void init_runtime(int threads = 0);
 void set_threads(int n);
 int num_threads();
 

@@ -60,14 +60,14 @@ at::Tensor FrozenLM::norm(const at::Tensor& x, const at::Tensor& w, const at::Te
 std::pair<at::Tensor, at::Tensor> FrozenLM::rope_tables(const at::Tensor& pos) const {
   at::Tensor freqs = pos.to(inv_freq_.scalar_type()).unsqueeze(-1) * inv_freq_;  // [B, T, hd/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);        // [B, 1, T, hd]
-  return {emb.cos(), emb.sin()};
+  at::Tensor sin = at::cat({-freqs.sin(), freqs.sin()}, -1).unsqueeze(1);  // sign of rotate-half folded in
+  return {emb.cos(), sin};
 }
 
 // Rotary embedding, rotate-half convention: (x1, x2) -> (x1·cos − x2·sin, x2·cos + x1·sin) per half.
+// roll(x, hd/2) = (x2, x1), and the sign lives in `sin` (see rope_tables): one op each way, no slicing.
 at::Tensor FrozenLM::rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  return x * cos + at::cat({-x2, x1}, -1) * sin;
+  return x * cos + at::roll(x, {x.size(-1) / 2}, {-1}) * sin;
 }
 
 void KVCache::select_rows(const at::Tensor& idx) {
@@ -144,10 +144,10 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
     if (opt.all_hidden) out.layer_hidden.push_back(x);
     // ---- attention ----
     at::Tensor h = norm(x, L.attn_norm_w, L.attn_norm_b);
-    at::Tensor qkv = L.qkv.forward(h);                                                     // [B, T, (H + 2Hkv)·hd]
-    at::Tensor q = qkv.narrow(2, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);           // [B, H, T, hd]
-    at::Tensor k = qkv.narrow(2, H * hd, Hkv * hd).view({B, T, Hkv, hd}).transpose(1, 2);  // [B, Hkv, T, hd]
-    at::Tensor v = qkv.narrow(2, (H + Hkv) * hd, Hkv * hd).view({B, T, Hkv, hd}).transpose(1, 2);
+    auto qkv = L.qkv.forward(h).split_with_sizes({H * hd, Hkv * hd, Hkv * hd}, 2);  // one matmul, one split node
+    at::Tensor q = qkv[0].view({B, T, H, hd}).transpose(1, 2);                        // [B, H, T, hd]
+    at::Tensor k = qkv[1].view({B, T, Hkv, hd}).transpose(1, 2);                      // [B, Hkv, T, hd]
+    at::Tensor v = qkv[2].view({B, T, Hkv, hd}).transpose(1, 2);
     if (cfg_.rope) {
       q = rope(q, cos, sin);
       k = rope(k, cos, sin);
@@ -157,6 +157,11 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
       v = at::cat({cache->v[l], v}, 2);
       cache->k[l] = k.detach();
       cache->v[l] = v.detach();
+    } else {
+      // Contiguous [B, Hkv, S, hd]: Kᵀ is then a transposed view, which BLAS takes as is (4× faster than a
+      // materialised Kᵀ on the 100M bench).
+      k = k.contiguous();
+      v = v.contiguous();
     }
     // Grouped-query attention without copying K/V: the G query heads that share a KV head are stacked along time.
     at::Tensor qg = q.reshape({B, Hkv, G * T, hd});
