@@ -14,7 +14,11 @@
 #include "core/losses.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
+#include <torch/version.h>
+#if TORCH_VERSION_MAJOR < 2  // the legacy trace writer (LibTorch 1.13); newer builds: use their profiler instead
 #include <torch/csrc/autograd/profiler_legacy.h>
+#define FROZENLM_LEGACY_PROFILER 1
+#endif
 #include <cstdlib>
 #include <memory>
 
@@ -85,6 +89,7 @@ int main(int argc, char** argv) {
     // Next-token cross-entropy at every position (the last one has no target).
     token_cross_entropy(logits.view({-1, cfg.vocab_size}), targets.view({-1})).backward();
   });
+#ifdef FROZENLM_LEGACY_PROFILER
   if (const char* trace = std::getenv("FROZENLM_PROFILE")) {  // chrome://tracing file of one fwd+bwd step
     auto guard = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(trace));
     ForwardInput in;
@@ -92,6 +97,7 @@ int main(int argc, char** argv) {
     at::Tensor logits = lm->forward(in).logits;
     token_cross_entropy(logits.view({-1, cfg.vocab_size}), targets.view({-1})).backward();
   }
+#endif
   // Model FLOPs: forward = 2·(matmul params) + 4·T·d·L attention (+ head); backward to the inputs only ≈ forward.
   const double fwd_flops = cfg.forward_flops_per_token(T) * B * T;
   struct rusage ru;

@@ -92,7 +92,7 @@ TEST(BadInput, ModelDirectoryProblemsNameTheFileAndField) {
     std::vector<std::pair<std::string, at::Tensor>> keep;
     for (auto& [n, info] : full.tensors())
       if (n != "model.norm.weight") keep.push_back({n, full.get_f32(n)});
-    write_safetensors_f32(d + "/model.safetensors", keep);
+    write_safetensors(d + "/model.safetensors", keep);
   }
   expect_error([&] { load_model(d); }, {d + "/model.safetensors", "tensor 'model.norm.weight' is missing"});
 

@@ -47,3 +47,23 @@ TEST(RealModels, TinyStoriesBf16AndInt8GreedyStayOnTheStory) {
 }
 
 }  // namespace frozenlm::test
+
+namespace frozenlm::test {
+
+TEST(RealModels, GenerationStopsAtAStopStringAndAtEos) {
+  auto lm = load_model(stories260k());
+  auto tok = load_tokenizer(tok512());
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_new_tokens = 60;
+  auto out = generate(*lm, {{1}}, p, nullptr, stop_at_strings(*tok, {"Lily"}))[0];
+  out.insert(out.begin(), 1);
+  const std::string text = tok->decode(out);
+  EXPECT_EQ(text, "Once upon a time, there was a little girl named Lily") << text;
+  // EOS: make the first greedy token an end-of-sequence id; generation stops right after it.
+  auto first = generate(*lm, {{1}}, p)[0][0];
+  p.eos_ids = {first};
+  EXPECT_EQ(generate(*lm, {{1}}, p)[0], std::vector<int64_t>{first});
+}
+
+}  // namespace frozenlm::test

@@ -176,23 +176,16 @@ int main(int argc, char** argv) {
       std::vector<int64_t> ids = prompt_ids(*lm, *tok, prompt);
       StreamDecoder stream(*tok, ids);
       std::cout << prompt << std::flush;
-      std::string produced;
       auto t0 = std::chrono::steady_clock::now();
       size_t n = 0;
-      auto out = generate(*lm, {ids}, sp,
-                          [&](int64_t, int64_t t) {
-                            ++n;
-                            bool is_eos = false;
-                            for (auto e : sp.eos_ids) is_eos |= t == e;
-                            if (is_eos) return;
-                            std::string piece = stream.push(t);
-                            produced += piece;
-                            std::cout << piece << std::flush;
-                          },
-                          [&](int64_t, const std::vector<int64_t>&) {
-                            for (auto& s : stops) if (!s.empty() && produced.find(s) != std::string::npos) return true;
-                            return false;
-                          });
+      generate(*lm, {ids}, sp,
+               [&](int64_t, int64_t t) {
+                 ++n;
+                 for (auto e : sp.eos_ids)
+                   if (t == e) return;
+                 std::cout << stream.push(t) << std::flush;
+               },
+               stop_at_strings(*tok, stops));
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::cout << stream.flush() << "\n";
       std::fprintf(stderr, "[%zu tokens in %.2f s, %.1f tokens/s]\n", n, secs, n / std::max(secs, 1e-9));

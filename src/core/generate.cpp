@@ -68,6 +68,16 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
   return out;
 }
 
+StopFn stop_at_strings(const Tokenizer& tok, std::vector<std::string> stops) {
+  return [&tok, stops = std::move(stops)](int64_t, const std::vector<int64_t>& generated) {
+    if (stops.empty()) return false;
+    const std::string text = tok.decode(generated, /*skip_special=*/true);
+    for (const std::string& s : stops)
+      if (!s.empty() && text.find(s) != std::string::npos) return true;
+    return false;
+  };
+}
+
 std::vector<std::vector<int64_t>> generate(const FrozenLM& lm, const std::vector<std::vector<int64_t>>& prompts,
                                            const SamplingParams& p, const TokenFn& on_token, const StopFn& should_stop) {
   const int64_t B = prompts.size();

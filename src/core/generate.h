@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/transformer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace frozenlm {
 
@@ -24,6 +25,9 @@ struct SamplingParams {
 using StopFn = std::function<bool(int64_t row, const std::vector<int64_t>& generated)>;
 // Called for every new token (streaming).
 using TokenFn = std::function<void(int64_t row, int64_t token)>;
+
+// Stops a row once its decoded output contains any of `stops` (the tokenizer must outlive the returned function).
+StopFn stop_at_strings(const Tokenizer& tok, std::vector<std::string> stops);
 
 // Picks the next token from logits [V] (CPU or device); deterministic given the generator state.
 int64_t sample_token(const at::Tensor& logits, const SamplingParams& p, at::Generator& gen);

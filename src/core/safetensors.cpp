@@ -72,14 +72,16 @@ at::Tensor SafetensorsFile::get_f32(const std::string& name) const {
   return st == at::kFloat ? raw : raw.to(at::kFloat);
 }
 
-void write_safetensors_f32(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   json header = json::object();
   uint64_t off = 0;
   std::vector<at::Tensor> data;
   for (auto& [name, t] : tensors) {
-    at::Tensor c = t.detach().to(at::kCPU, at::kFloat).contiguous();
-    uint64_t n = c.numel() * 4;
-    header[name] = {{"dtype", "F32"}, {"shape", c.sizes().vec()}, {"data_offsets", {off, off + n}}};
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    const char* dt = c.scalar_type() == at::kFloat ? "F32" : c.scalar_type() == at::kHalf ? "F16" : c.scalar_type() == at::kBFloat16 ? "BF16" : nullptr;
+    if (!dt) throw Error(path + ": write_safetensors: tensor '" + name + "' must be F32, F16 or BF16");
+    const uint64_t n = c.numel() * c.element_size();
+    header[name] = {{"dtype", dt}, {"shape", c.sizes().vec()}, {"data_offsets", {off, off + n}}};
     off += n;
     data.push_back(c);
   }
@@ -94,7 +96,7 @@ void write_safetensors_f32(const std::string& path, const std::vector<std::pair<
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
     f.write(reinterpret_cast<const char*>(len), 8);
     f.write(h.data(), h.size());
-    for (auto& t : data) f.write(static_cast<const char*>(t.data_ptr()), t.numel() * 4);
+    for (auto& t : data) f.write(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
     f.flush();
     if (!f) throw Error(tmp + ": write failed");
   }

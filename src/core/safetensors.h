@@ -35,7 +35,7 @@ class SafetensorsFile {
   uint64_t data_start_ = 0;
 };
 
-// Writes float32 tensors as a safetensors file (atomically: temporary file + rename). Used by tests and tools.
-void write_safetensors_f32(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+// Writes F32/F16/BF16 tensors (each in its own dtype) as a safetensors file, atomically (temporary file + rename).
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 }  // namespace frozenlm
