@@ -23,5 +23,9 @@ $PY "$REF" greedy --model "$SHARED/models/stories260k/stories260K.bin" --n 60 > 
   done
   echo "]"
 } > "$OUT/llama2c_tokenizer_cases.json"
-node "$HERE/reference/tokenizer_reference.js" "$OUT" "$SHARED"
+# The tokenizer reference needs npm's `tokenizers` (scripts/setup.sh installs it). Without it only the tokenizer
+# tests fail (their reference file is missing); every other test still runs.
+if ! node "$HERE/reference/tokenizer_reference.js" "$OUT" "$SHARED"; then
+  echo "WARNING: Hugging Face tokenizers reference unavailable (run scripts/setup.sh): tokenizer tests will fail" >&2
+fi
 echo "fixtures written to $OUT"

@@ -2,7 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -123,7 +125,10 @@ int main(int argc, char** argv) {
   bool tok_json = false, tok_no_special = false;
   auto* tokenize = app.add_subcommand("tokenize", "Print the token ids of a text");
   add_model_args(tokenize, ma);
-  tokenize->add_option("--text", text, "text to tokenize")->required();
+  std::string text_file;
+  auto* tok_text = tokenize->add_option("--text", text, "text to tokenize");
+  auto* tok_file = tokenize->add_option("--file", text_file, "read the text from this file instead");
+  tok_text->excludes(tok_file);
   tokenize->add_flag("--json", tok_json, "print {\"ids\": [...], \"tokens\": [...]}");
   tokenize->add_flag("--no-special", tok_no_special, "do not add BOS/EOS");
 
@@ -144,11 +149,20 @@ int main(int argc, char** argv) {
   bool score_json = false;
   auto* score = app.add_subcommand("score", "Log-probability of every token of a text");
   add_model_args(score, ma);
-  score->add_option("--text", text, "text to score")->required();
+  auto* score_text = score->add_option("--text", text, "text to score");
+  auto* score_file = score->add_option("--file", text_file, "read the text from this file instead");
+  score_text->excludes(score_file);
   score->add_flag("--json", score_json, "print {\"tokens\", \"logprobs\", \"total\"}");
 
   CLI11_PARSE(app, argc, argv);
   try {
+    if ((*tokenize || *score) && text_file.empty() && !(*tokenize ? tok_text : score_text)->count())
+      throw Error("give --text TEXT or --file PATH");
+    if (!text_file.empty()) {
+      std::ifstream f(text_file, std::ios::binary);
+      if (!f) throw Error(text_file + ": cannot open");
+      text.assign(std::istreambuf_iterator<char>(f), {});
+    }
     if (*info) return cmd_info(ma, info_json);
 
     if (*tokenize) {

@@ -321,8 +321,10 @@ void HFTokenizer::parse(const std::string& text) {
       t.rstrip = boolean(a, "rstrip", false);
       t.normalized = boolean(a, "normalized", !t.special);
       t.match = t.normalized ? normalize(t.content) : t.content;
+      if (t.match.empty()) t.match = t.content;  // a normalizer that erases it entirely: match it raw
       // As `tokenizers` does, a normalized added token reads back in its normalized form (e.g. '▁<unk>').
       id_to_token_[t.id] = t.match;
+      added_first_byte_[static_cast<unsigned char>(t.match[0])] = true;
       added_.push_back(t);
     }
   }
@@ -543,6 +545,7 @@ void HFTokenizer::split_added(const std::string& text, bool normalized_pass, std
   size_t start = 0, i = 0;
   std::string pending;
   while (i < text.size()) {
+    if (!added_first_byte_[static_cast<unsigned char>(text[i])]) { ++i; continue; }  // fast skip
     const AddedToken* best = nullptr;
     for (const AddedToken& a : added_) {
       if (a.normalized != normalized_pass) continue;

@@ -2,6 +2,7 @@
 // added tokens -> normalizer -> pre-tokenizer -> BPE -> post-processor; decoding: the declared decoders.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +52,7 @@ class HFTokenizer : public Tokenizer {
   int64_t unk_id_ = -1;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
   std::vector<AddedToken> added_;
+  bool added_first_byte_[256] = {};  // bytes that can start an added token
   std::vector<Step> normalizers_, pre_tokenizers_, decoders_;
   std::vector<int64_t> post_prefix_, post_suffix_;  // TemplateProcessing (single sequence)
   int64_t bos_id_ = -1, eos_id_ = -1;

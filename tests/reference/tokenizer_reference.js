@@ -75,6 +75,9 @@ const texts = [
   "don't DON'T 's 'S",
 ];
 
+// A long real text: Wikipedia passages of NQ (Unicode, numbers, punctuation, long whitespace runs).
+texts.push(fs.readFileSync(path.join(sharedDir, 'data', 'nq-openbook', 'natural_questions_openbook_short_rag.jsonl'), 'utf8').slice(0, 40000));
+
 (async () => {
   const files = [path.join(sharedDir, 'models', 'tinystories-656k', 'tokenizer.json'), gpt2, llama3, bytefallback];
   const cases = [];
