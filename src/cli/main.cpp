@@ -11,6 +11,7 @@
 #include "core/generate.h"
 #include "core/loader.h"
 #include "core/runtime.h"
+#include "modules/trainable_module.h"
 #include "core/torch_pch.h"
 #include "tokenizer/tokenizer.h"
 
@@ -89,7 +90,8 @@ int cmd_info(const ModelArgs& a, bool as_json) {
             {"device", lm->device().str()},
             {"bos_id", c.bos_id},
             {"eos_ids", c.eos_ids},
-            {"weights_hash", lm->weights_hash()}};
+            {"weights_hash", lm->weights_hash()},
+            {"checkpoint_id", lm->checkpoint_id()}};
   if (as_json) {
     std::cout << j.dump(2) << "\n";
     return 0;
@@ -105,7 +107,7 @@ int cmd_info(const ModelArgs& a, bool as_json) {
   std::printf("parameters   %lld (%.3f M)\n", (long long)params, params / 1e6);
   std::printf("weights      %s storage, fp32 compute, %s in memory, on %s\n", weight_format_name(lm->weight_format()),
               human_bytes(lm->weight_bytes()).c_str(), lm->device().str().c_str());
-  std::printf("hash         %s\n", lm->weights_hash().c_str());
+  std::printf("identity     checkpoint %s, stored weights hash %s\n", lm->checkpoint_id().c_str(), lm->weights_hash().c_str());
   return 0;
 }
 
@@ -145,6 +147,8 @@ int main(int argc, char** argv) {
   gen->add_option("--top-p", sp.top_p, "nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", sp.seed, "random seed")->capture_default_str();
   gen->add_option("--stop", stops, "stop when the output contains this string (repeatable)");
+  std::string module_dir;
+  gen->add_option("--module", module_dir, "a trained module directory (e.g. a prompt-tuning adapter) to apply");
 
   bool score_json = false;
   auto* score = app.add_subcommand("score", "Log-probability of every token of a text");
@@ -153,6 +157,7 @@ int main(int argc, char** argv) {
   auto* score_file = score->add_option("--file", text_file, "read the text from this file instead");
   score_text->excludes(score_file);
   score->add_flag("--json", score_json, "print {\"tokens\", \"logprobs\", \"total\"}");
+  score->add_option("--module", module_dir, "a trained module directory to apply");
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -192,14 +197,23 @@ int main(int argc, char** argv) {
       std::cout << prompt << std::flush;
       auto t0 = std::chrono::steady_clock::now();
       size_t n = 0;
-      generate(*lm, {ids}, sp,
-               [&](int64_t, int64_t t) {
-                 ++n;
-                 for (auto e : sp.eos_ids)
-                   if (t == e) return;
-                 std::cout << stream.push(t) << std::flush;
-               },
-               stop_at_strings(*tok, stops));
+      TokenFn on_token = [&](int64_t, int64_t t) {
+        ++n;
+        for (auto e : sp.eos_ids)
+          if (t == e) return;
+        std::cout << stream.push(t) << std::flush;
+      };
+      if (module_dir.empty()) {
+        generate(*lm, {ids}, sp, on_token, stop_at_strings(*tok, stops));
+      } else {
+        auto module = load_module(module_dir, *lm);
+        at::NoGradGuard ng;
+        ModuleInput mi;
+        mi.embeds = lm->embed(at::tensor(ids, at::kLong).view({1, -1}));
+        mi.mask = at::ones({1, int64_t(ids.size())}, at::kBool).to(lm->device());
+        ModuleInput x = module->apply(*lm, mi);
+        generate_from_embeds(*lm, x.embeds, x.mask, sp, on_token, stop_at_strings(*tok, stops));
+      }
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::cout << stream.flush() << "\n";
       std::fprintf(stderr, "[%zu tokens in %.2f s, %.1f tokens/s]\n", n, secs, n / std::max(secs, 1e-9));
@@ -212,9 +226,19 @@ int main(int argc, char** argv) {
       if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
       if (ids.size() < 2) throw Error("--text encodes to fewer than 2 tokens: nothing to score");
       at::NoGradGuard ng;
-      ForwardInput in;
-      in.ids = at::tensor(ids, at::kLong).view({1, -1});
-      at::Tensor lp = at::log_softmax(lm->forward(in).logits[0], -1).to(at::kCPU);  // [T, V]
+      at::Tensor logits;
+      if (module_dir.empty()) {
+        ForwardInput in;
+        in.ids = at::tensor(ids, at::kLong).view({1, -1});
+        logits = lm->forward(in).logits;
+      } else {
+        auto module = load_module(module_dir, *lm);
+        ModuleInput mi;
+        mi.embeds = lm->embed(at::tensor(ids, at::kLong).view({1, -1}));
+        mi.mask = at::ones({1, int64_t(ids.size())}, at::kBool).to(lm->device());
+        logits = module_forward_logits(*lm, *module, mi);
+      }
+      at::Tensor lp = at::log_softmax(logits[0], -1).to(at::kCPU);  // [T, V]
       std::vector<double> logprobs;
       double total = 0;
       for (size_t i = 1; i < ids.size(); ++i) {

@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -54,6 +55,11 @@ class Checkpoint {
     }
   }
   bool has(const std::string& n) const { return where_.count(n) > 0; }
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    for (auto& f : files_) out.push_back(f->path());
+    return out;
+  }
   at::Tensor get(const std::string& n, std::vector<int64_t> shape) const {
     auto it = where_.find(n);
     if (it == where_.end()) throw Error(files_.front()->path() + ": tensor '" + n + "' is missing from the checkpoint");
@@ -214,6 +220,32 @@ std::unique_ptr<FrozenLM> load_llama2c(const std::string& path, WeightFormat fmt
                                     std::move(head));
 }
 
+// FNV-1a over: each file's name and size, its first and last MiB (safetensors: header + data edges).
+std::string checkpoint_fingerprint(const std::vector<std::string>& files) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t n) {
+    const uint8_t* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const std::string& path : files) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    if (!f) continue;
+    const uint64_t size = f.tellg();
+    const std::string name = path.substr(path.rfind('/') + 1);
+    mix(name.data(), name.size());
+    mix(&size, sizeof size);
+    std::vector<char> buf(std::min<uint64_t>(size, 1 << 20));
+    for (uint64_t off : {uint64_t(0), size - buf.size()}) {
+      f.seekg(off);
+      f.read(buf.data(), buf.size());
+      mix(buf.data(), buf.size());
+    }
+  }
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<FrozenLM> make_random_model(const ModelConfig& c, WeightFormat fmt, uint64_t seed) {
@@ -261,8 +293,12 @@ std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions&
     }
     Checkpoint ck(path);
     lm = c.family == "gpt2" ? load_hf_gpt2(c, ck, opt.weights) : load_hf_llama(c, ck, opt.weights);
+    std::vector<std::string> files{path + "/config.json"};
+    for (auto& f : ck.files()) files.push_back(f);
+    lm->set_checkpoint_id(checkpoint_fingerprint(files));
   } else if (is_file(path)) {
     lm = load_llama2c(path, opt.weights);
+    lm->set_checkpoint_id(checkpoint_fingerprint({path}));
   } else {
     throw Error(path + ": no such model (expected a Hugging Face model directory or a llama2.c .bin file)");
   }

@@ -82,8 +82,12 @@ class FrozenLM {
   int64_t num_parameters() const;
   // Every stored tensor with a stable name (for hashing / checking that nothing changed).
   std::vector<std::pair<std::string, at::Tensor>> named_tensors() const;
-  // FNV-1a hash over all stored weight bytes: the identity of the frozen model.
+  // FNV-1a hash over all stored weight bytes (changes with the storage format): proves weights did not change.
   std::string weights_hash() const;
+  // Identity of the checkpoint the weights came from, independent of --weights/--device (set by the loader from the
+  // files' sizes, headers and leading/trailing bytes): modules record it and refuse another base model.
+  const std::string& checkpoint_id() const { return checkpoint_id_; }
+  void set_checkpoint_id(std::string id) { checkpoint_id_ = std::move(id); }
 
  private:
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
@@ -101,6 +105,7 @@ class FrozenLM {
   at::Device device_ = at::kCPU;
   WeightFormat fmt_ = WeightFormat::F32;
   at::ScalarType dtype_ = at::kFloat;
+  std::string checkpoint_id_ = "random";
 };
 
 }  // namespace frozenlm

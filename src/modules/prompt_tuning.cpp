@@ -1,0 +1,146 @@
+#include "modules/prompt_tuning.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "core/torch_pch.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+
+static void write_text_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    f.flush();
+    if (!f) throw Error(tmp + ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": rename failed");
+}
+
+std::unique_ptr<PromptTuning> PromptTuning::create(const FrozenLM& lm, int64_t P, PromptInit init, const std::vector<int64_t>& text_ids,
+                                                   uint64_t seed, const std::string& base_model, const std::string& init_text) {
+  if (P <= 0) throw Error("prompt tuning: num_virtual_tokens must be positive");
+  auto m = std::unique_ptr<PromptTuning>(new PromptTuning());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor p;
+  switch (init) {
+    case PromptInit::RandomUniform:
+      p = at::rand({P, lm.dim()}, gen, at::kFloat) - 0.5;
+      m->init_name_ = "RANDOM";
+      break;
+    case PromptInit::SampledVocab:
+      p = lm.embed(at::randint(0, lm.vocab_size(), {1, P}, gen, at::kLong))[0].to(at::kCPU, at::kFloat);
+      m->init_name_ = "SAMPLE_VOCAB";
+      break;
+    case PromptInit::Text: {
+      if (text_ids.empty()) throw Error("prompt tuning: text initialisation needs a non-empty text");
+      std::vector<int64_t> ids;
+      while (int64_t(ids.size()) < P) ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+      ids.resize(P);
+      p = lm.embed(at::tensor(ids, at::kLong).view({1, P}))[0].to(at::kCPU, at::kFloat);
+      m->init_name_ = "TEXT";
+      m->init_text_ = init_text;
+      break;
+    }
+  }
+  m->prompt_ = p.to(lm.device(), lm.compute_dtype()).contiguous().requires_grad_(true);
+  m->base_model_ = base_model;
+  m->checkpoint_id_ = lm.checkpoint_id();
+  return m;
+}
+
+ModuleInput PromptTuning::apply(const FrozenLM& lm, const ModuleInput& in) const {
+  const int64_t B = in.embeds.size(0), P = prompt_.size(0);
+  ModuleInput out;
+  out.embeds = at::cat({prompt_.unsqueeze(0).expand({B, P, prompt_.size(1)}), in.embeds.to(prompt_.scalar_type())}, 1);
+  at::Tensor mask = in.mask.defined() ? in.mask.to(at::kBool) : at::ones({B, in.embeds.size(1)}, in.embeds.options().dtype(at::kBool));
+  out.mask = at::cat({at::ones({B, P}, mask.options()), mask}, 1);
+  return out;
+}
+
+void PromptTuning::save(const std::string& dir) const {
+  ::mkdir(dir.c_str(), 0755);
+  write_safetensors(dir + "/adapter_model.safetensors", {{"prompt_embeddings", prompt_.detach().to(at::kCPU, at::kFloat)}});
+  json cfg = {{"peft_type", "PROMPT_TUNING"},
+              {"task_type", "CAUSAL_LM"},
+              {"num_virtual_tokens", prompt_.size(0)},
+              {"token_dim", prompt_.size(1)},
+              {"num_transformer_submodules", 1},
+              {"base_model_name_or_path", base_model_},
+              {"prompt_tuning_init", init_name_.empty() ? "RANDOM" : init_name_},
+              {"prompt_tuning_init_text", init_text_.empty() ? json(nullptr) : json(init_text_)},
+              {"tokenizer_name_or_path", base_model_.empty() ? json(nullptr) : json(base_model_)},
+              {"inference_mode", true},
+              {"revision", nullptr}};
+  write_text_atomically(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+  write_text_atomically(dir + "/frozenlm.json", json({{"module", "prompt_tuning"}, {"checkpoint_id", checkpoint_id_}, {"base_model", base_model_}}).dump(2) + "\n");
+}
+
+std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const FrozenLM& lm) {
+  const std::string cfg_path = dir + "/adapter_config.json";
+  std::ifstream f(cfg_path);
+  if (!f) throw Error(cfg_path + ": cannot open (not a saved module directory?)");
+  json cfg = json::parse(f, nullptr, false);
+  if (cfg.is_discarded() || !cfg.is_object()) throw Error(cfg_path + ": not valid JSON");
+  if (cfg.value("peft_type", std::string()) != "PROMPT_TUNING")
+    throw Error(cfg_path + ": peft_type is '" + cfg.value("peft_type", std::string()) + "', expected PROMPT_TUNING");
+  const std::string st = dir + "/adapter_model.safetensors";
+  struct stat sb;
+  if (::stat(st.c_str(), &sb) != 0)
+    throw Error(st + ": missing (PEFT's older adapter_model.bin pickle format is not supported: re-save with safe_serialization=True)");
+  SafetensorsFile file(st);
+  if (!file.has("prompt_embeddings")) throw Error(st + ": no tensor 'prompt_embeddings'");
+  at::Tensor p = file.get_f32("prompt_embeddings");
+  if (p.dim() != 2) throw Error(st + ": prompt_embeddings must be [num_virtual_tokens, token_dim]");
+  if (p.size(1) != lm.dim())
+    throw Error(dir + ": module was trained for a model with token_dim " + std::to_string(p.size(1)) + ", this model has d=" +
+                std::to_string(lm.dim()));
+  if (cfg.contains("num_virtual_tokens") && cfg["num_virtual_tokens"].is_number_integer() &&
+      cfg["num_virtual_tokens"].get<int64_t>() * cfg.value("num_transformer_submodules", int64_t(1)) != p.size(0))
+    throw Error(cfg_path + ": num_virtual_tokens disagrees with prompt_embeddings' " + std::to_string(p.size(0)) + " rows");
+  auto m = std::unique_ptr<PromptTuning>(new PromptTuning());
+  std::ifstream ours(dir + "/frozenlm.json");
+  if (ours) {
+    json o = json::parse(ours, nullptr, false);
+    if (o.is_object()) {
+      m->checkpoint_id_ = o.value("checkpoint_id", std::string());
+      if (!m->checkpoint_id_.empty() && m->checkpoint_id_ != "random" && m->checkpoint_id_ != lm.checkpoint_id())
+        throw Error(dir + ": module was trained on another base model (checkpoint " + m->checkpoint_id_ + ", this one is " +
+                    lm.checkpoint_id() + "; base_model " + o.value("base_model", std::string("?")) + ")");
+    }
+  }
+  m->base_model_ = cfg.value("base_model_name_or_path", std::string());
+  m->init_name_ = cfg.value("prompt_tuning_init", std::string("RANDOM"));
+  if (cfg.contains("prompt_tuning_init_text") && cfg["prompt_tuning_init_text"].is_string()) m->init_text_ = cfg["prompt_tuning_init_text"];
+  m->prompt_ = p.to(lm.device(), lm.compute_dtype()).contiguous().requires_grad_(true);
+  return m;
+}
+
+std::unique_ptr<TrainableModule> load_module(const std::string& dir, const FrozenLM& lm) {
+  std::ifstream f(dir + "/adapter_config.json");
+  if (!f) throw Error(dir + "/adapter_config.json: cannot open (not a saved module directory?)");
+  json cfg = json::parse(f, nullptr, false);
+  const std::string type = cfg.is_object() ? cfg.value("peft_type", std::string()) : "";
+  if (type == "PROMPT_TUNING") return PromptTuning::load(dir, lm);
+  throw Error(dir + "/adapter_config.json: unsupported module type '" + type + "' (supported: PROMPT_TUNING)");
+}
+
+at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in) {
+  ModuleInput x = m.apply(lm, in);
+  ForwardInput fi;
+  fi.embeds = x.embeds;
+  fi.mask = x.mask;
+  at::Tensor logits = lm.forward(fi).logits;
+  return logits.narrow(1, m.prefix_length(), logits.size(1) - m.prefix_length());
+}
+
+}  // namespace frozenlm

@@ -1,0 +1,38 @@
+// Prompt tuning (Lester et al. 2021): P learned vectors prepended to the input embeddings of the frozen LM.
+// Saved in PEFT's format, so adapters move between frozenlm and Hugging Face PEFT:
+//   adapter_model.safetensors  {"prompt_embeddings": F32 [P, d]}
+//   adapter_config.json        {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": P,
+//                               "token_dim": d, "base_model_name_or_path": ..., ...}
+//   frozenlm.json              {"checkpoint_id": ..., "base_model": ...}   (ours; PEFT ignores it)
+#pragma once
+#include <string>
+#include <vector>
+
+#include "modules/trainable_module.h"
+
+namespace frozenlm {
+
+enum class PromptInit { RandomUniform, SampledVocab, Text };  // PEFT: RANDOM, SAMPLE_VOCAB, TEXT
+
+class PromptTuning : public TrainableModule {
+ public:
+  // init: RandomUniform draws U(−0.5, 0.5) (Lester et al.); SampledVocab copies the frozen embeddings of random
+  // vocabulary ids; Text copies the embeddings of `text_ids`, repeated to fill P (as PEFT does).
+  static std::unique_ptr<PromptTuning> create(const FrozenLM& lm, int64_t num_virtual_tokens, PromptInit init,
+                                              const std::vector<int64_t>& text_ids = {}, uint64_t seed = 0,
+                                              const std::string& base_model = "", const std::string& init_text = "");
+  static std::unique_ptr<PromptTuning> load(const std::string& dir, const FrozenLM& lm);
+
+  std::string kind() const override { return "prompt_tuning"; }
+  ModuleInput apply(const FrozenLM& lm, const ModuleInput& in) const override;
+  int64_t prefix_length() const override { return prompt_.size(0); }
+  std::vector<at::Tensor> parameters() const override { return {prompt_}; }
+  void save(const std::string& dir) const override;
+  const at::Tensor& prompt() const { return prompt_; }
+
+ private:
+  at::Tensor prompt_;  // [P, d], requires_grad
+  std::string base_model_, checkpoint_id_, init_name_, init_text_;
+};
+
+}  // namespace frozenlm

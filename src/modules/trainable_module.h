@@ -1,0 +1,45 @@
+// The one small interface every trainable module around the frozen LM implements: it turns the token embeddings of
+// a batch into what the frozen LM reads (prepending a soft prompt, a generated prompt, a connector's output, ...).
+// Only the module's own tensors are trainable; gradients reach them through the frozen LM's embeddings input.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/transformer.h"
+
+namespace frozenlm {
+
+struct ModuleInput {
+  at::Tensor embeds;  // [B, T, d]
+  at::Tensor mask;    // [B, T] bool: 1 = real token
+};
+
+class TrainableModule {
+ public:
+  virtual ~TrainableModule() = default;
+  virtual std::string kind() const = 0;  // e.g. "prompt_tuning"
+  // The frozen LM's input for this batch (may be longer than `in`: see prefix_length()).
+  virtual ModuleInput apply(const FrozenLM& lm, const ModuleInput& in) const = 0;
+  // Positions the module adds in front of the input (logits for them are not the input's).
+  virtual int64_t prefix_length() const = 0;
+  // The trainable tensors (requires_grad = true).
+  virtual std::vector<at::Tensor> parameters() const = 0;
+  int64_t num_parameters() const {
+    int64_t n = 0;
+    for (auto& p : parameters()) n += p.numel();
+    return n;
+  }
+  // Writes the module into `dir` (created if needed); every file is written atomically (temporary + rename).
+  virtual void save(const std::string& dir) const = 0;
+};
+
+// Loads a saved module directory, refusing one made for another base model (dimension or checkpoint identity).
+std::unique_ptr<TrainableModule> load_module(const std::string& dir, const FrozenLM& lm);
+
+// Runs the frozen LM on a module's output. Returns logits for the input's own positions only: [B, T, V].
+at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in);
+
+}  // namespace frozenlm
