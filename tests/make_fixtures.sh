@@ -10,6 +10,7 @@ REF="$HERE/reference/reference.py"
 mkdir -p "$OUT"
 $PY "$REF" fixture --arch llama --out "$OUT/tiny-llama" --seed 1
 $PY "$REF" fixture --arch gpt2 --out "$OUT/tiny-gpt2" --seed 2
+$PY "$REF" squad-metrics > "$OUT/squad_metric_cases.json"
 $PY "$REF" greedy --model "$SHARED/models/tinystories-656k" --n 60 > "$OUT/greedy_tinystories.json"
 $PY "$REF" greedy --model "$SHARED/models/stories260k/stories260K.bin" --n 60 > "$OUT/greedy_stories260k.json"
 {

@@ -208,6 +208,38 @@ def llama2c_encode(tok_path, text):
         sym[bi:bi + 2] = [bid]
     return ids + sym
 
+# ---------------------------------------------------------------- SQuAD v1.1 metrics (as its official evaluate script)
+def squad_normalize(s):
+    import re, string
+    s = s.lower()
+    s = ''.join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r'\b(a|an|the)\b', ' ', s)
+    return ' '.join(s.split())
+
+def squad_f1(pred, gold):
+    from collections import Counter
+    p, g = squad_normalize(pred).split(), squad_normalize(gold).split()
+    if not p or not g: return float(p == g)
+    common = Counter(p) & Counter(g); same = sum(common.values())
+    if same == 0: return 0.0
+    pr, rc = same / len(p), same / len(g)
+    return 2 * pr * rc / (pr + rc)
+
+SQUAD_CASES = [
+    ("The Eiffel Tower", ["Eiffel Tower"]), ("eiffel tower!", ["the Eiffel Tower"]), ("Paris, France", ["Paris"]),
+    ("14 December 1972", ["14 December 1972 UTC", "December 1972"]), ("", [""]), ("", ["something"]), ("an apple a day", ["apple day"]),
+    ("Bobby Scott and Bob Russell", ["Bobby Scott", "Bob Russell"]), ("the the the", ["the"]), ("U.S.A.", ["USA"]),
+    ("cat cat dog", ["cat dog dog"]), ("theater", ["the ater"]), ("  spaced   out  ", ["spaced out"]), ("Café au lait", ["cafe au lait"]),
+    ("1,000", ["1000"]), ("Alpha-Beta", ["alphabeta", "alpha beta"]), ("no overlap", ["entirely different"]),
+]
+
+def cmd_squad(a):
+    out = []
+    for pred, golds in SQUAD_CASES:
+        out.append({"prediction": pred, "golds": golds, "em": max(float(squad_normalize(pred) == squad_normalize(g)) for g in golds),
+                    "f1": max(squad_f1(pred, g) for g in golds)})
+    print(json.dumps(out))
+
 # ---------------------------------------------------------------- commands
 def tiny_config(arch):
     if arch == 'llama':
@@ -289,10 +321,12 @@ def main():
     sub = ap.add_subparsers(dest='cmd', required=True)
     f = sub.add_parser('fixture'); f.add_argument('--arch', required=True); f.add_argument('--out', required=True); f.add_argument('--seed', type=int, default=0)
     g = sub.add_parser('greedy'); g.add_argument('--model', required=True); g.add_argument('--n', type=int, default=40)
+    sub.add_parser('squad-metrics')
     e = sub.add_parser('llama2c-encode'); e.add_argument('--tokenizer', required=True); e.add_argument('--text', required=True)
     a = ap.parse_args()
     if a.cmd == 'fixture': cmd_fixture(a)
     elif a.cmd == 'greedy': cmd_greedy(a)
+    elif a.cmd == 'squad-metrics': cmd_squad(a)
     else: print(json.dumps(llama2c_encode(a.tokenizer, a.text)))
 
 if __name__ == '__main__':

@@ -1,0 +1,65 @@
+// Data records, templates and metrics: EM / F1 against a port of SQuAD v1.1's official evaluation (Python),
+// readers on the real data in ../shared/data, and errors that name file:line / the template field.
+#include "core/error.h"
+#include "data/records.h"
+#include "eval/metrics.h"
+#include "test_util.h"
+
+namespace frozenlm::test {
+
+TEST(Metrics, ExactMatchAndF1EqualTheSquadScript) {
+  auto cases = read_json(fixtures() + "/squad_metric_cases.json");
+  ASSERT_GE(cases.size(), 15u);
+  for (auto& c : cases) {
+    auto golds = c["golds"].get<std::vector<std::string>>();
+    const std::string pred = c["prediction"];
+    EXPECT_EQ(exact_match(pred, golds), c["em"].get<double>()) << pred;
+    EXPECT_NEAR(token_f1(pred, golds), c["f1"].get<double>(), 1e-12) << pred;
+  }
+}
+
+TEST(Records, ReadsTheRealDataFormats) {
+  auto sst = read_records(shared() + "/data/sst2/dev.tsv");
+  ASSERT_GT(sst.rows.size(), 100u);
+  EXPECT_TRUE(sst.rows[0].contains("sentence") && sst.rows[0].contains("label"));
+  auto nq = read_records(shared() + "/data/nq-open/NQ-open.dev.jsonl", {false, 10});
+  ASSERT_EQ(nq.rows.size(), 10u);
+  EXPECT_EQ(render_template("Q: {question}? A:", nq.rows[0], "nq"), "Q: when was the last time anyone was on the moon? A:");
+  EXPECT_EQ(render_template("{answer}", nq.rows[0], "nq"), "14 December 1972 UTC");  // a list renders its first element
+  EXPECT_EQ(render_template("{{literal}} {question}", nq.rows[0], "nq").rfind("{literal} when", 0), 0u);
+  EXPECT_EQ(template_fields("{a} and {b}", "t"), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(Records, BadInputNamesFileLineAndField) {
+  const std::string d = temp_dir("bad-data");
+  write_file(d + "/x.jsonl", "{\"a\": 1}\n{\"a\": 2\n{\"a\": 3}\n");
+  try {
+    read_records(d + "/x.jsonl");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(d + "/x.jsonl:2: not valid JSON"), std::string::npos) << e.what();
+  }
+  ReadOptions skip;
+  skip.skip_bad = true;
+  auto r = read_records(d + "/x.jsonl", skip);
+  EXPECT_EQ(r.rows.size(), 2u);
+  EXPECT_EQ(r.skipped, 1u);
+  write_file(d + "/y.tsv", "text\tlabel\nok\t1\nbroken\n");
+  try {
+    read_records(d + "/y.tsv");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("y.tsv:3: 1 columns, header has 2"), std::string::npos) << e.what();
+  }
+  try {
+    render_template("Review: {review}", nlohmann::json{{"sentence", "x"}, {"label", "1"}}, "tasks/sst2.json");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tasks/sst2.json: template field '{review}' is not in the data (fields: label, sentence)"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_THROW(read_records(d + "/missing.jsonl"), Error);
+  EXPECT_THROW(render_template("{open", nlohmann::json::object(), "t"), Error);
+}
+
+}  // namespace frozenlm::test
