@@ -11,7 +11,11 @@
 #include "core/generate.h"
 #include "core/loader.h"
 #include "core/runtime.h"
+#include "eval/evaluate.h"
+#include "modules/prompt_tuning.h"
 #include "modules/trainable_module.h"
+#include "tasks/task.h"
+#include "train/trainer.h"
 #include "core/torch_pch.h"
 #include "tokenizer/tokenizer.h"
 
@@ -159,6 +163,54 @@ int main(int argc, char** argv) {
   score->add_flag("--json", score_json, "print {\"tokens\", \"logprobs\", \"total\"}");
   score->add_option("--module", module_dir, "a trained module directory to apply");
 
+  // ---- train prompt-tuning ----
+  auto* train = app.add_subcommand("train", "Train a module around the frozen LM");
+  train->require_subcommand(1);
+  auto* train_pt = train->add_subcommand("prompt-tuning", "Prompt tuning: learn P soft-prompt vectors (saved as a PEFT adapter)");
+  add_model_args(train_pt, ma);
+  std::string task_path, out_dir, init = "vocab", init_text, train_split = "train", dev_split = "dev";
+  int64_t virtual_tokens = 20;
+  size_t train_limit = 0;
+  bool skip_bad = false;
+  TrainOptions to;
+  train_pt->add_option("--task", task_path, "task file (JSON)")->required();
+  train_pt->add_option("--out", out_dir, "output directory (best module, checkpoint/, metrics.jsonl, curve.svg, run.json)")->required();
+  train_pt->add_option("--virtual-tokens", virtual_tokens, "soft-prompt length P")->capture_default_str();
+  train_pt->add_option("--init", init, "random | vocab | text")->capture_default_str();
+  train_pt->add_option("--init-text", init_text, "text whose embeddings initialise the prompt (--init text)");
+  train_pt->add_option("--train-split", train_split, "task split to train on")->capture_default_str();
+  train_pt->add_option("--dev-split", dev_split, "task split to evaluate on ('' for none)")->capture_default_str();
+  train_pt->add_option("--train-limit", train_limit, "use at most this many training examples (0: all)")->capture_default_str();
+  train_pt->add_option("--steps", to.steps, "optimiser steps")->capture_default_str();
+  train_pt->add_option("--batch-size", to.batch_size, "examples per micro-batch")->capture_default_str();
+  train_pt->add_option("--grad-accum", to.grad_accum, "micro-batches per step")->capture_default_str();
+  train_pt->add_option("--lr", to.lr, "peak learning rate (AdamW)")->capture_default_str();
+  train_pt->add_option("--weight-decay", to.weight_decay, "AdamW weight decay")->capture_default_str();
+  train_pt->add_option("--warmup", to.warmup, "linear warm-up steps")->capture_default_str();
+  train_pt->add_option("--schedule", to.schedule, "constant | linear | cosine")->capture_default_str()->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  train_pt->add_option("--clip", to.clip, "gradient-norm clip (0: off)")->capture_default_str();
+  train_pt->add_option("--eval-every", to.eval_every, "evaluate on the dev split every N steps")->capture_default_str();
+  train_pt->add_option("--eval-limit", to.eval_limit, "dev examples per evaluation")->capture_default_str();
+  train_pt->add_option("--patience", to.patience, "early stopping after N evaluations without improvement (0: off)")->capture_default_str();
+  train_pt->add_option("--checkpoint-every", to.checkpoint_every, "checkpoint every N steps")->capture_default_str();
+  train_pt->add_option("--seed", to.seed, "seed (data order, initialisation)")->capture_default_str();
+  train_pt->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly");
+  train_pt->add_flag("--skip-bad", skip_bad, "skip (and count) malformed data lines instead of failing");
+
+  // ---- eval ----
+  auto* ev = app.add_subcommand("eval", "Evaluate the frozen LM (optionally with a module) on a task split; prints a JSON report");
+  add_model_args(ev, ma);
+  std::string eval_split = "dev", report_path;
+  EvalOptions eo;
+  ev->add_option("--task", task_path, "task file (JSON)")->required();
+  ev->add_option("--module", module_dir, "trained module directory");
+  ev->add_option("--split", eval_split, "task split")->capture_default_str();
+  ev->add_option("--limit", eo.limit, "at most this many examples (0: all)")->capture_default_str();
+  ev->add_option("--max-new-tokens", eo.max_new_tokens, "generation tasks: tokens to generate")->capture_default_str();
+  ev->add_flag("--per-example", eo.per_example, "include every example's prediction in the report");
+  ev->add_option("--report", report_path, "also write the report to this file");
+  ev->add_flag("--skip-bad", skip_bad, "skip (and count) malformed data lines");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if ((*tokenize || *score) && text_file.empty() && !(*tokenize ? tok_text : score_text)->count())
@@ -186,6 +238,49 @@ int main(int argc, char** argv) {
 
     auto lm = open_model(ma);
     auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, lm->vocab_size());
+
+    if (*train_pt) {
+      Task task = load_task(task_path);
+      ReadOptions ro;
+      ro.skip_bad = skip_bad;
+      ro.limit = train_limit;
+      size_t skipped = 0;
+      auto train_ex = task.examples(train_split, ro, &skipped);
+      if (skipped) std::fprintf(stderr, "[train] skipped %zu malformed lines\n", skipped);
+      std::vector<Example> dev_ex;
+      if (!dev_split.empty()) dev_ex = task.examples(dev_split, ReadOptions{skip_bad, 0, {}});
+      std::unique_ptr<PromptTuning> pt;
+      if (to.resume) {
+        pt = PromptTuning::load(out_dir + "/checkpoint", *lm);
+      } else {
+        PromptInit pi = init == "random" ? PromptInit::RandomUniform : init == "text" ? PromptInit::Text : PromptInit::SampledVocab;
+        if (init != "random" && init != "text" && init != "vocab") throw Error("--init: unknown '" + init + "' (random, vocab, text)");
+        pt = PromptTuning::create(*lm, virtual_tokens, pi, pi == PromptInit::Text ? tok->encode(init_text, false) : std::vector<int64_t>{},
+                                  to.seed, ma.model, init_text);
+      }
+      std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; prompt tuning P=%lld (%lld trainable parameters, %.4f%% of the LM)\n",
+                   task.name.c_str(), train_ex.size(), dev_ex.size(), (long long)pt->prefix_length(), (long long)pt->num_parameters(),
+                   100.0 * pt->num_parameters() / lm->num_parameters());
+      TrainResult r = train_module(*lm, *pt, *tok, task, train_ex, dev_ex, out_dir, to);
+      std::printf("%s\n", json({{"out", out_dir}, {"steps", r.steps_done}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
+                                 {"best_dev_score", r.best_score}, {"nan_steps", r.nan_steps}, {"stopped_early", r.stopped_early}}).dump().c_str());
+      return 0;
+    }
+
+    if (*ev) {
+      Task task = load_task(task_path);
+      auto ex = task.examples(eval_split, ReadOptions{skip_bad, 0, {}});
+      std::unique_ptr<TrainableModule> module;
+      if (!module_dir.empty()) module = load_module(module_dir, *lm);
+      json r = evaluate(*lm, module.get(), *tok, task, ex, eo);
+      r["split"] = eval_split;
+      r["model"] = ma.model;
+      r["module"] = module_dir;
+      const std::string text = r.dump(2, ' ', false, json::error_handler_t::replace);
+      std::printf("%s\n", text.c_str());
+      if (!report_path.empty()) std::ofstream(report_path) << text << "\n";
+      return 0;
+    }
     if (tok->vocab_size() > lm->vocab_size())
       throw Error("tokenizer has " + std::to_string(tok->vocab_size()) + " tokens but the model only " + std::to_string(lm->vocab_size()));
 

@@ -54,9 +54,14 @@ Records read_records(const std::string& path, const ReadOptions& opt) {
     }
   } else if (ends_with(path, ".tsv")) {
     std::string line;
-    if (!std::getline(f, line)) throw Error(path + ": empty TSV (expected a header row of field names)");
-    const std::vector<std::string> header = split_tabs(line);
-    for (size_t n = 2; std::getline(f, line) && !full(); ++n) {
+    std::vector<std::string> header = opt.columns;
+    size_t n = 1;
+    if (header.empty()) {
+      if (!std::getline(f, line)) throw Error(path + ": empty TSV (expected a header row of field names)");
+      header = split_tabs(line);
+      n = 2;
+    }
+    for (; std::getline(f, line) && !full(); ++n) {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
       std::vector<std::string> cells = split_tabs(line);
       if (cells.size() != header.size()) {

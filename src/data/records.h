@@ -10,6 +10,7 @@ namespace frozenlm {
 struct ReadOptions {
   bool skip_bad = false;   // skip (and count) malformed lines instead of failing
   size_t limit = 0;        // 0: all records
+  std::vector<std::string> columns;  // TSV without a header row: the field names of its columns
 };
 
 struct Records {

@@ -1,0 +1,144 @@
+#include "eval/evaluate.h"
+
+#include <cmath>
+
+#include "core/generate.h"
+#include "core/torch_pch.h"
+#include "eval/metrics.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+
+Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& device) {
+  int64_t T = 0;
+  for (auto& e : items) T = std::max<int64_t>(T, e.ids.size());
+  const int64_t B = items.size();
+  at::Tensor ids = at::zeros({B, T}, at::kLong), mask = at::zeros({B, T}, at::kBool), tgt = at::full({B, T}, -100, at::kLong);
+  auto ia = ids.accessor<int64_t, 2>();
+  auto ma = mask.accessor<bool, 2>();
+  auto ta = tgt.accessor<int64_t, 2>();
+  Batch b;
+  for (int64_t r = 0; r < B; ++r) {
+    const auto& e = items[r];
+    for (size_t i = 0; i < e.ids.size(); ++i) {
+      ia[r][i] = e.ids[i];
+      ma[r][i] = true;
+      // position i predicts token i+1; only target tokens are learned
+      if (int64_t(i) + 1 >= e.target_start && i + 1 < e.ids.size()) { ta[r][i] = e.ids[i + 1]; ++b.target_tokens; }
+    }
+  }
+  b.ids = ids.to(device);
+  b.mask = mask.to(device);
+  b.targets = tgt.to(device);
+  return b;
+}
+
+static at::Tensor batch_logits(const FrozenLM& lm, const TrainableModule* module, const Batch& b) {
+  if (!module) {
+    ForwardInput in;
+    in.ids = b.ids;
+    in.mask = b.mask;
+    return lm.forward(in).logits;
+  }
+  ModuleInput mi;
+  mi.embeds = lm.embed(b.ids);
+  mi.mask = b.mask;
+  return module_forward_logits(lm, *module, mi);
+}
+
+std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& items,
+                                    int64_t batch_size, std::vector<int64_t>* n_tokens) {
+  at::NoGradGuard ng;
+  std::vector<double> out;
+  for (size_t s = 0; s < items.size(); s += batch_size) {
+    std::vector<EncodedExample> chunk(items.begin() + s, items.begin() + std::min(items.size(), s + batch_size));
+    Batch b = make_batch(chunk, lm.device());
+    at::Tensor lp = at::log_softmax(batch_logits(lm, module, b), -1);                      // [B, T, V]
+    at::Tensor keep = b.targets != -100;
+    at::Tensor picked = lp.gather(2, b.targets.clamp_min(0).unsqueeze(2)).squeeze(2);    // [B, T]
+    at::Tensor sums = (picked * keep).sum(1).to(at::kCPU, at::kDouble);
+    at::Tensor counts = keep.sum(1).to(at::kCPU);
+    for (int64_t r = 0; r < sums.size(0); ++r) {
+      out.push_back(sums[r].item<double>());
+      if (n_tokens) n_tokens->push_back(counts[r].item<int64_t>());
+    }
+  }
+  return out;
+}
+
+json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+              const std::vector<Example>& all, const EvalOptions& opt) {
+  std::vector<Example> ex(all.begin(), all.begin() + (opt.limit ? std::min(opt.limit, all.size()) : all.size()));
+  const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
+  const int64_t room = task.max_tokens - (module ? module->prefix_length() : 0);
+  json report = {{"task", task.name}, {"type", task_type_name(task.type)}, {"n", ex.size()}};
+  json per = json::array();
+  size_t truncated = 0;
+  if (task.type == TaskType::Classification) {
+    std::vector<EncodedExample> items;
+    for (auto& e : ex)
+      for (auto& c : e.choices) {
+        items.push_back(encode_example(tok, bos, e.input, c, room));
+        truncated += items.back().truncated;
+      }
+    std::vector<double> lp = target_logprobs(lm, module, items, opt.batch_size);
+    size_t k = 0, correct = 0;
+    for (auto& e : ex) {
+      size_t best = 0;
+      for (size_t c = 0; c < e.choices.size(); ++c)
+        if (lp[k + c] > lp[k + best]) best = c;
+      correct += int64_t(best) == e.label;
+      if (opt.per_example) per.push_back({{"input", e.input}, {"prediction", e.choices[best]}, {"label", e.choices[e.label]}});
+      k += e.choices.size();
+    }
+    report["metric"] = "accuracy";
+    report["accuracy"] = ex.empty() ? 0.0 : double(correct) / ex.size();
+    report["score"] = report["accuracy"];
+  } else if (task.type == TaskType::LanguageModel) {
+    std::vector<EncodedExample> items;
+    for (auto& e : ex) items.push_back(encode_example(tok, bos, "", e.targets[0], room));
+    std::vector<int64_t> counts;
+    std::vector<double> lp = target_logprobs(lm, module, items, opt.batch_size, &counts);
+    double total = 0;
+    int64_t n = 0;
+    for (size_t i = 0; i < lp.size(); ++i) { total += lp[i]; n += counts[i]; }
+    report["metric"] = "perplexity";
+    report["perplexity"] = n ? std::exp(-total / n) : 0.0;
+    report["score"] = -report["perplexity"].get<double>();
+    report["tokens"] = n;
+  } else {
+    SamplingParams sp;
+    sp.temperature = 0;
+    sp.max_new_tokens = opt.max_new_tokens;
+    sp.eos_ids = lm.config().eos_ids;
+    double em = 0, f1 = 0;
+    for (auto& e : ex) {
+      EncodedExample enc = encode_example(tok, bos, e.input, "", room - opt.max_new_tokens);
+      truncated += enc.truncated;
+      at::NoGradGuard ng;
+      at::Tensor ids = at::tensor(enc.ids, at::kLong).view({1, -1}).to(lm.device());
+      ModuleInput mi;
+      mi.embeds = lm.embed(ids);
+      mi.mask = at::ones({1, ids.size(1)}, at::TensorOptions().dtype(at::kBool).device(lm.device()));
+      if (module) mi = module->apply(lm, mi);
+      auto out = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, {"\n"}))[0];
+      std::string pred = tok.decode(out, true);
+      if (auto nl = pred.find('\n'); nl != std::string::npos) pred.resize(nl);
+      const std::vector<std::string>& golds = e.targets;  // the rendered target and every alias
+      const double m = exact_match(pred, golds), f = token_f1(pred, golds);
+      em += m;
+      f1 += f;
+      if (opt.per_example) per.push_back({{"input", e.input}, {"prediction", pred}, {"answers", golds}, {"em", m}, {"f1", f}});
+    }
+    report["metric"] = "exact_match";
+    report["exact_match"] = ex.empty() ? 0.0 : em / ex.size();
+    report["f1"] = ex.empty() ? 0.0 : f1 / ex.size();
+    report["score"] = report["exact_match"];
+  }
+  report["truncated_inputs"] = truncated;
+  if (opt.per_example) report["examples"] = per;
+  return report;
+}
+
+}  // namespace frozenlm

@@ -1,0 +1,37 @@
+// Evaluating the frozen LM (optionally with a trained module) on a task split.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/transformer.h"
+#include "modules/trainable_module.h"
+#include "tasks/task.h"
+
+namespace frozenlm {
+
+struct EvalOptions {
+  size_t limit = 0;              // 0: every example
+  int64_t max_new_tokens = 24;   // generation
+  int64_t batch_size = 8;
+  bool per_example = false;      // include each example's prediction in the report
+};
+
+// Classification: rank the choices by the summed log-likelihood of their tokens (accuracy). Generation: greedy
+// decoding until a newline or EOS, exact match and token F1 against the aliases. LM: perplexity over the text.
+// Returns {"task", "split", "n", "metric", "score", <metric fields>, "truncated", ["examples"]}.
+nlohmann::json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+                        const std::vector<Example>& examples, const EvalOptions& opt);
+
+// Sum of log p(target tokens | prompt) for each (prompt, target) pair, batched.
+std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& items,
+                                    int64_t batch_size, std::vector<int64_t>* n_tokens = nullptr);
+
+// The padded batch tensors for encoded examples: ids [B, T] (right-padded), mask, targets (-100 outside the target).
+struct Batch {
+  at::Tensor ids, mask, targets;
+  int64_t target_tokens = 0;
+};
+Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& device);
+
+}  // namespace frozenlm

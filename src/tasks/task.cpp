@@ -1,0 +1,154 @@
+#include "tasks/task.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+
+const char* task_type_name(TaskType t) {
+  return t == TaskType::Generation ? "generation" : t == TaskType::Classification ? "classification" : "lm";
+}
+
+Task load_task(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open task file");
+  json j = json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error(path + ": not a valid JSON object");
+  Task t;
+  t.file = path;
+  auto str = [&](const char* k, bool required) -> std::string {
+    if (!j.contains(k)) {
+      if (required) throw Error(path + ": missing field '" + std::string(k) + "'");
+      return "";
+    }
+    if (!j[k].is_string()) throw Error(path + ": field '" + std::string(k) + "' must be a string");
+    return j[k].get<std::string>();
+  };
+  t.name = str("name", true);
+  const std::string type = str("type", true);
+  if (type == "generation") t.type = TaskType::Generation;
+  else if (type == "classification") t.type = TaskType::Classification;
+  else if (type == "lm") t.type = TaskType::LanguageModel;
+  else throw Error(path + ": unknown task type '" + type + "' (generation, classification, lm)");
+  if (!j.contains("data") || !j["data"].is_object() || j["data"].empty())
+    throw Error(path + ": 'data' must map split names to data files, e.g. {\"train\": \"train.jsonl\"}");
+  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  for (auto it = j["data"].begin(); it != j["data"].end(); ++it) {
+    if (!it.value().is_string()) throw Error(path + ": data." + it.key() + " must be a path");
+    const std::string p = it.value().get<std::string>();
+    t.splits[it.key()] = !p.empty() && p[0] == '/' ? p : dir + "/" + p;
+  }
+  if (j.contains("columns")) t.columns = j["columns"].get<std::vector<std::string>>();
+  if (j.contains("max_tokens")) t.max_tokens = j["max_tokens"].get<int64_t>();
+  if (t.max_tokens < 2) throw Error(path + ": max_tokens must be at least 2");
+  if (t.type == TaskType::LanguageModel) {
+    t.text = str("text", true);
+    template_fields(t.text, path);
+  } else {
+    t.input = str("input", true);
+    template_fields(t.input, path);
+  }
+  if (t.type == TaskType::Generation) {
+    t.target = str("target", true);
+    t.answers_field = str("answers_field", false);
+  }
+  if (t.type == TaskType::Classification) {
+    t.label_field = str("label_field", true);
+    if (j.contains("verbalizers")) {
+      if (!j["verbalizers"].is_object() || j["verbalizers"].size() < 2) throw Error(path + ": 'verbalizers' must map ≥ 2 labels to texts");
+      for (auto it = j["verbalizers"].begin(); it != j["verbalizers"].end(); ++it) t.verbalizers[it.key()] = it.value().get<std::string>();
+    } else if (j.contains("choices")) {
+      t.choice_templates = j["choices"].get<std::vector<std::string>>();
+      if (t.choice_templates.size() < 2) throw Error(path + ": 'choices' needs at least 2 templates");
+    } else {
+      throw Error(path + ": a classification task needs 'verbalizers' or 'choices'");
+    }
+  }
+  return t;
+}
+
+static std::string label_key(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+std::vector<Example> Task::examples(const std::string& split, const ReadOptions& opt_in, size_t* skipped) const {
+  auto it = splits.find(split);
+  if (it == splits.end()) throw Error(file + ": task '" + name + "' has no '" + split + "' split");
+  ReadOptions opt = opt_in;
+  if (opt.columns.empty()) opt.columns = columns;
+  Records r = read_records(it->second, opt);
+  if (skipped) *skipped = r.skipped;
+  if (r.rows.empty()) throw Error(it->second + ": no examples in the '" + split + "' split of task '" + name + "'");
+  std::vector<Example> out;
+  out.reserve(r.rows.size());
+  // Verbalizers in a fixed order: the choice index of each label.
+  std::vector<std::string> labels;
+  for (auto& [k, v] : verbalizers) labels.push_back(k);
+  const std::string where = file + " (" + it->second + ")";
+  for (size_t i = 0; i < r.rows.size(); ++i) {
+    const json& row = r.rows[i];
+    Example e;
+    if (type == TaskType::LanguageModel) {
+      e.targets = {render_template(text, row, where)};
+    } else {
+      e.input = render_template(input, row, where);
+    }
+    if (type == TaskType::Generation) {
+      e.targets = {render_template(target, row, where)};
+      if (!answers_field.empty()) {
+        if (!row.contains(answers_field)) throw Error(where + ": record " + std::to_string(i + 1) + " has no field '" + answers_field + "'");
+        const json& a = row[answers_field];
+        if (a.is_array()) { for (auto& x : a) e.targets.push_back(x.is_string() ? x.get<std::string>() : x.dump()); }
+        else e.targets.push_back(a.is_string() ? a.get<std::string>() : a.dump());
+      }
+    }
+    if (type == TaskType::Classification) {
+      if (!row.contains(label_field)) throw Error(where + ": record " + std::to_string(i + 1) + " has no label field '" + label_field + "'");
+      if (!verbalizers.empty()) {
+        const std::string key = label_key(row[label_field]);
+        for (size_t c = 0; c < labels.size(); ++c) {
+          e.choices.push_back(verbalizers.at(labels[c]));
+          if (labels[c] == key) e.label = int64_t(c);
+        }
+        if (e.label < 0) throw Error(where + ": record " + std::to_string(i + 1) + ": label '" + key + "' has no verbalizer");
+      } else {
+        for (auto& ct : choice_templates) e.choices.push_back(render_template(ct, row, where));
+        const json& l = row[label_field];
+        e.label = l.is_number_integer() ? l.get<int64_t>() : l.is_string() ? std::atoll(l.get<std::string>().c_str()) : -1;
+        if (e.label < 0 || e.label >= int64_t(e.choices.size()))
+          throw Error(where + ": record " + std::to_string(i + 1) + ": label " + l.dump() + " is not a choice index");
+      }
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
+                              int64_t max_tokens) {
+  std::vector<int64_t> full = tok.encode(prompt + target, false);
+  std::vector<int64_t> pre = tok.encode(prompt, false);
+  size_t k = 0;
+  while (k < pre.size() && k < full.size() && pre[k] == full[k]) ++k;
+  EncodedExample e;
+  std::vector<int64_t> p(full.begin(), full.begin() + k), t(full.begin() + k, full.end());
+  const int64_t head = bos >= 0 ? 1 : 0;
+  if (int64_t(t.size()) + head > max_tokens) {  // never cut the target, unless it alone is too long (then its end)
+    t.resize(max_tokens - head);
+    e.truncated = true;
+  }
+  const int64_t room = max_tokens - head - int64_t(t.size());
+  if (int64_t(p.size()) > room) {
+    p.erase(p.begin(), p.end() - room);  // keep the end of the input
+    e.truncated = true;
+  }
+  if (bos >= 0) e.ids.push_back(bos);
+  e.ids.insert(e.ids.end(), p.begin(), p.end());
+  e.target_start = int64_t(e.ids.size());
+  e.ids.insert(e.ids.end(), t.begin(), t.end());
+  return e;
+}
+
+}  // namespace frozenlm

@@ -1,0 +1,62 @@
+// A task = data + template + metric, declared in a small JSON file (docs: README "Task files"):
+// {
+//   "name": "sst2", "type": "classification" | "generation" | "lm",
+//   "data": {"train": "path", "dev": "path", "test": "path"},   (relative to the task file)
+//   "columns": ["text", "label"],                                (TSV without header, optional)
+//   "input": "Review: {sentence}\nSentiment:",                   (generation / classification)
+//   classification: "label_field": "label" + "verbalizers": {"0": " negative", "1": " positive"}
+//                   or "choices": [" {choice1}", " {choice2}"] with an integer "label_field"
+//   generation:     "target": " {answer}", optional "answers_field": "answer" (aliases for EM / F1)
+//   lm:             "text": "{text}"
+//   "max_tokens": 256                                            (input is cut from the left, never the target)
+// }
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/records.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frozenlm {
+
+enum class TaskType { Generation, Classification, LanguageModel };
+
+struct Example {
+  std::string input;                 // rendered input ("" for lm)
+  std::vector<std::string> targets;  // generation: aliases (first = training target); lm: the text
+  std::vector<std::string> choices;  // classification: candidate continuations
+  int64_t label = -1;                // classification: index of the right choice
+  std::string training_target() const { return choices.empty() ? targets.at(0) : choices.at(label); }
+};
+
+// Token ids of one example: [prompt ids (BOS first) | target ids]; loss on the target part only.
+struct EncodedExample {
+  std::vector<int64_t> ids;
+  int64_t target_start = 0;  // ids[target_start:] are the target
+  bool truncated = false;
+};
+
+struct Task {
+  std::string name, file;
+  TaskType type = TaskType::Generation;
+  std::map<std::string, std::string> splits;  // split name -> data path (resolved)
+  std::vector<std::string> columns;
+  std::string input, target, text, label_field, answers_field;
+  std::map<std::string, std::string> verbalizers;  // label value -> choice text
+  std::vector<std::string> choice_templates;
+  int64_t max_tokens = 256;
+
+  // Reads and renders a split. Errors name the task file, data file:line and unknown fields.
+  std::vector<Example> examples(const std::string& split, const ReadOptions& opt = {}, size_t* skipped = nullptr) const;
+};
+
+Task load_task(const std::string& path);
+const char* task_type_name(TaskType t);
+
+// Tokenises prompt + target as one text (natural merges at the boundary); the prompt is cut from the left (after BOS)
+// when the whole exceeds max_tokens. bos < 0: none added.
+EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
+                              int64_t max_tokens);
+
+}  // namespace frozenlm

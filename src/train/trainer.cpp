@@ -1,0 +1,272 @@
+#include "train/trainer.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/losses.h"
+#include "core/torch_pch.h"
+#include "eval/evaluate.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+
+double lr_factor(const TrainOptions& o, int64_t step) {
+  if (o.warmup > 0 && step < o.warmup) return double(step + 1) / o.warmup;
+  const double span = std::max<int64_t>(1, o.steps - o.warmup);
+  const double t = std::min(1.0, double(step - o.warmup) / span);
+  if (o.schedule == "linear") return 1.0 - t;
+  if (o.schedule == "cosine") return 0.5 * (1.0 + std::cos(M_PI * t));
+  return 1.0;
+}
+
+void write_curve_svg(const std::string& path, const std::string& title,
+                     const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series) {
+  const double W = 720, H = 360, L = 60, R = 20, T = 40, B = 40;
+  std::ostringstream s;
+  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
+    << "<rect width='100%' height='100%' fill='white'/>\n<text x='" << L << "' y='22' font-size='14'>" << title << "</text>\n";
+  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+  double xmax = 1;
+  for (auto& [n, pts] : series) for (auto& p : pts) xmax = std::max(xmax, p.first);
+  s << "<line x1='" << L << "' y1='" << H - B << "' x2='" << W - R << "' y2='" << H - B << "' stroke='black'/>\n"
+    << "<text x='" << W - R << "' y='" << H - 10 << "' text-anchor='end'>step (max " << xmax << ")</text>\n";
+  int k = 0;
+  for (auto& [name, pts] : series) {
+    if (pts.empty()) { ++k; continue; }
+    double lo = pts[0].second, hi = pts[0].second;
+    for (auto& p : pts) { lo = std::min(lo, p.second); hi = std::max(hi, p.second); }
+    if (hi - lo < 1e-12) hi = lo + 1;
+    s << "<polyline fill='none' stroke='" << colors[k % 4] << "' stroke-width='1.5' points='";
+    for (auto& p : pts) s << L + (W - L - R) * p.first / xmax << "," << (H - B) - (H - T - B) * (p.second - lo) / (hi - lo) << " ";
+    s << "'/>\n<text x='" << L + 10 + 230 * k << "' y='" << T - 4 << "' fill='" << colors[k % 4] << "'>" << name << " (" << lo << " … " << hi << ")</text>\n";
+    ++k;
+  }
+  s << "</svg>\n";
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << s.str();
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+namespace {
+
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    f.flush();
+    if (!f) throw Error(tmp + ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": rename failed");
+}
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+// Replaces directory `dst` by `src` so that a crash leaves either the old or the new one complete.
+void swap_in_dir(const std::string& src, const std::string& dst) {
+  const std::string old = dst + ".old";
+  std::system(("rm -rf '" + old + "'").c_str());
+  if (exists(dst) && std::rename(dst.c_str(), old.c_str()) != 0) throw Error(dst + ": cannot move aside");
+  if (std::rename(src.c_str(), dst.c_str()) != 0) throw Error(dst + ": cannot install new checkpoint");
+  std::system(("rm -rf '" + old + "'").c_str());
+}
+
+// Epoch-wise order: shuffle, then sort windows of 50 batches by length (less padding), then shuffle the batches.
+std::vector<std::vector<size_t>> epoch_batches(const std::vector<EncodedExample>& data, int64_t bs, uint64_t seed, int64_t epoch) {
+  std::mt19937_64 rng(seed * 1000003 + epoch);
+  std::vector<size_t> idx(data.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::shuffle(idx.begin(), idx.end(), rng);
+  const size_t window = bs * 50;
+  for (size_t s = 0; s < idx.size(); s += window) {
+    auto e = idx.begin() + std::min(idx.size(), s + window);
+    std::stable_sort(idx.begin() + s, e, [&](size_t a, size_t b) { return data[a].ids.size() < data[b].ids.size(); });
+  }
+  std::vector<std::vector<size_t>> batches;
+  for (size_t s = 0; s < idx.size(); s += bs) batches.emplace_back(idx.begin() + s, idx.begin() + std::min(idx.size(), s + bs));
+  std::shuffle(batches.begin(), batches.end(), rng);
+  return batches;
+}
+
+}  // namespace
+
+TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const Task& task,
+                         const std::vector<Example>& train, const std::vector<Example>& dev, const std::string& out_dir,
+                         const TrainOptions& opt) {
+  if (train.empty()) throw Error("train: the training set is empty");
+  ::mkdir(out_dir.c_str(), 0755);
+  const std::string ckpt = out_dir + "/checkpoint";
+  const std::string hash_before = lm.weights_hash();
+  const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
+  const int64_t room = task.max_tokens - module.prefix_length();
+  std::vector<EncodedExample> data;
+  size_t truncated = 0;
+  for (auto& e : train) {
+    data.push_back(encode_example(tok, bos, e.input, e.training_target(), room));
+    truncated += data.back().truncated;
+  }
+  if (truncated) std::fprintf(stderr, "[train] %zu of %zu training inputs truncated to %lld tokens (input cut from the left)\n", truncated, data.size(), (long long)room);
+
+  auto params = module.parameters();
+  torch::optim::AdamW optim(params, torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
+  TrainResult res;
+  int64_t step = 0, epoch = 0, batch_pos = 0, since_best = 0;
+  double best = -INFINITY;
+  std::vector<std::pair<double, double>> loss_curve, eval_curve;
+  std::ofstream metrics;
+
+  if (opt.resume) {
+    if (!exists(ckpt + "/trainer_state.json")) throw Error(ckpt + ": no checkpoint to resume from");
+    std::ifstream sf(ckpt + "/trainer_state.json");
+    json st = json::parse(sf);
+    step = st["step"]; epoch = st["epoch"]; batch_pos = st["batch_pos"]; since_best = st["since_best"];
+    best = st["best"].is_number() ? st["best"].get<double>() : -INFINITY;  // JSON has no -inf: stored as null
+    res.first_loss = st["first_loss"];
+    res.nan_steps = st["nan_steps"];
+    for (auto& p : st["loss_curve"]) loss_curve.push_back({p[0], p[1]});
+    for (auto& p : st["eval_curve"]) eval_curve.push_back({p[0], p[1]});
+    auto saved = load_module(ckpt, lm);
+    at::NoGradGuard ng;
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved->parameters()[i]);
+    torch::load(optim, ckpt + "/optimizer.pt");
+    // metrics.jsonl: keep the lines up to the checkpoint's step
+    std::ifstream old(out_dir + "/metrics.jsonl");
+    std::string kept, line;
+    while (std::getline(old, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.value("step", int64_t(0)) <= step) kept += line + "\n";
+    }
+    write_atomically(out_dir + "/metrics.jsonl", kept);
+    std::fprintf(stderr, "[train] resumed at step %lld (epoch %lld, batch %lld)\n", (long long)step, (long long)epoch, (long long)batch_pos);
+  } else {
+    write_atomically(out_dir + "/metrics.jsonl", "");
+  }
+  metrics.open(out_dir + "/metrics.jsonl", std::ios::app);
+
+  auto run_eval = [&]() -> double {
+    if (dev.empty()) return -loss_curve.back().second;
+    EvalOptions eo;
+    eo.limit = opt.eval_limit;
+    json r = evaluate(lm, &module, tok, task, dev, eo);
+    return r["score"].get<double>();
+  };
+  auto save_checkpoint = [&] {
+    const std::string tmp = ckpt + ".tmp";
+    std::system(("rm -rf '" + tmp + "'").c_str());
+    module.save(tmp);
+    torch::save(optim, tmp + "/optimizer.pt");
+    json lc = json::array(), ec = json::array();
+    for (auto& p : loss_curve) lc.push_back({p.first, p.second});
+    for (auto& p : eval_curve) ec.push_back({p.first, p.second});
+    json st = {{"step", step}, {"epoch", epoch}, {"batch_pos", batch_pos}, {"best", best}, {"since_best", since_best},
+               {"first_loss", res.first_loss}, {"nan_steps", res.nan_steps}, {"loss_curve", lc}, {"eval_curve", ec}};
+    write_atomically(tmp + "/trainer_state.json", st.dump());
+    swap_in_dir(tmp, ckpt);
+  };
+
+  auto batches = epoch_batches(data, opt.batch_size, opt.seed, epoch);
+  const auto t_start = std::chrono::steady_clock::now();
+  int64_t tokens_seen = 0, consecutive_nan = 0;
+  const int64_t start_step = step;
+  const char* kill_at = std::getenv("FROZENLM_KILL_AT_STEP");  // tests: SIGKILL ourselves mid-run
+  while (step < opt.steps) {
+    optim.zero_grad();
+    double loss_sum = 0;
+    int64_t step_tokens = 0;
+    for (int64_t a = 0; a < opt.grad_accum; ++a) {
+      if (batch_pos >= int64_t(batches.size())) {
+        ++epoch;
+        batch_pos = 0;
+        batches = epoch_batches(data, opt.batch_size, opt.seed, epoch);
+      }
+      std::vector<EncodedExample> items;
+      for (size_t i : batches[batch_pos]) items.push_back(data[i]);
+      ++batch_pos;
+      Batch b = make_batch(items, lm.device());
+      ModuleInput mi;
+      mi.embeds = lm.embed(b.ids);
+      mi.mask = b.mask;
+      at::Tensor logits = module_forward_logits(lm, module, mi);
+      at::Tensor loss = token_cross_entropy(logits.reshape({-1, lm.vocab_size()}), b.targets.reshape({-1})) / double(opt.grad_accum);
+      loss.backward();
+      loss_sum += loss.item<double>();
+      step_tokens += b.mask.sum().item<int64_t>();
+    }
+    tokens_seen += step_tokens;
+    if (!std::isfinite(loss_sum)) {  // skip the step, keep the last good state
+      ++res.nan_steps;
+      if (++consecutive_nan >= opt.max_nan_steps) {
+        std::fprintf(stderr, "\n[train] %lld consecutive non-finite losses: stopping; the last good checkpoint is intact\n", (long long)consecutive_nan);
+        res.stopped_early = true;
+        break;
+      }
+      ++step;
+      continue;
+    }
+    consecutive_nan = 0;
+    if (opt.clip > 0) torch::nn::utils::clip_grad_norm_(params, opt.clip);
+    for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(opt.lr * lr_factor(opt, step));
+    optim.step();
+    ++step;
+    if (step == 1 && start_step == 0) res.first_loss = loss_sum;
+    res.last_loss = loss_sum;
+    loss_curve.push_back({double(step), loss_sum});
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double tps = tokens_seen / std::max(secs, 1e-9);
+    const double eta = secs / std::max<int64_t>(1, step - start_step) * (opt.steps - step);
+    metrics << json({{"step", step}, {"loss", loss_sum}, {"lr", opt.lr * lr_factor(opt, step - 1)}, {"tokens_per_s", tps}}).dump() << "\n";
+    if (opt.progress)
+      std::fprintf(stderr, "\r[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs   ", (long long)step, (long long)opt.steps, loss_sum, tps, eta);
+    const bool last = step == opt.steps;
+    if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
+      const double score = run_eval();
+      eval_curve.push_back({double(step), score});
+      metrics << json({{"step", step}, {"eval_score", score}, {"eval_metric", task.type == TaskType::Classification ? "accuracy" : task.type == TaskType::Generation ? "exact_match" : "neg_perplexity"}}).dump() << "\n";
+      if (score > best) {
+        best = score;
+        since_best = 0;
+        module.save(out_dir);  // the best module is the output
+      } else if (opt.patience > 0 && ++since_best >= opt.patience) {
+        std::fprintf(stderr, "\n[train] no improvement in %lld evaluations: early stop at step %lld\n", (long long)since_best, (long long)step);
+        res.stopped_early = true;
+      }
+    }
+    metrics.flush();
+    if ((opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) || last || res.stopped_early) save_checkpoint();
+    if (kill_at && step == std::atoll(kill_at)) ::kill(::getpid(), SIGKILL);
+    if (res.stopped_early) break;
+  }
+  if (opt.progress) std::fprintf(stderr, "\n");
+  res.steps_done = step;
+  res.best_score = best;
+  write_curve_svg(out_dir + "/curve.svg", task.name + ": training loss and dev " +
+                  (task.type == TaskType::Classification ? "accuracy" : task.type == TaskType::Generation ? "exact match" : "−perplexity"),
+                  {{"train loss", loss_curve}, {"dev score", eval_curve}});
+  const std::string hash_after = lm.weights_hash();
+  if (hash_after != hash_before) throw Error("frozen weights changed during training (hash " + hash_before + " -> " + hash_after + ")");
+  json run = {{"task", task.name}, {"steps", step}, {"first_loss", res.first_loss}, {"last_loss", res.last_loss},
+              {"best_dev_score", best}, {"nan_steps", res.nan_steps}, {"stopped_early", res.stopped_early},
+              {"frozen_weights_hash_before", hash_before}, {"frozen_weights_hash_after", hash_after},
+              {"checkpoint_id", lm.checkpoint_id()}, {"trainable_parameters", module.num_parameters()},
+              {"options", {{"steps", opt.steps}, {"batch_size", opt.batch_size}, {"grad_accum", opt.grad_accum}, {"lr", opt.lr},
+                           {"weight_decay", opt.weight_decay}, {"warmup", opt.warmup}, {"schedule", opt.schedule}, {"clip", opt.clip},
+                           {"seed", opt.seed}}}};
+  write_atomically(out_dir + "/run.json", run.dump(2) + "\n");
+  return res;
+}
+
+}  // namespace frozenlm

@@ -1,0 +1,117 @@
+// Tasks, schedules and the training loop: task files for the real data sets load and render; encoding keeps the
+// target and cuts the input from the left; schedules have their shapes; training prompt tuning through the harness
+// lowers the loss with the frozen weights unchanged and writes its outputs.
+#include "core/error.h"
+#include "core/loader.h"
+#include "eval/evaluate.h"
+#include "modules/prompt_tuning.h"
+#include "tasks/task.h"
+#include "test_util.h"
+#include "train/trainer.h"
+
+namespace frozenlm::test {
+
+static std::string task_file(const std::string& name) { return std::string(FROZENLM_SOURCE) + "/tasks/" + name + ".json"; }
+
+TEST(Tasks, EveryShippedTaskFileLoadsAndRenders) {
+  for (const std::string name : {"sst2", "agnews", "boolq", "cb", "rte", "copa", "nq_open", "webquestions", "nq_openbook", "lambada"}) {
+    Task t = load_task(task_file(name));
+    const std::string split = t.splits.count("train") ? "train" : "test";
+    ReadOptions ro;
+    ro.limit = 20;
+    auto ex = t.examples(split, ro);
+    ASSERT_FALSE(ex.empty()) << name;
+    for (auto& e : ex) {
+      if (t.type == TaskType::Classification) {
+        EXPECT_GE(e.choices.size(), 2u) << name;
+        EXPECT_GE(e.label, 0) << name;
+      } else {
+        EXPECT_FALSE(e.training_target().empty()) << name;
+      }
+    }
+  }
+}
+
+TEST(Tasks, EncodingKeepsTheTargetAndCutsTheInputFromTheLeft) {
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  EncodedExample e = encode_example(*tok, 1, "Once upon a time there was a cat.", " The end.", 1000);
+  EXPECT_FALSE(e.truncated);
+  EXPECT_EQ(e.ids.front(), 1);
+  std::vector<int64_t> tgt(e.ids.begin() + e.target_start, e.ids.end());
+  // Prompt and target are tokenised as one text: a token merged across the boundary ('.▁') belongs to the target.
+  EXPECT_EQ(tok->decode(e.ids), "Once upon a time there was a cat. The end.");
+  const std::string t = tok->decode(tgt);
+  EXPECT_EQ(t.substr(t.size() - 9), " The end.") << t;
+  EXPECT_LE(t.size(), 11u) << t;
+  EncodedExample cut = encode_example(*tok, 1, "Once upon a time there was a cat.", " The end.", 6);
+  EXPECT_TRUE(cut.truncated);
+  EXPECT_EQ(cut.ids.size(), 6u);
+  EXPECT_EQ(std::vector<int64_t>(cut.ids.begin() + cut.target_start, cut.ids.end()), tgt);  // target intact
+  EXPECT_EQ(cut.ids.front(), 1);                                                               // BOS kept
+}
+
+TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {
+  const std::string d = temp_dir("bad-tasks");
+  write_file(d + "/t.json", R"({"name": "x", "type": "regression", "data": {"train": "a.jsonl"}})");
+  EXPECT_THROW(load_task(d + "/t.json"), Error);
+  write_file(d + "/a.jsonl", "{\"q\": \"hi\", \"label\": 1}\n");
+  write_file(d + "/u.json", R"({"name": "x", "type": "classification", "data": {"train": "a.jsonl"}, "input": "{question}",
+    "label_field": "label", "verbalizers": {"0": " no", "1": " yes"}})");
+  try {
+    load_task(d + "/u.json").examples("train");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("template field '{question}' is not in the data"), std::string::npos) << e.what();
+  }
+  write_file(d + "/empty.jsonl", "\n");
+  write_file(d + "/e.json", R"({"name": "x", "type": "lm", "data": {"train": "empty.jsonl"}, "text": "{t}"})");
+  try {
+    load_task(d + "/e.json").examples("train");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no examples"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Training, ScheduleShapes) {
+  TrainOptions o;
+  o.steps = 110;
+  o.warmup = 10;
+  EXPECT_DOUBLE_EQ(lr_factor(o, 0), 0.1);
+  EXPECT_DOUBLE_EQ(lr_factor(o, 9), 1.0);
+  EXPECT_DOUBLE_EQ(lr_factor(o, 60), 1.0);
+  o.schedule = "linear";
+  EXPECT_NEAR(lr_factor(o, 60), 0.5, 1e-12);
+  o.schedule = "cosine";
+  EXPECT_NEAR(lr_factor(o, 60), 0.5, 1e-12);
+  EXPECT_NEAR(lr_factor(o, 109), 0.5 * (1 + std::cos(M_PI * 0.99)), 1e-12);
+}
+
+TEST(Training, PromptTuningThroughTheHarnessLearnsAndLeavesTheLmFrozen) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  Task task = load_task(task_file("sst2"));
+  ReadOptions ro;
+  ro.limit = 64;
+  auto train = task.examples("train", ro);
+  auto dev = task.examples("dev", ro);
+  auto pt = PromptTuning::create(*lm, 8, PromptInit::SampledVocab, {}, 1);
+  TrainOptions o;
+  o.steps = 30;
+  o.batch_size = 8;
+  o.eval_every = 15;
+  o.eval_limit = 32;
+  o.progress = false;
+  const std::string out = temp_dir("harness");
+  TrainResult r = train_module(*lm, *pt, *tok, task, train, dev, out, o);
+  std::printf("[ learning ] sst2 prompt tuning, 30 steps: loss %.3f -> %.3f, best dev accuracy %.3f\n", r.first_loss, r.last_loss, r.best_score);
+  EXPECT_EQ(r.steps_done, 30);
+  EXPECT_LT(r.last_loss, 0.5 * r.first_loss);  // the verbaliser tokens are learned quickly
+  auto run = read_json(out + "/run.json");
+  EXPECT_EQ(run["frozen_weights_hash_before"], run["frozen_weights_hash_after"]);
+  for (const char* f : {"/adapter_model.safetensors", "/adapter_config.json", "/metrics.jsonl", "/curve.svg", "/checkpoint/optimizer.pt"})
+    EXPECT_TRUE(std::ifstream(out + f).good()) << f;
+  EXPECT_NO_THROW(load_module(out, *lm));
+}
+
+}  // namespace frozenlm::test
