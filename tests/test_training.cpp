@@ -5,9 +5,13 @@
 #include "core/loader.h"
 #include "eval/evaluate.h"
 #include "modules/prompt_tuning.h"
+#include "tasks/mixture.h"
 #include "tasks/task.h"
 #include "test_util.h"
 #include "train/trainer.h"
+
+#include <map>
+#include <set>
 
 namespace frozenlm::test {
 
@@ -112,6 +116,41 @@ TEST(Training, PromptTuningThroughTheHarnessLearnsAndLeavesTheLmFrozen) {
   for (const char* f : {"/adapter_model.safetensors", "/adapter_config.json", "/metrics.jsonl", "/curve.svg", "/checkpoint/optimizer.pt"})
     EXPECT_TRUE(std::ifstream(out + f).good()) << f;
   EXPECT_NO_THROW(load_module(out, *lm));
+}
+
+}  // namespace frozenlm::test
+
+
+
+namespace frozenlm::test {
+
+TEST(Mixtures, ExamplesProportionalWithCapAndDeterministic) {
+  Mixture m = load_mixture(task_file("classification_mix"));
+  ASSERT_EQ(m.tasks.size(), 6u);
+  auto a = mix_examples(m, "train"), b = mix_examples(m, "train");
+  std::map<size_t, size_t> per_task;
+  for (auto& x : a) ++per_task[x.task];
+  // sst2 and agnews are capped at 2000; the FewGLUE sets have 32 (BoolQ, RTE, COPA: 32; CB: 32).
+  EXPECT_EQ(per_task[0], 2000u);
+  EXPECT_EQ(per_task[1], 2000u);
+  for (size_t t = 2; t < 6; ++t) EXPECT_EQ(per_task[t], 32u) << m.tasks[t].name;
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i].example.input, b[i].example.input);  // same seed, same order
+  // Mixed, not concatenated: the first 100 draw from more than one task.
+  std::set<size_t> first;
+  for (size_t i = 0; i < 100; ++i) first.insert(a[i].task);
+  EXPECT_GE(first.size(), 2u);
+}
+
+TEST(Mixtures, UnknownTaskIsNamed) {
+  const std::string d = temp_dir("bad-mix");
+  write_file(d + "/m.json", R"({"name": "m", "tasks": ["nope.json"]})");
+  try {
+    load_mixture(d + "/m.json");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("task 'nope.json'"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace frozenlm::test
