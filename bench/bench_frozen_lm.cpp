@@ -12,6 +12,8 @@
 
 #include "core/loader.h"
 #include "core/losses.h"
+#include "eval/evaluate.h"
+#include "modules/prompt_tuning.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
 #include <torch/version.h>
@@ -89,6 +91,31 @@ int main(int argc, char** argv) {
     // Next-token cross-entropy at every position (the last one has no target).
     token_cross_entropy(logits.view({-1, cfg.vocab_size}), targets.view({-1})).backward();
   });
+  // (c) one prompt-tuning training step through the harness's pieces: batch assembly from encoded examples
+  // (T − P tokens each, the second half the target), the soft prompt prepended, loss on target tokens, backward,
+  // gradient clipping and an AdamW step. Same B × T positions as (b).
+  const int64_t P = 20;
+  auto pt = PromptTuning::create(*lm, P, PromptInit::SampledVocab, {}, 0);
+  std::vector<EncodedExample> items(B);
+  for (int64_t b = 0; b < B; ++b) {
+    auto row = ids[b].narrow(0, 0, T - P).contiguous();
+    items[b].ids.assign(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+    items[b].target_start = (T - P) / 2;
+  }
+  auto params = pt->parameters();
+  torch::optim::AdamW optim(params, torch::optim::AdamWOptions(0.3));
+  const double pt_s = time_it([&] {
+    optim.zero_grad();
+    Batch batch = make_batch(items, lm->device());
+    ModuleInput mi;
+    mi.embeds = lm->embed(batch.ids);
+    mi.mask = batch.mask;
+    at::Tensor logits = module_forward_logits(*lm, *pt, mi);
+    token_cross_entropy(logits.reshape({-1, cfg.vocab_size}), batch.targets.reshape({-1})).backward();
+    torch::nn::utils::clip_grad_norm_(params, 1.0);
+    optim.step();
+  });
+
 #ifdef FROZENLM_LEGACY_PROFILER
   if (const char* trace = std::getenv("FROZENLM_PROFILE")) {  // chrome://tracing file of one fwd+bwd step
     auto guard = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(trace));
@@ -105,9 +132,10 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"impl\": \"frozenlm\", \"shape\": \"%s\", \"params\": %lld, \"weights\": \"%s\", \"weight_bytes\": %lld, \"batch\": %lld, "
       "\"seq\": %lld, \"threads\": %d, \"fwd_s\": %.4f, \"fwd_tok_s\": %.1f, \"fwd_gflops\": %.1f, \"fwdbwd_s\": %.4f, "
-      "\"fwdbwd_tok_s\": %.1f, \"fwdbwd_gflops\": %.1f, \"peak_rss_mb\": %.0f}\n",
+      "\"fwdbwd_tok_s\": %.1f, \"fwdbwd_gflops\": %.1f, \"pt_step_s\": %.4f, \"pt_step_tok_s\": %.1f, \"pt_overhead_pct\": %.1f, "
+      "\"peak_rss_mb\": %.0f}\n",
       shape_name.c_str(), (long long)lm->num_parameters(), weights.c_str(), (long long)lm->weight_bytes(), (long long)B,
       (long long)T, threads, fwd_s, B * T / fwd_s, fwd_flops / fwd_s / 1e9, bwd_s, B * T / bwd_s, 2 * fwd_flops / bwd_s / 1e9,
-      ru.ru_maxrss / 1024.0);
+      pt_s, B * T / pt_s, 100.0 * (pt_s / bwd_s - 1.0), ru.ru_maxrss / 1024.0);
   return 0;
 }
