@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
@@ -14,17 +15,6 @@
 namespace frozenlm {
 
 using nlohmann::json;
-
-static void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    f.flush();
-    if (!f) throw Error(tmp + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": rename failed");
-}
 
 std::unique_ptr<PromptTuning> PromptTuning::create(const FrozenLM& lm, int64_t P, PromptInit init, const std::vector<int64_t>& text_ids,
                                                    uint64_t seed, const std::string& base_model, const std::string& init_text) {
@@ -81,8 +71,8 @@ void PromptTuning::save(const std::string& dir) const {
               {"tokenizer_name_or_path", base_model_.empty() ? json(nullptr) : json(base_model_)},
               {"inference_mode", true},
               {"revision", nullptr}};
-  write_text_atomically(dir + "/adapter_config.json", cfg.dump(2) + "\n");
-  write_text_atomically(dir + "/frozenlm.json", json({{"module", "prompt_tuning"}, {"checkpoint_id", checkpoint_id_}, {"base_model", base_model_}}).dump(2) + "\n");
+  write_file_atomically(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+  write_file_atomically(dir + "/frozenlm.json", json({{"module", "prompt_tuning"}, {"checkpoint_id", checkpoint_id_}, {"base_model", base_model_}}).dump(2) + "\n");
 }
 
 std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const FrozenLM& lm) {

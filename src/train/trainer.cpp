@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/losses.h"
 #include "core/torch_pch.h"
@@ -53,23 +54,10 @@ void write_curve_svg(const std::string& path, const std::string& title,
     ++k;
   }
   s << "</svg>\n";
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp) << s.str();
-  std::rename(tmp.c_str(), path.c_str());
+  write_file_atomically(path, s.str());
 }
 
 namespace {
-
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    f.flush();
-    if (!f) throw Error(tmp + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": rename failed");
-}
 
 bool exists(const std::string& p) {
   struct stat st;
@@ -150,10 +138,10 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       json j = json::parse(line, nullptr, false);
       if (!j.is_discarded() && j.value("step", int64_t(0)) <= step) kept += line + "\n";
     }
-    write_atomically(out_dir + "/metrics.jsonl", kept);
+    write_file_atomically(out_dir + "/metrics.jsonl", kept);
     std::fprintf(stderr, "[train] resumed at step %lld (epoch %lld, batch %lld)\n", (long long)step, (long long)epoch, (long long)batch_pos);
   } else {
-    write_atomically(out_dir + "/metrics.jsonl", "");
+    write_file_atomically(out_dir + "/metrics.jsonl", "");
   }
   metrics.open(out_dir + "/metrics.jsonl", std::ios::app);
 
@@ -174,7 +162,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     for (auto& p : eval_curve) ec.push_back({p.first, p.second});
     json st = {{"step", step}, {"epoch", epoch}, {"batch_pos", batch_pos}, {"best", best}, {"since_best", since_best},
                {"first_loss", res.first_loss}, {"nan_steps", res.nan_steps}, {"loss_curve", lc}, {"eval_curve", ec}};
-    write_atomically(tmp + "/trainer_state.json", st.dump());
+    write_file_atomically(tmp + "/trainer_state.json", st.dump());
     swap_in_dir(tmp, ckpt);
   };
 
@@ -265,7 +253,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
               {"options", {{"steps", opt.steps}, {"batch_size", opt.batch_size}, {"grad_accum", opt.grad_accum}, {"lr", opt.lr},
                            {"weight_decay", opt.weight_decay}, {"warmup", opt.warmup}, {"schedule", opt.schedule}, {"clip", opt.clip},
                            {"seed", opt.seed}}}};
-  write_atomically(out_dir + "/run.json", run.dump(2) + "\n");
+  write_file_atomically(out_dir + "/run.json", run.dump(2) + "\n");
   return res;
 }
 
