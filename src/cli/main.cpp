@@ -9,9 +9,11 @@
 
 #include "core/error.h"
 #include "core/generate.h"
+#include "core/hf_export.h"
 #include "core/loader.h"
 #include "core/runtime.h"
 #include "eval/evaluate.h"
+#include "modules/finetune.h"
 #include "modules/prompt_tuning.h"
 #include "modules/trainable_module.h"
 #include "tasks/task.h"
@@ -115,6 +117,104 @@ int cmd_info(const ModelArgs& a, bool as_json) {
   return 0;
 }
 
+
+// Options every `train` subcommand shares.
+struct TrainArgs {
+  TrainOptions to;
+  std::string train_split = "train", dev_split = "dev";
+  size_t train_limit = 0;
+};
+
+void add_train_args(CLI::App* c, TrainArgs& a, std::string& task_path, std::string& out_dir, bool& skip_bad) {
+  TrainOptions& to = a.to;
+  c->add_option("--task", task_path, "task file (JSON)")->required();
+  c->add_option("--out", out_dir, "output directory (best module, checkpoint/, metrics.jsonl, curve.svg, run.json)")->required();
+  c->add_option("--train-split", a.train_split, "task split to train on")->capture_default_str();
+  c->add_option("--dev-split", a.dev_split, "task split to evaluate on ('' for none)")->capture_default_str();
+  c->add_option("--train-limit", a.train_limit, "use at most this many training examples (0: all)")->capture_default_str();
+  c->add_option("--steps", to.steps, "optimiser steps")->capture_default_str();
+  c->add_option("--batch-size", to.batch_size, "examples per micro-batch")->capture_default_str();
+  c->add_option("--grad-accum", to.grad_accum, "micro-batches per step")->capture_default_str();
+  c->add_option("--lr", to.lr, "peak learning rate (AdamW)")->capture_default_str();
+  c->add_option("--weight-decay", to.weight_decay, "AdamW weight decay")->capture_default_str();
+  c->add_option("--warmup", to.warmup, "linear warm-up steps")->capture_default_str();
+  c->add_option("--schedule", to.schedule, "constant | linear | cosine")->capture_default_str()->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  c->add_option("--clip", to.clip, "gradient-norm clip (0: off)")->capture_default_str();
+  c->add_option("--eval-every", to.eval_every, "evaluate on the dev split every N steps")->capture_default_str();
+  c->add_option("--eval-limit", to.eval_limit, "dev examples per evaluation")->capture_default_str();
+  c->add_option("--patience", to.patience, "early stopping after N evaluations without improvement (0: off)")->capture_default_str();
+  c->add_option("--checkpoint-every", to.checkpoint_every, "checkpoint every N steps")->capture_default_str();
+  c->add_option("--seed", to.seed, "seed (data order, initialisation)")->capture_default_str();
+  c->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly");
+  c->add_flag("--skip-bad", skip_bad, "skip (and count) malformed data lines instead of failing");
+}
+
+std::pair<std::vector<Example>, std::vector<Example>> load_train_dev(const Task& task, const TrainArgs& a, bool skip_bad) {
+  ReadOptions ro;
+  ro.skip_bad = skip_bad;
+  ro.limit = a.train_limit;
+  size_t skipped = 0;
+  auto train_ex = task.examples(a.train_split, ro, &skipped);
+  if (skipped) std::fprintf(stderr, "[train] skipped %zu malformed lines\n", skipped);
+  std::vector<Example> dev_ex;
+  if (!a.dev_split.empty()) dev_ex = task.examples(a.dev_split, ReadOptions{skip_bad, 0, {}});
+  return {std::move(train_ex), std::move(dev_ex)};
+}
+
+void print_train_result(const std::string& out_dir, const TrainResult& r) {
+  std::printf("%s\n", json({{"out", out_dir}, {"steps", r.steps_done}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
+                             {"best_dev_score", r.best_score}, {"nan_steps", r.nan_steps}, {"stopped_early", r.stopped_early}}).dump().c_str());
+}
+
+// The tokenizer files a saved Hugging Face directory should carry: tokenizer.json and its companions, or a llama2.c
+// tokenizer .bin.
+std::vector<std::string> tokenizer_files(const std::string& tokenizer_path) {
+  std::vector<std::string> files{tokenizer_path};
+  const std::string dir = tokenizer_path.find('/') == std::string::npos ? "." : tokenizer_path.substr(0, tokenizer_path.rfind('/'));
+  if (tokenizer_path.size() > 5 && tokenizer_path.compare(tokenizer_path.size() - 5, 5, ".json") == 0)
+    for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
+      if (std::ifstream(dir + "/" + f)) files.push_back(dir + "/" + f);
+  return files;
+}
+
+int cmd_finetune(const ModelArgs& ma, TrainArgs& a, const std::string& task_path, const std::string& out_dir, bool skip_bad,
+                 int64_t last_k, const std::string& init, const std::string& config_path, const std::string& save_dtype) {
+  if (parse_weight_format(ma.weights) != WeightFormat::F32) throw Error("train finetune: --weights must be f32 (the weights are trained)");
+  std::unique_ptr<FrozenLM> lm;
+  std::string tok_path;
+  if (init == "random") {
+    if (config_path.empty()) throw Error("train finetune --init random: give the model shape with --config CONFIG.json");
+    if (ma.tokenizer.empty()) throw Error("train finetune --init random: give the tokenizer with --tokenizer PATH");
+    init_runtime(ma.threads);
+    ModelConfig cfg = load_hf_config(config_path);
+    lm = make_random_model(cfg, WeightFormat::F32, a.to.seed);
+    lm->set_checkpoint_id("random-init:" + std::to_string(a.to.seed));
+    if (ma.device != "cpu") lm->to(at::Device(ma.device));
+    tok_path = ma.tokenizer;
+  } else {
+    if (!config_path.empty()) throw Error("train finetune: --config is only for --init random (the model brings its own)");
+    lm = open_model(ma);
+    tok_path = resolve_tokenizer_path(ma.model, ma.tokenizer, lm->vocab_size());
+  }
+  auto tok = load_tokenizer(tok_path);
+  if (tok->vocab_size() > lm->vocab_size())
+    throw Error(tok_path + ": tokenizer has " + std::to_string(tok->vocab_size()) + " tokens, the model's vocab_size is " +
+                std::to_string(lm->vocab_size()));
+  Task task = load_task(task_path);
+  auto [train_ex, dev_ex] = load_train_dev(task, a, skip_bad);
+  FineTune ft(*lm, last_k, tokenizer_files(tok_path));
+  std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; fine-tuning %s (%lld trainable parameters, %.1f%% of the LM)\n",
+               task.name.c_str(), train_ex.size(), dev_ex.size(), last_k < 0 ? "every weight" : ("the last " + std::to_string(last_k) + " blocks").c_str(),
+               (long long)ft.num_parameters(), 100.0 * ft.num_parameters() / lm->num_parameters());
+  TrainResult r = train_module(*lm, ft, *tok, task, train_ex, dev_ex, out_dir, a.to);
+  if (save_dtype == "bf16") {  // the best model, rewritten compactly (the checkpoint stays f32 for an exact --resume)
+    auto best = load_model(out_dir);
+    save_hf_model(*best, out_dir, ExportDtype::BF16);
+  }
+  print_train_result(out_dir, r);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -163,39 +263,36 @@ int main(int argc, char** argv) {
   score->add_flag("--json", score_json, "print {\"tokens\", \"logprobs\", \"total\"}");
   score->add_option("--module", module_dir, "a trained module directory to apply");
 
-  // ---- train prompt-tuning ----
-  auto* train = app.add_subcommand("train", "Train a module around the frozen LM");
+  // ---- train prompt-tuning | finetune ----
+  auto* train = app.add_subcommand("train", "Train a module around the frozen LM (or fine-tune it: the baseline)");
   train->require_subcommand(1);
+  std::string task_path, out_dir;
+  bool skip_bad = false;
   auto* train_pt = train->add_subcommand("prompt-tuning", "Prompt tuning: learn P soft-prompt vectors (saved as a PEFT adapter)");
   add_model_args(train_pt, ma);
-  std::string task_path, out_dir, init = "vocab", init_text, train_split = "train", dev_split = "dev";
+  TrainArgs pt_args;
+  add_train_args(train_pt, pt_args, task_path, out_dir, skip_bad);
+  std::string init = "vocab", init_text;
   int64_t virtual_tokens = 20;
-  size_t train_limit = 0;
-  bool skip_bad = false;
-  TrainOptions to;
-  train_pt->add_option("--task", task_path, "task file (JSON)")->required();
-  train_pt->add_option("--out", out_dir, "output directory (best module, checkpoint/, metrics.jsonl, curve.svg, run.json)")->required();
   train_pt->add_option("--virtual-tokens", virtual_tokens, "soft-prompt length P")->capture_default_str();
   train_pt->add_option("--init", init, "random | vocab | text")->capture_default_str();
   train_pt->add_option("--init-text", init_text, "text whose embeddings initialise the prompt (--init text)");
-  train_pt->add_option("--train-split", train_split, "task split to train on")->capture_default_str();
-  train_pt->add_option("--dev-split", dev_split, "task split to evaluate on ('' for none)")->capture_default_str();
-  train_pt->add_option("--train-limit", train_limit, "use at most this many training examples (0: all)")->capture_default_str();
-  train_pt->add_option("--steps", to.steps, "optimiser steps")->capture_default_str();
-  train_pt->add_option("--batch-size", to.batch_size, "examples per micro-batch")->capture_default_str();
-  train_pt->add_option("--grad-accum", to.grad_accum, "micro-batches per step")->capture_default_str();
-  train_pt->add_option("--lr", to.lr, "peak learning rate (AdamW)")->capture_default_str();
-  train_pt->add_option("--weight-decay", to.weight_decay, "AdamW weight decay")->capture_default_str();
-  train_pt->add_option("--warmup", to.warmup, "linear warm-up steps")->capture_default_str();
-  train_pt->add_option("--schedule", to.schedule, "constant | linear | cosine")->capture_default_str()->check(CLI::IsMember({"constant", "linear", "cosine"}));
-  train_pt->add_option("--clip", to.clip, "gradient-norm clip (0: off)")->capture_default_str();
-  train_pt->add_option("--eval-every", to.eval_every, "evaluate on the dev split every N steps")->capture_default_str();
-  train_pt->add_option("--eval-limit", to.eval_limit, "dev examples per evaluation")->capture_default_str();
-  train_pt->add_option("--patience", to.patience, "early stopping after N evaluations without improvement (0: off)")->capture_default_str();
-  train_pt->add_option("--checkpoint-every", to.checkpoint_every, "checkpoint every N steps")->capture_default_str();
-  train_pt->add_option("--seed", to.seed, "seed (data order, initialisation)")->capture_default_str();
-  train_pt->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly");
-  train_pt->add_flag("--skip-bad", skip_bad, "skip (and count) malformed data lines instead of failing");
+
+  auto* train_ft = train->add_subcommand("finetune", "Fine-tuning baseline: train the LM's own weights (all or the last k blocks); "
+                                                     "saves a Hugging Face model directory. Also pretrains from random init");
+  add_model_args(train_ft, ma);
+  TrainArgs ft_args;
+  ft_args.to.lr = 1e-4;
+  ft_args.to.weight_decay = 0.0;
+  add_train_args(train_ft, ft_args, task_path, out_dir, skip_bad);
+  int64_t last_k = -1;
+  std::string ft_init = "pretrained", ft_config, save_dtype = "f32";
+  train_ft->add_option("--last-k", last_k, "train only the last k blocks + final norm (-1: every weight)")->capture_default_str();
+  train_ft->add_option("--init", ft_init, "pretrained (from --model) | random (shape from --config; needs --tokenizer)")
+      ->capture_default_str()->check(CLI::IsMember({"pretrained", "random"}));
+  train_ft->add_option("--config", ft_config, "Hugging Face config.json giving the shape for --init random");
+  train_ft->add_option("--save-dtype", save_dtype, "dtype of the saved best model: f32 | bf16")->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
 
   // ---- eval ----
   auto* ev = app.add_subcommand("eval", "Evaluate the frozen LM (optionally with a module) on a task split; prints a JSON report");
@@ -236,19 +333,15 @@ int main(int argc, char** argv) {
       return 0;
     }
 
+    if (*train_ft) return cmd_finetune(ma, ft_args, task_path, out_dir, skip_bad, last_k, ft_init, ft_config, save_dtype);
+
     auto lm = open_model(ma);
     auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, lm->vocab_size());
 
     if (*train_pt) {
       Task task = load_task(task_path);
-      ReadOptions ro;
-      ro.skip_bad = skip_bad;
-      ro.limit = train_limit;
-      size_t skipped = 0;
-      auto train_ex = task.examples(train_split, ro, &skipped);
-      if (skipped) std::fprintf(stderr, "[train] skipped %zu malformed lines\n", skipped);
-      std::vector<Example> dev_ex;
-      if (!dev_split.empty()) dev_ex = task.examples(dev_split, ReadOptions{skip_bad, 0, {}});
+      auto [train_ex, dev_ex] = load_train_dev(task, pt_args, skip_bad);
+      const TrainOptions& to = pt_args.to;
       std::unique_ptr<PromptTuning> pt;
       if (to.resume) {
         pt = PromptTuning::load(out_dir + "/checkpoint", *lm);
@@ -262,8 +355,7 @@ int main(int argc, char** argv) {
                    task.name.c_str(), train_ex.size(), dev_ex.size(), (long long)pt->prefix_length(), (long long)pt->num_parameters(),
                    100.0 * pt->num_parameters() / lm->num_parameters());
       TrainResult r = train_module(*lm, *pt, *tok, task, train_ex, dev_ex, out_dir, to);
-      std::printf("%s\n", json({{"out", out_dir}, {"steps", r.steps_done}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
-                                 {"best_dev_score", r.best_score}, {"nan_steps", r.nan_steps}, {"stopped_early", r.stopped_early}}).dump().c_str());
+      print_train_result(out_dir, r);
       return 0;
     }
 

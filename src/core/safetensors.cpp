@@ -74,6 +74,7 @@ at::Tensor SafetensorsFile::get_f32(const std::string& name) const {
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   json header = json::object();
+  header["__metadata__"] = {{"format", "pt"}};  // transformers refuses files without it
   uint64_t off = 0;
   std::vector<at::Tensor> data;
   for (auto& [name, t] : tensors) {

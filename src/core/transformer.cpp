@@ -43,7 +43,8 @@ FrozenLM::FrozenLM(ModelConfig cfg, FrozenEmbedding tok_emb, at::Tensor pos_emb,
 }
 
 at::Tensor FrozenLM::embed(const at::Tensor& ids) const {
-  at::NoGradGuard no_grad;
+  // No graph unless the table itself is being trained (fine-tuning): then gradients reach it through the lookup.
+  at::AutoGradMode grad(tok_emb_.as_linear().raw_weight().requires_grad() && at::GradMode::is_enabled());
   return tok_emb_.lookup(ids.to(device_, at::kLong));
 }
 

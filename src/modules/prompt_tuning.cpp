@@ -115,22 +115,4 @@ std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const F
   return m;
 }
 
-std::unique_ptr<TrainableModule> load_module(const std::string& dir, const FrozenLM& lm) {
-  std::ifstream f(dir + "/adapter_config.json");
-  if (!f) throw Error(dir + "/adapter_config.json: cannot open (not a saved module directory?)");
-  json cfg = json::parse(f, nullptr, false);
-  const std::string type = cfg.is_object() ? cfg.value("peft_type", std::string()) : "";
-  if (type == "PROMPT_TUNING") return PromptTuning::load(dir, lm);
-  throw Error(dir + "/adapter_config.json: unsupported module type '" + type + "' (supported: PROMPT_TUNING)");
-}
-
-at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in) {
-  ModuleInput x = m.apply(lm, in);
-  ForwardInput fi;
-  fi.embeds = x.embeds;
-  fi.mask = x.mask;
-  at::Tensor logits = lm.forward(fi).logits;
-  return logits.narrow(1, m.prefix_length(), logits.size(1) - m.prefix_length());
-}
-
 }  // namespace frozenlm

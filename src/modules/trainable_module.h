@@ -34,6 +34,10 @@ class TrainableModule {
   }
   // Writes the module into `dir` (created if needed); every file is written atomically (temporary + rename).
   virtual void save(const std::string& dir) const = 0;
+  // Sets the trainable tensors to those saved in `dir` (resuming). Default: load_module(dir) and copy.
+  virtual void restore(const std::string& dir, const FrozenLM& lm);
+  // True only for fine-tuning, which trains the LM's own weights (the trainer then expects their hash to change).
+  virtual bool modifies_base_model() const { return false; }
 };
 
 // Loads a saved module directory, refusing one made for another base model (dimension or checkpoint identity).

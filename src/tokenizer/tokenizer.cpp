@@ -24,18 +24,23 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   return std::make_unique<Llama2cTokenizer>(path);
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path, const std::string& tokenizer_path,
-                                                    int64_t vocab_size) {
-  if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path);
+std::string resolve_tokenizer_path(const std::string& model_path, const std::string& tokenizer_path, int64_t vocab_size) {
+  if (!tokenizer_path.empty()) return tokenizer_path;
   if (is_dir(model_path)) {
     const std::string p = model_path + "/tokenizer.json";
-    if (!exists(p)) throw Error(p + ": not found (pass --tokenizer PATH)");
-    return load_tokenizer(p);
+    if (exists(p)) return p;
+    if (exists(model_path + "/tokenizer.bin")) return model_path + "/tokenizer.bin";
+    throw Error(p + ": not found (pass --tokenizer PATH)");
   }
   const std::string dir = model_path.find('/') == std::string::npos ? "." : model_path.substr(0, model_path.rfind('/'));
   for (const std::string& name : {std::string("tokenizer.bin"), "tok" + std::to_string(vocab_size) + ".bin"})
-    if (exists(dir + "/" + name)) return load_tokenizer(dir + "/" + name);
+    if (exists(dir + "/" + name)) return dir + "/" + name;
   throw Error(model_path + ": no tokenizer.bin or tok" + std::to_string(vocab_size) + ".bin beside it (pass --tokenizer PATH)");
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path, const std::string& tokenizer_path,
+                                                    int64_t vocab_size) {
+  return load_tokenizer(resolve_tokenizer_path(model_path, tokenizer_path, vocab_size));
 }
 
 std::string StreamDecoder::push(int64_t id) {

@@ -29,6 +29,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 // directory, else tokenizer.bin / tok<vocab>.bin next to a llama2.c checkpoint.
 std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path, const std::string& tokenizer_path,
                                                     int64_t vocab_size = 0);
+// The file load_tokenizer_for_model would read (a model directory may also hold a llama2.c tokenizer.bin).
+std::string resolve_tokenizer_path(const std::string& model_path, const std::string& tokenizer_path, int64_t vocab_size = 0);
 
 // Incremental detokenizer for streaming: feed ids, get the newly completed text (never half a UTF-8 character).
 class StreamDecoder {

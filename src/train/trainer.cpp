@@ -127,9 +127,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     res.nan_steps = st["nan_steps"];
     for (auto& p : st["loss_curve"]) loss_curve.push_back({p[0], p[1]});
     for (auto& p : st["eval_curve"]) eval_curve.push_back({p[0], p[1]});
-    auto saved = load_module(ckpt, lm);
-    at::NoGradGuard ng;
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved->parameters()[i]);
+    module.restore(ckpt, lm);
     torch::load(optim, ckpt + "/optimizer.pt");
     // metrics.jsonl: keep the lines up to the checkpoint's step
     std::ifstream old(out_dir + "/metrics.jsonl");
@@ -245,11 +243,12 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
                   (task.type == TaskType::Classification ? "accuracy" : task.type == TaskType::Generation ? "exact match" : "−perplexity"),
                   {{"train loss", loss_curve}, {"dev score", eval_curve}});
   const std::string hash_after = lm.weights_hash();
-  if (hash_after != hash_before) throw Error("frozen weights changed during training (hash " + hash_before + " -> " + hash_after + ")");
+  if (!module.modifies_base_model() && hash_after != hash_before) throw Error("frozen weights changed during training (hash " + hash_before + " -> " + hash_after + ")");
   json run = {{"task", task.name}, {"steps", step}, {"first_loss", res.first_loss}, {"last_loss", res.last_loss},
               {"best_dev_score", best}, {"nan_steps", res.nan_steps}, {"stopped_early", res.stopped_early},
               {"frozen_weights_hash_before", hash_before}, {"frozen_weights_hash_after", hash_after},
-              {"checkpoint_id", lm.checkpoint_id()}, {"trainable_parameters", module.num_parameters()},
+              {"checkpoint_id", lm.checkpoint_id()}, {"module", module.kind()},
+              {"trainable_parameters", module.num_parameters()}, {"base_model_trained", module.modifies_base_model()},
               {"options", {{"steps", opt.steps}, {"batch_size", opt.batch_size}, {"grad_accum", opt.grad_accum}, {"lr", opt.lr},
                            {"weight_decay", opt.weight_decay}, {"warmup", opt.warmup}, {"schedule", opt.schedule}, {"clip", opt.clip},
                            {"seed", opt.seed}}}};

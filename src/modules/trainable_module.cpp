@@ -1,0 +1,49 @@
+#include "modules/trainable_module.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/torch_pch.h"
+#include "modules/prompt_tuning.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+
+std::unique_ptr<TrainableModule> load_module(const std::string& dir, const FrozenLM& lm) {
+  std::ifstream ours(dir + "/frozenlm.json");
+  if (ours) {
+    json meta = json::parse(ours, nullptr, false);
+    if (meta.is_object() && meta.value("kind", std::string()) == "finetune")
+      throw Error(dir + ": a fine-tuned model (a full Hugging Face directory), not a module: pass it as --model " + dir);
+  }
+  std::ifstream f(dir + "/adapter_config.json");
+  if (!f) throw Error(dir + "/adapter_config.json: cannot open (not a saved module directory?)");
+  json cfg = json::parse(f, nullptr, false);
+  const std::string type = cfg.is_object() ? cfg.value("peft_type", std::string()) : "";
+  if (type == "PROMPT_TUNING") return PromptTuning::load(dir, lm);
+  throw Error(dir + "/adapter_config.json: unsupported module type '" + type + "' (supported: PROMPT_TUNING)");
+}
+
+void TrainableModule::restore(const std::string& dir, const FrozenLM& lm) {
+  auto saved = load_module(dir, lm);
+  auto mine = parameters(), theirs = saved->parameters();
+  if (mine.size() != theirs.size()) throw Error(dir + ": saved module has a different set of tensors");
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < mine.size(); ++i) {
+    if (!mine[i].sizes().equals(theirs[i].sizes())) throw Error(dir + ": saved module tensor " + std::to_string(i) + " has another shape");
+    mine[i].copy_(theirs[i]);
+  }
+}
+
+at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in) {
+  ModuleInput x = m.apply(lm, in);
+  ForwardInput fi;
+  fi.embeds = x.embeds;
+  fi.mask = x.mask;
+  at::Tensor logits = lm.forward(fi).logits;
+  return logits.narrow(1, m.prefix_length(), logits.size(1) - m.prefix_length());
+}
+
+}  // namespace frozenlm
