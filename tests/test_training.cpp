@@ -154,3 +154,113 @@ TEST(Mixtures, UnknownTaskIsNamed) {
 }
 
 }  // namespace frozenlm::test
+
+namespace frozenlm::test {
+
+// A prompt-tuning module whose output turns NaN on chosen training calls (forward passes with grad enabled).
+class PoisonedPrompt : public TrainableModule {
+ public:
+  PoisonedPrompt(std::unique_ptr<PromptTuning> pt, int64_t from, int64_t to) : pt_(std::move(pt)), from_(from), to_(to) {}
+  std::string kind() const override { return pt_->kind(); }
+  ModuleInput apply(const FrozenLM& lm, const ModuleInput& in) const override {
+    ModuleInput out = pt_->apply(lm, in);
+    if (at::GradMode::is_enabled() && ++calls_ >= from_ && calls_ <= to_) out.embeds = out.embeds * std::nan("");
+    return out;
+  }
+  int64_t prefix_length() const override { return pt_->prefix_length(); }
+  std::vector<at::Tensor> parameters() const override { return pt_->parameters(); }
+  void save(const std::string& dir) const override { pt_->save(dir); }
+
+ private:
+  std::unique_ptr<PromptTuning> pt_;
+  int64_t from_, to_;
+  mutable int64_t calls_ = 0;
+};
+
+TEST(Training, NanLossesAreSkippedCountedAndStopTrainingWhenTheyPersist) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  Task task = load_task(task_file("sst2"));
+  ReadOptions ro;
+  ro.limit = 32;
+  auto train = task.examples("train", ro);
+  TrainOptions o;
+  o.steps = 10;
+  o.batch_size = 4;
+  o.eval_every = 0;
+  o.checkpoint_every = 2;
+  o.max_nan_steps = 3;
+  o.progress = false;
+  {  // two poisoned steps (4 and 5): skipped and counted, training goes on with finite parameters
+    PoisonedPrompt m(PromptTuning::create(*lm, 4, PromptInit::SampledVocab, {}, 1), 4, 5);
+    TrainResult r = train_module(*lm, m, *tok, task, train, {}, temp_dir("nan-transient"), o);
+    EXPECT_EQ(r.steps_done, 10);
+    EXPECT_EQ(r.nan_steps, 2);
+    EXPECT_FALSE(r.stopped_early);
+    EXPECT_TRUE(std::isfinite(r.last_loss));
+    EXPECT_TRUE(m.parameters()[0].isfinite().all().item<bool>());
+  }
+  {  // NaN from step 6 on: stops after 3 in a row; the step-4 checkpoint is intact and finite
+    PoisonedPrompt m(PromptTuning::create(*lm, 4, PromptInit::SampledVocab, {}, 1), 6, 1000);
+    const std::string out = temp_dir("nan-persistent");
+    TrainResult r = train_module(*lm, m, *tok, task, train, {}, out, o);
+    EXPECT_TRUE(r.stopped_early);
+    EXPECT_EQ(r.nan_steps, 3);
+    auto st = read_json(out + "/checkpoint/trainer_state.json");
+    EXPECT_EQ(st["step"], 4);
+    auto saved = load_module(out + "/checkpoint", *lm);
+    EXPECT_TRUE(saved->parameters()[0].isfinite().all().item<bool>());
+    EXPECT_EQ(read_json(out + "/run.json")["nan_steps"], 3);
+  }
+}
+
+}  // namespace frozenlm::test
+
+namespace frozenlm::test {
+
+TEST(Training, AMixtureTrainsWithPerTaskLengthsAndPerTaskDevScores) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  Mixture m = load_mixture(task_file("classification_mix"));
+  ReadOptions ro;
+  ro.limit = 16;
+  TrainingSet set;
+  set.name = m.name;
+  for (const char* name : {"sst2", "agnews"}) {
+    for (auto& t : m.tasks)
+      if (t.name == name) set.tasks.push_back(t);
+  }
+  ASSERT_EQ(set.tasks.size(), 2u);
+  set.tasks[1].max_tokens = 24;  // AG News inputs are long: they must be cut to this task's own limit
+  for (size_t t = 0; t < 2; ++t) {
+    for (auto& e : set.tasks[t].examples("train", ro)) set.train.push_back({t, e});
+    set.dev.push_back(set.tasks[t].examples(t == 0 ? "dev" : "test", ro));
+  }
+  auto pt = PromptTuning::create(*lm, 4, PromptInit::SampledVocab, {}, 1);
+  TrainOptions o;
+  o.steps = 4;
+  o.batch_size = 8;
+  o.eval_every = 2;
+  o.eval_limit = 8;
+  o.progress = false;
+  const std::string out = temp_dir("mixture-train");
+  testing::internal::CaptureStderr();
+  train_module(*lm, *pt, *tok, set, out, o);
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("agnews: 16 training inputs truncated to 20 tokens"), std::string::npos) << log;
+  std::ifstream mf(out + "/metrics.jsonl");
+  std::string line;
+  int evals = 0;
+  while (std::getline(mf, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("eval_score")) continue;
+    ++evals;
+    EXPECT_EQ(j["eval_metric"], "mean_task_score");
+    const double a = j["task_scores"]["sst2"], b = j["task_scores"]["agnews"];
+    EXPECT_NEAR(j["eval_score"].get<double>(), (a + b) / 2, 1e-12);
+  }
+  EXPECT_EQ(evals, 2);
+  EXPECT_EQ(read_json(out + "/run.json")["tasks"], nlohmann::json({"sst2", "agnews"}));
+}
+
+}  // namespace frozenlm::test

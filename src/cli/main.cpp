@@ -16,6 +16,7 @@
 #include "modules/finetune.h"
 #include "modules/prompt_tuning.h"
 #include "modules/trainable_module.h"
+#include "tasks/mixture.h"
 #include "tasks/task.h"
 #include "train/trainer.h"
 #include "core/torch_pch.h"
@@ -125,9 +126,12 @@ struct TrainArgs {
   size_t train_limit = 0;
 };
 
-void add_train_args(CLI::App* c, TrainArgs& a, std::string& task_path, std::string& out_dir, bool& skip_bad) {
+void add_train_args(CLI::App* c, TrainArgs& a, std::string& task_path, std::string& mixture_path, std::string& out_dir, bool& skip_bad) {
   TrainOptions& to = a.to;
-  c->add_option("--task", task_path, "task file (JSON)")->required();
+  auto* t = c->add_option("--task", task_path, "task file (JSON)");
+  auto* m = c->add_option("--mixture", mixture_path, "mixture file (JSON): multi-task training, dev score = mean over tasks");
+  t->excludes(m);
+  m->excludes(t);
   c->add_option("--out", out_dir, "output directory (best module, checkpoint/, metrics.jsonl, curve.svg, run.json)")->required();
   c->add_option("--train-split", a.train_split, "task split to train on")->capture_default_str();
   c->add_option("--dev-split", a.dev_split, "task split to evaluate on ('' for none)")->capture_default_str();
@@ -149,16 +153,39 @@ void add_train_args(CLI::App* c, TrainArgs& a, std::string& task_path, std::stri
   c->add_flag("--skip-bad", skip_bad, "skip (and count) malformed data lines instead of failing");
 }
 
-std::pair<std::vector<Example>, std::vector<Example>> load_train_dev(const Task& task, const TrainArgs& a, bool skip_bad) {
+// The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).
+TrainingSet load_training_set(const std::string& task_path, const std::string& mixture_path, const TrainArgs& a, bool skip_bad) {
+  if (task_path.empty() == mixture_path.empty()) throw Error("train: give --task TASK or --mixture MIXTURE");
   ReadOptions ro;
   ro.skip_bad = skip_bad;
   ro.limit = a.train_limit;
-  size_t skipped = 0;
-  auto train_ex = task.examples(a.train_split, ro, &skipped);
-  if (skipped) std::fprintf(stderr, "[train] skipped %zu malformed lines\n", skipped);
-  std::vector<Example> dev_ex;
-  if (!a.dev_split.empty()) dev_ex = task.examples(a.dev_split, ReadOptions{skip_bad, 0, {}});
-  return {std::move(train_ex), std::move(dev_ex)};
+  TrainingSet set;
+  if (!task_path.empty()) {
+    Task task = load_task(task_path);
+    size_t skipped = 0;
+    auto train_ex = task.examples(a.train_split, ro, &skipped);
+    if (skipped) std::fprintf(stderr, "[train] skipped %zu malformed lines\n", skipped);
+    std::vector<Example> dev_ex;
+    if (!a.dev_split.empty()) dev_ex = task.examples(a.dev_split, ReadOptions{skip_bad, 0, {}});
+    return TrainingSet::single(task, train_ex, dev_ex);
+  }
+  Mixture m = load_mixture(mixture_path);
+  set.name = m.name;
+  set.tasks = m.tasks;
+  for (auto& me : mix_examples(m, a.train_split, ro)) set.train.push_back({me.task, std::move(me.example)});
+  for (auto& t : m.tasks)
+    set.dev.push_back(!a.dev_split.empty() && t.splits.count(a.dev_split) ? t.examples(a.dev_split, ReadOptions{skip_bad, 0, {}}) : std::vector<Example>{});
+  std::vector<size_t> per_task(m.tasks.size());
+  for (auto& [t, e] : set.train) ++per_task[t];
+  for (size_t t = 0; t < m.tasks.size(); ++t)
+    std::fprintf(stderr, "[train] mixture %s: %-14s %6zu train / %5zu dev\n", m.name.c_str(), m.tasks[t].name.c_str(), per_task[t], set.dev[t].size());
+  return set;
+}
+
+size_t dev_size(const TrainingSet& s) {
+  size_t n = 0;
+  for (auto& d : s.dev) n += d.size();
+  return n;
 }
 
 void print_train_result(const std::string& out_dir, const TrainResult& r) {
@@ -177,7 +204,7 @@ std::vector<std::string> tokenizer_files(const std::string& tokenizer_path) {
   return files;
 }
 
-int cmd_finetune(const ModelArgs& ma, TrainArgs& a, const std::string& task_path, const std::string& out_dir, bool skip_bad,
+int cmd_finetune(const ModelArgs& ma, TrainArgs& a, const std::string& task_path, const std::string& mixture_path, const std::string& out_dir, bool skip_bad,
                  int64_t last_k, const std::string& init, const std::string& config_path, const std::string& save_dtype) {
   if (parse_weight_format(ma.weights) != WeightFormat::F32) throw Error("train finetune: --weights must be f32 (the weights are trained)");
   std::unique_ptr<FrozenLM> lm;
@@ -200,13 +227,12 @@ int cmd_finetune(const ModelArgs& ma, TrainArgs& a, const std::string& task_path
   if (tok->vocab_size() > lm->vocab_size())
     throw Error(tok_path + ": tokenizer has " + std::to_string(tok->vocab_size()) + " tokens, the model's vocab_size is " +
                 std::to_string(lm->vocab_size()));
-  Task task = load_task(task_path);
-  auto [train_ex, dev_ex] = load_train_dev(task, a, skip_bad);
+  TrainingSet set = load_training_set(task_path, mixture_path, a, skip_bad);
   FineTune ft(*lm, last_k, tokenizer_files(tok_path));
   std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; fine-tuning %s (%lld trainable parameters, %.1f%% of the LM)\n",
-               task.name.c_str(), train_ex.size(), dev_ex.size(), last_k < 0 ? "every weight" : ("the last " + std::to_string(last_k) + " blocks").c_str(),
+               set.name.c_str(), set.train.size(), dev_size(set), last_k < 0 ? "every weight" : ("the last " + std::to_string(last_k) + " blocks").c_str(),
                (long long)ft.num_parameters(), 100.0 * ft.num_parameters() / lm->num_parameters());
-  TrainResult r = train_module(*lm, ft, *tok, task, train_ex, dev_ex, out_dir, a.to);
+  TrainResult r = train_module(*lm, ft, *tok, set, out_dir, a.to);
   if (save_dtype == "bf16") {  // the best model, rewritten compactly (the checkpoint stays f32 for an exact --resume)
     auto best = load_model(out_dir);
     save_hf_model(*best, out_dir, ExportDtype::BF16);
@@ -266,12 +292,12 @@ int main(int argc, char** argv) {
   // ---- train prompt-tuning | finetune ----
   auto* train = app.add_subcommand("train", "Train a module around the frozen LM (or fine-tune it: the baseline)");
   train->require_subcommand(1);
-  std::string task_path, out_dir;
+  std::string task_path, mixture_path, out_dir;
   bool skip_bad = false;
   auto* train_pt = train->add_subcommand("prompt-tuning", "Prompt tuning: learn P soft-prompt vectors (saved as a PEFT adapter)");
   add_model_args(train_pt, ma);
   TrainArgs pt_args;
-  add_train_args(train_pt, pt_args, task_path, out_dir, skip_bad);
+  add_train_args(train_pt, pt_args, task_path, mixture_path, out_dir, skip_bad);
   std::string init = "vocab", init_text;
   int64_t virtual_tokens = 20;
   train_pt->add_option("--virtual-tokens", virtual_tokens, "soft-prompt length P")->capture_default_str();
@@ -284,7 +310,7 @@ int main(int argc, char** argv) {
   TrainArgs ft_args;
   ft_args.to.lr = 1e-4;
   ft_args.to.weight_decay = 0.0;
-  add_train_args(train_ft, ft_args, task_path, out_dir, skip_bad);
+  add_train_args(train_ft, ft_args, task_path, mixture_path, out_dir, skip_bad);
   int64_t last_k = -1;
   std::string ft_init = "pretrained", ft_config, save_dtype = "f32";
   train_ft->add_option("--last-k", last_k, "train only the last k blocks + final norm (-1: every weight)")->capture_default_str();
@@ -299,7 +325,10 @@ int main(int argc, char** argv) {
   add_model_args(ev, ma);
   std::string eval_split = "dev", report_path;
   EvalOptions eo;
-  ev->add_option("--task", task_path, "task file (JSON)")->required();
+  auto* ev_task = ev->add_option("--task", task_path, "task file (JSON)");
+  auto* ev_mix = ev->add_option("--mixture", mixture_path, "evaluate every task of a mixture (per-task reports and their mean)");
+  ev_task->excludes(ev_mix);
+  ev_mix->excludes(ev_task);
   ev->add_option("--module", module_dir, "trained module directory");
   ev->add_option("--split", eval_split, "task split")->capture_default_str();
   ev->add_option("--limit", eo.limit, "at most this many examples (0: all)")->capture_default_str();
@@ -333,14 +362,13 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    if (*train_ft) return cmd_finetune(ma, ft_args, task_path, out_dir, skip_bad, last_k, ft_init, ft_config, save_dtype);
+    if (*train_ft) return cmd_finetune(ma, ft_args, task_path, mixture_path, out_dir, skip_bad, last_k, ft_init, ft_config, save_dtype);
 
     auto lm = open_model(ma);
     auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, lm->vocab_size());
 
     if (*train_pt) {
-      Task task = load_task(task_path);
-      auto [train_ex, dev_ex] = load_train_dev(task, pt_args, skip_bad);
+      TrainingSet set = load_training_set(task_path, mixture_path, pt_args, skip_bad);
       const TrainOptions& to = pt_args.to;
       std::unique_ptr<PromptTuning> pt;
       if (to.resume) {
@@ -352,19 +380,38 @@ int main(int argc, char** argv) {
                                   to.seed, ma.model, init_text);
       }
       std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; prompt tuning P=%lld (%lld trainable parameters, %.4f%% of the LM)\n",
-                   task.name.c_str(), train_ex.size(), dev_ex.size(), (long long)pt->prefix_length(), (long long)pt->num_parameters(),
+                   set.name.c_str(), set.train.size(), dev_size(set), (long long)pt->prefix_length(), (long long)pt->num_parameters(),
                    100.0 * pt->num_parameters() / lm->num_parameters());
-      TrainResult r = train_module(*lm, *pt, *tok, task, train_ex, dev_ex, out_dir, to);
+      TrainResult r = train_module(*lm, *pt, *tok, set, out_dir, to);
       print_train_result(out_dir, r);
       return 0;
     }
 
     if (*ev) {
-      Task task = load_task(task_path);
-      auto ex = task.examples(eval_split, ReadOptions{skip_bad, 0, {}});
+      if (task_path.empty() == mixture_path.empty()) throw Error("eval: give --task TASK or --mixture MIXTURE");
       std::unique_ptr<TrainableModule> module;
       if (!module_dir.empty()) module = load_module(module_dir, *lm);
-      json r = evaluate(*lm, module.get(), *tok, task, ex, eo);
+      json r;
+      if (!task_path.empty()) {
+        Task task = load_task(task_path);
+        r = evaluate(*lm, module.get(), *tok, task, task.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo);
+      } else {
+        Mixture m = load_mixture(mixture_path);
+        json per_task = json::array();
+        double sum = 0;
+        for (const Task& t : m.tasks) {
+          if (!t.splits.count(eval_split)) {
+            std::fprintf(stderr, "[eval] %s has no '%s' split: skipped\n", t.name.c_str(), eval_split.c_str());
+            continue;
+          }
+          per_task.push_back(evaluate(*lm, module.get(), *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo));
+          sum += per_task.back()["score"].get<double>();
+          std::fprintf(stderr, "[eval] %-14s %s %.4f\n", t.name.c_str(), per_task.back()["metric"].get<std::string>().c_str(),
+                       per_task.back()["score"].get<double>());
+        }
+        if (per_task.empty()) throw Error(mixture_path + ": no task has a '" + eval_split + "' split");
+        r = {{"mixture", m.name}, {"tasks", per_task}, {"metric", "mean_task_score"}, {"score", sum / per_task.size()}};
+      }
       r["split"] = eval_split;
       r["model"] = ma.model;
       r["module"] = module_dir;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <algorithm>
 #include <sstream>
 
 #include "core/atomic_file.h"
@@ -92,22 +93,46 @@ std::vector<std::vector<size_t>> epoch_batches(const std::vector<EncodedExample>
 
 }  // namespace
 
+TrainingSet TrainingSet::single(const Task& task, const std::vector<Example>& train, const std::vector<Example>& dev) {
+  TrainingSet s;
+  s.name = task.name;
+  s.tasks = {task};
+  for (auto& e : train) s.train.push_back({0, e});
+  s.dev = {dev};
+  return s;
+}
+
 TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const Task& task,
                          const std::vector<Example>& train, const std::vector<Example>& dev, const std::string& out_dir,
                          const TrainOptions& opt) {
-  if (train.empty()) throw Error("train: the training set is empty");
+  return train_module(lm, module, tok, TrainingSet::single(task, train, dev), out_dir, opt);
+}
+
+static const char* metric_of(const Task& t) {
+  return t.type == TaskType::Classification ? "accuracy" : t.type == TaskType::Generation ? "exact_match" : "neg_perplexity";
+}
+
+TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const TrainingSet& set,
+                         const std::string& out_dir, const TrainOptions& opt) {
+  if (set.train.empty()) throw Error("train: the training set is empty");
+  if (set.dev.size() != set.tasks.size()) throw Error("train: dev examples must be given per task");
   ::mkdir(out_dir.c_str(), 0755);
   const std::string ckpt = out_dir + "/checkpoint";
   const std::string hash_before = lm.weights_hash();
   const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
-  const int64_t room = task.max_tokens - module.prefix_length();
   std::vector<EncodedExample> data;
-  size_t truncated = 0;
-  for (auto& e : train) {
+  std::vector<size_t> truncated(set.tasks.size());
+  for (auto& [t, e] : set.train) {
+    const int64_t room = set.tasks.at(t).max_tokens - module.prefix_length();
+    if (room <= 0) throw Error(set.tasks[t].file + ": max_tokens " + std::to_string(set.tasks[t].max_tokens) + " leaves no room after the module's " +
+                               std::to_string(module.prefix_length()) + " prefix positions");
     data.push_back(encode_example(tok, bos, e.input, e.training_target(), room));
-    truncated += data.back().truncated;
+    truncated[t] += data.back().truncated;
   }
-  if (truncated) std::fprintf(stderr, "[train] %zu of %zu training inputs truncated to %lld tokens (input cut from the left)\n", truncated, data.size(), (long long)room);
+  for (size_t t = 0; t < set.tasks.size(); ++t)
+    if (truncated[t])
+      std::fprintf(stderr, "[train] %s: %zu training inputs truncated to %lld tokens (input cut from the left)\n", set.tasks[t].name.c_str(),
+                   truncated[t], (long long)(set.tasks[t].max_tokens - module.prefix_length()));
 
   auto params = module.parameters();
   torch::optim::AdamW optim(params, torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
@@ -143,13 +168,23 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   }
   metrics.open(out_dir + "/metrics.jsonl", std::ios::app);
 
-  auto run_eval = [&]() -> double {
-    if (dev.empty()) return -loss_curve.back().second;
-    EvalOptions eo;
-    eo.limit = opt.eval_limit;
-    json r = evaluate(lm, &module, tok, task, dev, eo);
-    return r["score"].get<double>();
+  // Mean of the per-task dev scores (per-task scores into `scores`); without dev data: −training loss.
+  auto run_eval = [&](json& scores) -> double {
+    double sum = 0;
+    int n = 0;
+    for (size_t t = 0; t < set.tasks.size(); ++t) {
+      if (set.dev[t].empty()) continue;
+      EvalOptions eo;
+      eo.limit = opt.eval_limit;
+      const double s = evaluate(lm, &module, tok, set.tasks[t], set.dev[t], eo)["score"].get<double>();
+      scores[set.tasks[t].name] = s;
+      sum += s;
+      ++n;
+    }
+    return n ? sum / n : -loss_curve.back().second;
   };
+  const bool any_dev = std::any_of(set.dev.begin(), set.dev.end(), [](auto& d) { return !d.empty(); });
+  const std::string eval_metric = !any_dev ? "neg_train_loss" : set.tasks.size() == 1 ? metric_of(set.tasks[0]) : "mean_task_score";
   auto save_checkpoint = [&] {
     const std::string tmp = ckpt + ".tmp";
     std::system(("rm -rf '" + tmp + "'").c_str());
@@ -219,9 +254,12 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       std::fprintf(stderr, "\r[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs   ", (long long)step, (long long)opt.steps, loss_sum, tps, eta);
     const bool last = step == opt.steps;
     if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
-      const double score = run_eval();
+      json scores = json::object();
+      const double score = run_eval(scores);
       eval_curve.push_back({double(step), score});
-      metrics << json({{"step", step}, {"eval_score", score}, {"eval_metric", task.type == TaskType::Classification ? "accuracy" : task.type == TaskType::Generation ? "exact_match" : "neg_perplexity"}}).dump() << "\n";
+      json line = {{"step", step}, {"eval_score", score}, {"eval_metric", eval_metric}};
+      if (set.tasks.size() > 1) line["task_scores"] = scores;
+      metrics << line.dump() << "\n";
       if (score > best) {
         best = score;
         since_best = 0;
@@ -237,14 +275,16 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     if (res.stopped_early) break;
   }
   if (opt.progress) std::fprintf(stderr, "\n");
+  if (res.nan_steps) std::fprintf(stderr, "[train] %lld step(s) skipped for a non-finite loss\n", (long long)res.nan_steps);
   res.steps_done = step;
   res.best_score = best;
-  write_curve_svg(out_dir + "/curve.svg", task.name + ": training loss and dev " +
-                  (task.type == TaskType::Classification ? "accuracy" : task.type == TaskType::Generation ? "exact match" : "−perplexity"),
+  write_curve_svg(out_dir + "/curve.svg", set.name + ": training loss and dev " + eval_metric,
                   {{"train loss", loss_curve}, {"dev score", eval_curve}});
   const std::string hash_after = lm.weights_hash();
   if (!module.modifies_base_model() && hash_after != hash_before) throw Error("frozen weights changed during training (hash " + hash_before + " -> " + hash_after + ")");
-  json run = {{"task", task.name}, {"steps", step}, {"first_loss", res.first_loss}, {"last_loss", res.last_loss},
+  json task_names = json::array();
+  for (auto& t : set.tasks) task_names.push_back(t.name);
+  json run = {{"task", set.name}, {"tasks", task_names}, {"eval_metric", eval_metric}, {"steps", step}, {"first_loss", res.first_loss}, {"last_loss", res.last_loss},
               {"best_dev_score", best}, {"nan_steps", res.nan_steps}, {"stopped_early", res.stopped_early},
               {"frozen_weights_hash_before", hash_before}, {"frozen_weights_hash_after", hash_after},
               {"checkpoint_id", lm.checkpoint_id()}, {"module", module.kind()},

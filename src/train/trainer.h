@@ -38,9 +38,23 @@ struct TrainResult {
   bool stopped_early = false;
 };
 
-// Trains `module` on `train` examples (dev: for evaluation / best module). Writes into out_dir: the best module
-// (module files), checkpoint/ (for --resume), metrics.jsonl, curve.svg and run.json (options, frozen-weights hash
-// before and after, result).
+// What to train on: one task or a mixture's tasks. Every training example carries its task (its max_tokens applies);
+// dev examples are kept per task, and the score that selects the best module is the mean of the per-task scores.
+struct TrainingSet {
+  std::string name;
+  std::vector<Task> tasks;
+  std::vector<std::pair<size_t, Example>> train;  // (task index, example)
+  std::vector<std::vector<Example>> dev;          // per task; empty: that task is not evaluated
+  static TrainingSet single(const Task& task, const std::vector<Example>& train, const std::vector<Example>& dev);
+};
+
+// Trains `module` on the set's training examples (dev: for evaluation / best module). Writes into out_dir: the best
+// module (module files), checkpoint/ (for --resume), metrics.jsonl, curve.svg and run.json (options, frozen-weights
+// hash before and after, result).
+TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const TrainingSet& set,
+                         const std::string& out_dir, const TrainOptions& opt);
+
+// One task: the same as train_module(TrainingSet::single(task, train, dev), ...).
 TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const Task& task,
                          const std::vector<Example>& train, const std::vector<Example>& dev, const std::string& out_dir,
                          const TrainOptions& opt);
