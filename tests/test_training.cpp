@@ -36,6 +36,29 @@ TEST(Tasks, EveryShippedTaskFileLoadsAndRenders) {
   }
 }
 
+TEST(Tasks, RowRangesSplitOneFileIntoDisjointParts) {
+  Task t = load_task(task_file("nq_openbook"));  // one file: rows [0, 624) train, [624, end) test
+  auto train = t.examples("train"), test = t.examples("test");
+  EXPECT_EQ(train.size(), 624u);
+  EXPECT_EQ(test.size(), 200u);
+  Records all = read_records(t.splits.at("test"));
+  EXPECT_EQ(test.front().input, render_template(t.input, all.rows[624], ""));
+  EXPECT_EQ(train.back().input, render_template(t.input, all.rows[623], ""));
+  ReadOptions ro;
+  ro.limit = 5;  // a limit counts from the range's start
+  auto few = t.examples("test", ro);
+  ASSERT_EQ(few.size(), 5u);
+  EXPECT_EQ(few[0].input, test[0].input);
+  const std::string dir = temp_dir("bad-range");
+  write_file(dir + "/t.json", R"({"name": "x", "type": "lm", "data": {"train": {"path": "d.jsonl", "rows": [5, 5]}}, "text": "{text}"})");
+  try {
+    load_task(dir + "/t.json");
+    ADD_FAILURE() << "an empty row range was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("data.train.rows: empty range"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Tasks, EncodingKeepsTheTargetAndCutsTheInputFromTheLeft) {
   auto tok = load_tokenizer_for_model(tinystories(), "");
   EncodedExample e = encode_example(*tok, 1, "Once upon a time there was a cat.", " The end.", 1000);

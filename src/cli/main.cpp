@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "core/runtime.h"
 #include "eval/evaluate.h"
 #include "modules/finetune.h"
+#include "modules/idpt.h"
 #include "modules/prompt_tuning.h"
 #include "modules/trainable_module.h"
 #include "tasks/mixture.h"
@@ -70,8 +72,51 @@ std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const 
   return ids;
 }
 
-int cmd_info(const ModelArgs& a, bool as_json) {
+// A module's size and its measured inference-time overhead: the frozen LM's forward on a batch of 4 × 128 random
+// tokens alone vs with the module (the module's own work plus the longer sequence), best of 5 after a warm-up.
+json module_info(const FrozenLM& lm, const std::string& dir) {
+  auto module = load_module(dir, lm);
+  at::NoGradGuard ng;
+  const int64_t B = 4, T = std::min<int64_t>(128, lm.config().max_seq_len - module->prefix_length());
+  at::Tensor ids = at::randint(0, lm.vocab_size(), {B, T}, at::kLong);
+  auto best_of = [](const std::function<void()>& f) {
+    f();
+    double best = 1e30;
+    for (int r = 0; r < 5; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      f();
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  ForwardInput plain;
+  plain.ids = ids;
+  const double t_lm = best_of([&] { lm.forward(plain); });
+  const double t_apply = best_of([&] { module->apply(lm, module_input(lm, ids)); });
+  const double t_total = best_of([&] { module_forward_logits(lm, *module, module_input(lm, ids)); });
+  const int64_t n = module->num_parameters();
+  return {{"module", dir}, {"kind", module->kind()}, {"trainable_parameters", n},
+          {"percent_of_lm", 100.0 * n / lm.num_parameters()}, {"prefix_positions", module->prefix_length()},
+          {"timing_batch", {B, T}}, {"lm_forward_s", t_lm}, {"module_apply_s", t_apply}, {"lm_with_module_s", t_total},
+          {"module_overhead_percent", 100.0 * t_apply / t_lm}, {"total_overhead_percent", 100.0 * (t_total - t_lm) / t_lm}};
+}
+
+int cmd_info(const ModelArgs& a, bool as_json, const std::string& module_dir) {
   auto lm = open_model(a);
+  if (!module_dir.empty()) {
+    json m = module_info(*lm, module_dir);
+    if (as_json) {
+      std::cout << m.dump(2) << "\n";
+    } else {
+      std::printf("module       %s (%s), %d prefix positions\n", module_dir.c_str(), m["kind"].get<std::string>().c_str(), m["prefix_positions"].get<int>());
+      std::printf("parameters   %lld trainable = %.4f%% of the frozen LM's %lld\n", m["trainable_parameters"].get<long long>(),
+                  m["percent_of_lm"].get<double>(), (long long)lm->num_parameters());
+      std::printf("time         batch 4 x %d: LM forward %.2f ms; module %.2f ms (%.1f%%); LM + module %.2f ms (+%.1f%%)\n",
+                  m["timing_batch"][1].get<int>(), 1e3 * m["lm_forward_s"].get<double>(), 1e3 * m["module_apply_s"].get<double>(),
+                  m["module_overhead_percent"].get<double>(), 1e3 * m["lm_with_module_s"].get<double>(), m["total_overhead_percent"].get<double>());
+    }
+    return 0;
+  }
   const ModelConfig& c = lm->config();
   const int64_t params = lm->num_parameters();
   json j = {{"model", a.model},
@@ -247,11 +292,13 @@ int main(int argc, char** argv) {
   CLI::App app{"frozenlm: many skills from one frozen language model"};
   app.require_subcommand(1);
   ModelArgs ma;
+  std::string module_dir;  // --module of info, generate, score, eval
 
   bool info_json = false;
   auto* info = app.add_subcommand("info", "Architecture, parameter count, storage and memory of a model");
   add_model_args(info, ma, false);
   info->add_flag("--json", info_json, "print JSON");
+  info->add_option("--module", module_dir, "report a trained module instead: trainable parameters (and % of the LM), measured time overhead");
 
   std::string text;
   bool tok_json = false, tok_no_special = false;
@@ -277,7 +324,6 @@ int main(int argc, char** argv) {
   gen->add_option("--top-p", sp.top_p, "nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", sp.seed, "random seed")->capture_default_str();
   gen->add_option("--stop", stops, "stop when the output contains this string (repeatable)");
-  std::string module_dir;
   gen->add_option("--module", module_dir, "a trained module directory (e.g. a prompt-tuning adapter) to apply");
 
   bool score_json = false;
@@ -303,6 +349,22 @@ int main(int argc, char** argv) {
   train_pt->add_option("--virtual-tokens", virtual_tokens, "soft-prompt length P")->capture_default_str();
   train_pt->add_option("--init", init, "random | vocab | text")->capture_default_str();
   train_pt->add_option("--init-text", init_text, "text whose embeddings initialise the prompt (--init text)");
+
+  auto* train_idpt = train->add_subcommand("idpt", "Input-dependent prompt tuning: a prompt generator reads each input and writes its soft prompt");
+  add_model_args(train_idpt, ma);
+  TrainArgs idpt_args;
+  add_train_args(train_idpt, idpt_args, task_path, mixture_path, out_dir, skip_bad);
+  IdptConfig ic;
+  train_idpt->add_option("--virtual-tokens", ic.prompt_tokens, "generated prompt length P")->capture_default_str();
+  train_idpt->add_option("--fixed-tokens", ic.fixed_tokens, "a learned prompt shared by every input, in front of the generated one")->capture_default_str();
+  train_idpt->add_option("--encoder", ic.encoder, "self (the frozen LM) or a second checkpoint with the same vocabulary")->capture_default_str();
+  train_idpt->add_option("--encoder-layer", ic.encoder_layer, "read the encoder's hidden states after this many layers (-1: all)")->capture_default_str();
+  train_idpt->add_option("--encoder-prompt", ic.encoder_prompt, "trainable soft prompt on the encoder's input")->capture_default_str();
+  train_idpt->add_option("--gen-dim", ic.dim, "generator width")->capture_default_str();
+  train_idpt->add_option("--gen-blocks", ic.blocks, "generator cross-attention blocks")->capture_default_str();
+  train_idpt->add_option("--gen-heads", ic.heads, "generator attention heads")->capture_default_str();
+  train_idpt->add_option("--gen-ffn-mult", ic.ffn_mult, "generator FFN width / generator width")->capture_default_str();
+  train_idpt->add_option("--gen-lr-scale", ic.generator_lr_scale, "generator weights train at lr × this (prompts at lr)")->capture_default_str();
 
   auto* train_ft = train->add_subcommand("finetune", "Fine-tuning baseline: train the LM's own weights (all or the last k blocks); "
                                                      "saves a Hugging Face model directory. Also pretrains from random init");
@@ -346,7 +408,7 @@ int main(int argc, char** argv) {
       if (!f) throw Error(text_file + ": cannot open");
       text.assign(std::istreambuf_iterator<char>(f), {});
     }
-    if (*info) return cmd_info(ma, info_json);
+    if (*info) return cmd_info(ma, info_json, module_dir);
 
     if (*tokenize) {
       auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, 0);
@@ -366,6 +428,19 @@ int main(int argc, char** argv) {
 
     auto lm = open_model(ma);
     auto tok = load_tokenizer_for_model(ma.model, ma.tokenizer, lm->vocab_size());
+
+    if (*train_idpt) {
+      TrainingSet set = load_training_set(task_path, mixture_path, idpt_args, skip_bad);
+      const TrainOptions& to = idpt_args.to;
+      ic.seed = to.seed;
+      std::unique_ptr<IdPromptTuning> m = to.resume ? IdPromptTuning::load(out_dir + "/checkpoint", *lm) : IdPromptTuning::create(*lm, ic, ma.model);
+      std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; ID-PT P=%lld, encoder %s (layer %lld), generator %lld×%lld (%lld trainable parameters, %.2f%% of the LM)\n",
+                   set.name.c_str(), set.train.size(), dev_size(set), (long long)ic.prompt_tokens, ic.encoder.c_str(), (long long)ic.encoder_layer,
+                   (long long)ic.blocks, (long long)ic.dim, (long long)m->num_parameters(), 100.0 * m->num_parameters() / lm->num_parameters());
+      TrainResult r = train_module(*lm, *m, *tok, set, out_dir, to);
+      print_train_result(out_dir, r);
+      return 0;
+    }
 
     if (*train_pt) {
       TrainingSet set = load_training_set(task_path, mixture_path, pt_args, skip_bad);
@@ -442,10 +517,7 @@ int main(int argc, char** argv) {
       } else {
         auto module = load_module(module_dir, *lm);
         at::NoGradGuard ng;
-        ModuleInput mi;
-        mi.embeds = lm->embed(at::tensor(ids, at::kLong).view({1, -1}));
-        mi.mask = at::ones({1, int64_t(ids.size())}, at::kBool).to(lm->device());
-        ModuleInput x = module->apply(*lm, mi);
+        ModuleInput x = module->apply(*lm, module_input(*lm, at::tensor(ids, at::kLong).view({1, -1})));
         generate_from_embeds(*lm, x.embeds, x.mask, sp, on_token, stop_at_strings(*tok, stops));
       }
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -467,10 +539,7 @@ int main(int argc, char** argv) {
         logits = lm->forward(in).logits;
       } else {
         auto module = load_module(module_dir, *lm);
-        ModuleInput mi;
-        mi.embeds = lm->embed(at::tensor(ids, at::kLong).view({1, -1}));
-        mi.mask = at::ones({1, int64_t(ids.size())}, at::kBool).to(lm->device());
-        logits = module_forward_logits(*lm, *module, mi);
+        logits = module_forward_logits(*lm, *module, module_input(*lm, at::tensor(ids, at::kLong).view({1, -1})));
       }
       at::Tensor lp = at::log_softmax(logits[0], -1).to(at::kCPU);  // [T, V]
       std::vector<double> logprobs;

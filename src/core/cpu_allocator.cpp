@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 
 namespace frozenlm {
 
@@ -16,11 +17,8 @@ namespace {
 constexpr size_t kMinCached = size_t(1) << 20;  // smaller blocks: straight to the system allocator
 constexpr size_t kGranule = size_t(1) << 16;     // round sizes up so near-equal requests share blocks
 
-struct Block {
-  void* ptr;
-  size_t size;
-};
-
+// Data pointer == context for every block (LibTorch's raw_allocate/raw_deallocate, used by some kernels for scratch
+// buffers, require it); the sizes of cached-size blocks in use are looked up by pointer when they come back.
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   explicit CachingCpuAllocator(size_t cap) : cap_(cap) {}
@@ -31,38 +29,49 @@ class CachingCpuAllocator final : public c10::Allocator {
       return {p, p, &c10::free_cpu, c10::Device(c10::DeviceType::CPU)};
     }
     const size_t size = (n + kGranule - 1) / kGranule * kGranule;
+    void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       // Best fit, but never a block more than 1.25× the request (big blocks stay for big tensors).
       auto it = free_.lower_bound(size);
       if (it != free_.end() && it->first <= size + size / 4) {
-        Block* b = it->second;
+        p = it->second;
+        live_[p] = it->first;
+        cached_ -= it->first;
         free_.erase(it);
-        cached_ -= b->size;
         ++hits_;
-        return {b->ptr, b, &CachingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
+        return {p, p, &CachingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
       }
       ++misses_;
     }
-    Block* b = new Block{c10::alloc_cpu(size), size};
-    return {b->ptr, b, &CachingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
+    p = c10::alloc_cpu(size);
+    std::lock_guard<std::mutex> lock(mu_);
+    live_[p] = size;
+    return {p, p, &CachingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
   }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &CachingCpuAllocator::release; }
 
 #if TORCH_VERSION_MAJOR >= 2
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 #endif
 
-  static void release(void* ctx) {
-    Block* b = static_cast<Block*>(ctx);
+  static void release(void* p) {
     CachingCpuAllocator* self = instance_;
     std::lock_guard<std::mutex> lock(self->mu_);
-    self->free_.emplace(b->size, b);
-    self->cached_ += b->size;
+    auto it = self->live_.find(p);
+    if (it == self->live_.end()) {  // a small block (raw_deallocate routes every free here)
+      c10::free_cpu(p);
+      return;
+    }
+    const size_t size = it->second;
+    self->live_.erase(it);
+    self->free_.emplace(size, p);
+    self->cached_ += size;
     while (self->cached_ > self->cap_ && !self->free_.empty()) {  // over budget: drop the largest idle blocks
       auto last = std::prev(self->free_.end());
-      self->cached_ -= last->second->size;
-      c10::free_cpu(last->second->ptr);
-      delete last->second;
+      self->cached_ -= last->first;
+      c10::free_cpu(last->second);
       self->free_.erase(last);
     }
   }
@@ -76,7 +85,8 @@ class CachingCpuAllocator final : public c10::Allocator {
 
  private:
   mutable std::mutex mu_;
-  mutable std::multimap<size_t, Block*> free_;
+  mutable std::multimap<size_t, void*> free_;          // idle blocks by size
+  mutable std::unordered_map<void*, size_t> live_;     // cached-size blocks in use
   mutable size_t cached_ = 0, hits_ = 0, misses_ = 0;
   size_t cap_;
 };

@@ -140,7 +140,9 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
   const double scale = 1.0 / std::sqrt(double(hd));
 
   ForwardOutput out;
+  if (opt.stop_after_layer > int64_t(layers_.size())) throw Error("forward: stop_after_layer beyond the model's " + std::to_string(layers_.size()) + " layers");
   for (size_t l = 0; l < layers_.size(); ++l) {
+    if (opt.stop_after_layer >= 0 && int64_t(l) == opt.stop_after_layer) break;
     const TransformerLayer& L = layers_[l];
     if (opt.all_hidden) out.layer_hidden.push_back(x);
     // ---- attention ----
@@ -182,6 +184,10 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
       m = cfg_.act == Activation::GeluTanh ? at::gelu(m, "tanh") : cfg_.act == Activation::Gelu ? at::gelu(m) : at::silu(m);
     }
     x = x + L.down.forward(m);
+  }
+  if (opt.stop_after_layer >= 0) {
+    out.hidden = x;
+    return out;
   }
   if (opt.all_hidden) out.layer_hidden.push_back(x);
   at::Tensor final_h = norm(x, final_norm_w_, final_norm_b_);

@@ -46,6 +46,8 @@ struct ForwardOptions {
   bool last_logits_only = false; // only the last position's logits: [B, 1, V]
   bool hidden = false;           // final hidden states (post-norm, pre-head)
   bool all_hidden = false;       // input to every layer + final output (pre-norm): n_layers + 1 tensors
+  int64_t stop_after_layer = -1; // ≥ 0: run only the first N layers and return their output (pre-norm) as `hidden`
+                                 // (encoders that read an intermediate layer); no logits
 };
 
 struct ForwardOutput {

@@ -15,8 +15,10 @@ Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& dev
   for (auto& e : items) T = std::max<int64_t>(T, e.ids.size());
   const int64_t B = items.size();
   at::Tensor ids = at::zeros({B, T}, at::kLong), mask = at::zeros({B, T}, at::kBool), tgt = at::full({B, T}, -100, at::kLong);
+  at::Tensor inp = at::zeros({B, T}, at::kBool);
   auto ia = ids.accessor<int64_t, 2>();
   auto ma = mask.accessor<bool, 2>();
+  auto pa = inp.accessor<bool, 2>();
   auto ta = tgt.accessor<int64_t, 2>();
   Batch b;
   for (int64_t r = 0; r < B; ++r) {
@@ -24,6 +26,7 @@ Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& dev
     for (size_t i = 0; i < e.ids.size(); ++i) {
       ia[r][i] = e.ids[i];
       ma[r][i] = true;
+      pa[r][i] = int64_t(i) < e.target_start;
       // position i predicts token i+1; only target tokens are learned
       if (int64_t(i) + 1 >= e.target_start && i + 1 < e.ids.size()) { ta[r][i] = e.ids[i + 1]; ++b.target_tokens; }
     }
@@ -31,6 +34,7 @@ Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& dev
   b.ids = ids.to(device);
   b.mask = mask.to(device);
   b.targets = tgt.to(device);
+  b.input_mask = inp.to(device);
   return b;
 }
 
@@ -41,10 +45,7 @@ static at::Tensor batch_logits(const FrozenLM& lm, const TrainableModule* module
     in.mask = b.mask;
     return lm.forward(in).logits;
   }
-  ModuleInput mi;
-  mi.embeds = lm.embed(b.ids);
-  mi.mask = b.mask;
-  return module_forward_logits(lm, *module, mi);
+  return module_forward_logits(lm, *module, module_input(lm, b.ids, b.mask, b.input_mask));
 }
 
 std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& items,
@@ -118,9 +119,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
       truncated += enc.truncated;
       at::NoGradGuard ng;
       at::Tensor ids = at::tensor(enc.ids, at::kLong).view({1, -1}).to(lm.device());
-      ModuleInput mi;
-      mi.embeds = lm.embed(ids);
-      mi.mask = at::ones({1, ids.size(1)}, at::TensorOptions().dtype(at::kBool).device(lm.device()));
+      ModuleInput mi = module_input(lm, ids);
       if (module) mi = module->apply(lm, mi);
       auto out = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, {"\n"}))[0];
       std::string pred = tok.decode(out, true);

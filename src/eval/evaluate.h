@@ -30,6 +30,7 @@ std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* m
 // The padded batch tensors for encoded examples: ids [B, T] (right-padded), mask, targets (-100 outside the target).
 struct Batch {
   at::Tensor ids, mask, targets;
+  at::Tensor input_mask;  // [B, T] bool: real tokens before the target (what an input-dependent module may read)
   int64_t target_tokens = 0;
 };
 Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& device);

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/torch_pch.h"
+#include "modules/idpt.h"
 #include "modules/prompt_tuning.h"
 
 namespace frozenlm {
@@ -18,8 +19,9 @@ std::unique_ptr<TrainableModule> load_module(const std::string& dir, const Froze
     if (meta.is_object() && meta.value("kind", std::string()) == "finetune")
       throw Error(dir + ": a fine-tuned model (a full Hugging Face directory), not a module: pass it as --model " + dir);
   }
+  if (std::ifstream(dir + "/idpt_config.json")) return IdPromptTuning::load(dir, lm);
   std::ifstream f(dir + "/adapter_config.json");
-  if (!f) throw Error(dir + "/adapter_config.json: cannot open (not a saved module directory?)");
+  if (!f) throw Error(dir + ": no adapter_config.json (prompt tuning) or idpt_config.json (ID-PT): not a saved module directory");
   json cfg = json::parse(f, nullptr, false);
   const std::string type = cfg.is_object() ? cfg.value("peft_type", std::string()) : "";
   if (type == "PROMPT_TUNING") return PromptTuning::load(dir, lm);
@@ -35,6 +37,15 @@ void TrainableModule::restore(const std::string& dir, const FrozenLM& lm) {
     if (!mine[i].sizes().equals(theirs[i].sizes())) throw Error(dir + ": saved module tensor " + std::to_string(i) + " has another shape");
     mine[i].copy_(theirs[i]);
   }
+}
+
+ModuleInput module_input(const FrozenLM& lm, const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& input_mask) {
+  ModuleInput in;
+  in.ids = ids.to(lm.device(), at::kLong);
+  in.embeds = lm.embed(in.ids);
+  in.mask = mask.defined() ? mask.to(lm.device(), at::kBool) : at::ones(ids.sizes(), in.ids.options().dtype(at::kBool));
+  in.input_mask = input_mask.defined() ? input_mask.to(lm.device(), at::kBool) : in.mask;
+  return in;
 }
 
 at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in) {

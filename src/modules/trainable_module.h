@@ -13,9 +13,14 @@
 namespace frozenlm {
 
 struct ModuleInput {
-  at::Tensor embeds;  // [B, T, d]
-  at::Tensor mask;    // [B, T] bool: 1 = real token
+  at::Tensor embeds;      // [B, T, d]
+  at::Tensor mask;        // [B, T] bool: 1 = real token
+  at::Tensor ids;         // [B, T] int64: the tokens behind `embeds` (input-dependent modules read them)
+  at::Tensor input_mask;  // [B, T] bool: the example's input, i.e. what a module may read (never the target)
 };
+
+// The module input for token ids: frozen embeddings, mask (default: all real), input_mask (default: = mask).
+ModuleInput module_input(const FrozenLM& lm, const at::Tensor& ids, const at::Tensor& mask = {}, const at::Tensor& input_mask = {});
 
 class TrainableModule {
  public:
@@ -36,6 +41,8 @@ class TrainableModule {
   virtual void save(const std::string& dir) const = 0;
   // Sets the trainable tensors to those saved in `dir` (resuming). Default: load_module(dir) and copy.
   virtual void restore(const std::string& dir, const FrozenLM& lm);
+  // Learning-rate multiplier of parameters()[i] (modules mixing prompts, which like large rates, with weights).
+  virtual double lr_scale(size_t i) const { return 1.0; }
   // True only for fine-tuning, which trains the LM's own weights (the trainer then expects their hash to change).
   virtual bool modifies_base_model() const { return false; }
 };

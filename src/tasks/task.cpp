@@ -36,10 +36,23 @@ Task load_task(const std::string& path) {
   else throw Error(path + ": unknown task type '" + type + "' (generation, classification, lm)");
   if (!j.contains("data") || !j["data"].is_object() || j["data"].empty())
     throw Error(path + ": 'data' must map split names to data files, e.g. {\"train\": \"train.jsonl\"}");
+  // A split is a path, or {"path": P, "rows": [begin, end]} (a row range of the file, end exclusive, null: to the end)
+  // so that one file can give disjoint train and test splits.
   const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   for (auto it = j["data"].begin(); it != j["data"].end(); ++it) {
-    if (!it.value().is_string()) throw Error(path + ": data." + it.key() + " must be a path");
-    const std::string p = it.value().get<std::string>();
+    const json& v = it.value();
+    std::string p;
+    if (v.is_string()) {
+      p = v.get<std::string>();
+    } else if (v.is_object() && v.contains("path") && v["path"].is_string() && v.contains("rows") && v["rows"].is_array() &&
+               v["rows"].size() == 2 && v["rows"][0].is_number_unsigned() && (v["rows"][1].is_number_unsigned() || v["rows"][1].is_null())) {
+      p = v["path"].get<std::string>();
+      const size_t b = v["rows"][0], e = v["rows"][1].is_null() ? SIZE_MAX : v["rows"][1].get<size_t>();
+      if (e <= b) throw Error(path + ": data." + it.key() + ".rows: empty range [" + std::to_string(b) + ", " + std::to_string(e) + ")");
+      t.row_ranges[it.key()] = {b, e};
+    } else {
+      throw Error(path + ": data." + it.key() + " must be a path or {\"path\": ..., \"rows\": [begin, end]}");
+    }
     t.splits[it.key()] = !p.empty() && p[0] == '/' ? p : dir + "/" + p;
   }
   if (j.contains("columns")) t.columns = j["columns"].get<std::vector<std::string>>();
@@ -78,7 +91,11 @@ std::vector<Example> Task::examples(const std::string& split, const ReadOptions&
   if (it == splits.end()) throw Error(file + ": task '" + name + "' has no '" + split + "' split");
   ReadOptions opt = opt_in;
   if (opt.columns.empty()) opt.columns = columns;
+  auto range = row_ranges.find(split);
+  if (range != row_ranges.end() && opt.limit) opt.limit = std::min(range->second.second, range->second.first + opt.limit);
+  else if (range != row_ranges.end() && range->second.second != SIZE_MAX) opt.limit = range->second.second;
   Records r = read_records(it->second, opt);
+  if (range != row_ranges.end()) r.rows.erase(r.rows.begin(), r.rows.begin() + std::min(r.rows.size(), range->second.first));
   if (skipped) *skipped = r.skipped;
   if (r.rows.empty()) throw Error(it->second + ": no examples in the '" + split + "' split of task '" + name + "'");
   std::vector<Example> out;

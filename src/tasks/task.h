@@ -1,7 +1,8 @@
 // A task = data + template + metric, declared in a small JSON file (docs: README "Task files"):
 // {
 //   "name": "sst2", "type": "classification" | "generation" | "lm",
-//   "data": {"train": "path", "dev": "path", "test": "path"},   (relative to the task file)
+//   "data": {"train": "path", "dev": "path", "test": "path"},   (relative to the task file; or {"path": p,
+//                                                                "rows": [begin, end|null]} for a row range)
 //   "columns": ["text", "label"],                                (TSV without header, optional)
 //   "input": "Review: {sentence}\nSentiment:",                   (generation / classification)
 //   classification: "label_field": "label" + "verbalizers": {"0": " negative", "1": " positive"}
@@ -41,6 +42,7 @@ struct Task {
   std::string name, file;
   TaskType type = TaskType::Generation;
   std::map<std::string, std::string> splits;  // split name -> data path (resolved)
+  std::map<std::string, std::pair<size_t, size_t>> row_ranges;  // split name -> [begin, end) rows of its file
   std::vector<std::string> columns;
   std::string input, target, text, label_field, answers_field;
   std::map<std::string, std::string> verbalizers;  // label value -> choice text

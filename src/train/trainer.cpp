@@ -60,6 +60,8 @@ void write_curve_svg(const std::string& path, const std::string& title,
 
 namespace {
 
+torch::optim::AdamWOptions AdamWOptionsFor(double lr, double wd) { return torch::optim::AdamWOptions(lr).weight_decay(wd); }
+
 bool exists(const std::string& p) {
   struct stat st;
   return ::stat(p.c_str(), &st) == 0;
@@ -135,7 +137,19 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
                    truncated[t], (long long)(set.tasks[t].max_tokens - module.prefix_length()));
 
   auto params = module.parameters();
-  torch::optim::AdamW optim(params, torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
+  // One AdamW parameter group per distinct learning-rate scale (prompts and generator weights train at different rates).
+  std::vector<double> scales;
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const double sc = module.lr_scale(i);
+    size_t g = std::find(scales.begin(), scales.end(), sc) - scales.begin();
+    if (g == scales.size()) {
+      scales.push_back(sc);
+      groups.emplace_back(std::vector<at::Tensor>{}, std::make_unique<torch::optim::AdamWOptions>(AdamWOptionsFor(opt.lr * sc, opt.weight_decay)));
+    }
+    groups[g].params().push_back(params[i]);
+  }
+  torch::optim::AdamW optim(std::move(groups), torch::optim::AdamWOptions(opt.lr).weight_decay(opt.weight_decay));
   TrainResult res;
   int64_t step = 0, epoch = 0, batch_pos = 0, since_best = 0;
   double best = -INFINITY;
@@ -203,7 +217,8 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   const auto t_start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0, consecutive_nan = 0;
   const int64_t start_step = step;
-  const char* kill_at = std::getenv("FROZENLM_KILL_AT_STEP");  // tests: SIGKILL ourselves mid-run
+  const char* kill_at = std::getenv("FROZENLM_KILL_AT_STEP");
+  const bool tty = ::isatty(2);  // tests: SIGKILL ourselves mid-run
   while (step < opt.steps) {
     optim.zero_grad();
     double loss_sum = 0;
@@ -218,10 +233,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       for (size_t i : batches[batch_pos]) items.push_back(data[i]);
       ++batch_pos;
       Batch b = make_batch(items, lm.device());
-      ModuleInput mi;
-      mi.embeds = lm.embed(b.ids);
-      mi.mask = b.mask;
-      at::Tensor logits = module_forward_logits(lm, module, mi);
+      at::Tensor logits = module_forward_logits(lm, module, module_input(lm, b.ids, b.mask, b.input_mask));
       at::Tensor loss = token_cross_entropy(logits.reshape({-1, lm.vocab_size()}), b.targets.reshape({-1})) / double(opt.grad_accum);
       loss.backward();
       loss_sum += loss.item<double>();
@@ -240,7 +252,8 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     }
     consecutive_nan = 0;
     if (opt.clip > 0) torch::nn::utils::clip_grad_norm_(params, opt.clip);
-    for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(opt.lr * lr_factor(opt, step));
+    for (size_t g = 0; g < optim.param_groups().size(); ++g)
+      static_cast<torch::optim::AdamWOptions&>(optim.param_groups()[g].options()).lr(opt.lr * scales[g] * lr_factor(opt, step));
     optim.step();
     ++step;
     if (step == 1 && start_step == 0) res.first_loss = loss_sum;
@@ -250,8 +263,10 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     const double tps = tokens_seen / std::max(secs, 1e-9);
     const double eta = secs / std::max<int64_t>(1, step - start_step) * (opt.steps - step);
     metrics << json({{"step", step}, {"loss", loss_sum}, {"lr", opt.lr * lr_factor(opt, step - 1)}, {"tokens_per_s", tps}}).dump() << "\n";
-    if (opt.progress)
-      std::fprintf(stderr, "\r[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs   ", (long long)step, (long long)opt.steps, loss_sum, tps, eta);
+    // A terminal gets a bar redrawn in place; a log file a line every ~5% of the run.
+    if (opt.progress && (tty || step % std::max<int64_t>(1, opt.steps / 20) == 0 || step == opt.steps))
+      std::fprintf(stderr, tty ? "\r[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs   " : "[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs\n",
+                   (long long)step, (long long)opt.steps, loss_sum, tps, eta);
     const bool last = step == opt.steps;
     if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
       json scores = json::object();
@@ -260,7 +275,10 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       json line = {{"step", step}, {"eval_score", score}, {"eval_metric", eval_metric}};
       if (set.tasks.size() > 1) line["task_scores"] = scores;
       metrics << line.dump() << "\n";
-      if (score > best) {
+      if (opt.progress && any_dev)
+        std::fprintf(stderr, "%s[train] step %lld: dev %s %.4f (best so far %.4f)\n", tty ? "\n" : "", (long long)step, eval_metric.c_str(),
+                     score, std::max(score, best));
+      if (score > best || !any_dev) {  // without dev data the latest module is the output
         best = score;
         since_best = 0;
         module.save(out_dir);  // the best module is the output
@@ -274,7 +292,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     if (kill_at && step == std::atoll(kill_at)) ::kill(::getpid(), SIGKILL);
     if (res.stopped_early) break;
   }
-  if (opt.progress) std::fprintf(stderr, "\n");
+  if (opt.progress && tty) std::fprintf(stderr, "\n");
   if (res.nan_steps) std::fprintf(stderr, "[train] %lld step(s) skipped for a non-finite loss\n", (long long)res.nan_steps);
   res.steps_done = step;
   res.best_score = best;

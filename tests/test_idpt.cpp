@@ -1,0 +1,188 @@
+// Input-dependent prompt tuning: gradients of every generator tensor (and the encoder prompt) against finite
+// differences (fp64); the generated prompt never reads the target; save/load round trip and the refusals (another
+// base model, a missing or different encoder); and the test where input dependence is necessary: a mixture whose
+// tasks can only be told apart from the input, which one shared prompt cannot fit and ID-PT can.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <random>
+
+#include "core/error.h"
+#include "core/hf_export.h"
+#include "core/loader.h"
+#include "core/losses.h"
+#include "eval/evaluate.h"
+#include "modules/idpt.h"
+#include "modules/prompt_tuning.h"
+#include "tasks/task.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#include "train/trainer.h"
+
+namespace frozenlm::test {
+
+// Every tensor to a random non-degenerate value (the zero-initialised output layer would hide upstream gradients).
+static void randomise(IdPromptTuning& m, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::NoGradGuard ng;
+  for (auto& [n, t] : m.named()) t.copy_(at::randn(t.sizes(), gen, at::kDouble).to(t.scalar_type()) * 0.3 + (n.find("norm.weight") != std::string::npos || n.find("ln") != std::string::npos && n.find("weight") != std::string::npos ? 1.0 : 0.0));
+}
+
+TEST(IdPt, GeneratorGradientsMatchFiniteDifferences) {
+  auto lm = load_model(fixtures() + "/tiny-llama");
+  lm->to(at::kCPU, at::kDouble);
+  IdptConfig c;
+  c.prompt_tokens = 3;
+  c.fixed_tokens = 2;
+  c.encoder_prompt = 2;
+  c.encoder_layer = 1;
+  c.dim = 16;
+  c.heads = 2;
+  c.blocks = 2;
+  auto m = IdPromptTuning::create(*lm, c);
+  randomise(*m, 3);
+  at::Tensor ids = at::randint(3, lm->vocab_size(), {2, 7}, at::make_generator<at::CPUGeneratorImpl>(1), at::kLong);
+  at::Tensor mask = at::ones({2, 7}, at::kBool), input_mask = at::ones({2, 7}, at::kBool);
+  mask[1][6] = false;                                           // right padding
+  input_mask.narrow(1, 4, 3).fill_(false);                      // the last 3 positions are the target
+  at::Tensor targets = at::roll(ids, {-1}, {1});
+  targets.narrow(1, 0, 3).fill_(-100);
+  targets.select(1, 6).fill_(-100);
+  auto loss_fn = [&] {
+    return token_cross_entropy(module_forward_logits(*lm, *m, module_input(*lm, ids, mask, input_mask)).reshape({-1, lm->vocab_size()}),
+                               targets.reshape({-1}));
+  };
+  loss_fn().backward();
+  at::NoGradGuard ng;
+  const double h = 1e-6;
+  int checked = 0;
+  for (auto& [name, t] : m->named()) {
+    ASSERT_TRUE(t.grad().defined()) << name;
+    at::Tensor flat = t.view({-1}), g = t.grad().view({-1});
+    for (int64_t i : {g.abs().argmax().item<int64_t>(), flat.numel() / 3}) {
+      const double orig = flat[i].item<double>();
+      flat[i] = orig + h;
+      const double up = loss_fn().item<double>();
+      flat[i] = orig - h;
+      const double down = loss_fn().item<double>();
+      flat[i] = orig;
+      EXPECT_NEAR(g[i].item<double>(), (up - down) / (2 * h), 1e-7 * std::max(1.0, std::abs(g[i].item<double>()))) << name << "[" << i << "]";
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 2 * 30);  // every tensor of a 2-block generator, the prompts and the encoder prompt
+}
+
+TEST(IdPt, ThePromptDependsOnTheInputAndNeverOnTheTarget) {
+  auto lm = load_model(tinystories());
+  IdptConfig c;
+  c.prompt_tokens = 4;
+  c.dim = 32;
+  auto m = IdPromptTuning::create(*lm, c);
+  randomise(*m, 5);
+  at::NoGradGuard ng;
+  at::Tensor a = at::tensor(std::vector<int64_t>{1, 100, 200, 300, 400, 500}, at::kLong).view({1, 6});
+  at::Tensor b = a.clone();
+  b[0][4] = 7;  // a different target
+  b[0][5] = 9;
+  at::Tensor input_mask = at::tensor(std::vector<uint8_t>{1, 1, 1, 1, 0, 0}).to(at::kBool).view({1, 6});
+  at::Tensor pa = m->generate_prompt(*lm, module_input(*lm, a, {}, input_mask));
+  at::Tensor pb = m->generate_prompt(*lm, module_input(*lm, b, {}, input_mask));
+  EXPECT_TRUE(at::equal(pa, pb));
+  at::Tensor c2 = a.clone();
+  c2[0][2] = 42;  // a different input
+  EXPECT_FALSE(at::allclose(pa, m->generate_prompt(*lm, module_input(*lm, c2, {}, input_mask))));
+}
+
+TEST(IdPt, SaveLoadRoundTripAndRefusals) {
+  auto lm = load_model(fixtures() + "/tiny-llama");
+  // A second encoder checkpoint with the LM's vocabulary (97), another shape.
+  ModelConfig ec = lm->config();
+  ec.dim = 32; ec.n_heads = 4; ec.n_kv_heads = 2; ec.head_dim = 8; ec.ffn_dim = 64; ec.n_layers = 3;
+  ec.rope_scaling = {};
+  const std::string enc_dir = temp_dir("idpt-encoder");
+  save_hf_model(*make_random_model(ec, WeightFormat::F32, 1), enc_dir);
+  IdptConfig c;
+  c.prompt_tokens = 3;
+  c.encoder = enc_dir;
+  c.encoder_layer = 2;
+  c.encoder_prompt = 2;
+  c.dim = 16;
+  c.heads = 2;
+  auto m = IdPromptTuning::create(*lm, c);
+  randomise(*m, 7);
+  const std::string dir = temp_dir("idpt-save");
+  m->save(dir);
+  auto back = load_module(dir, *lm);
+  EXPECT_EQ(back->kind(), "id_prompt_tuning");
+  at::Tensor ids = at::randint(3, 97, {2, 5}, at::make_generator<at::CPUGeneratorImpl>(2), at::kLong);
+  {
+    at::NoGradGuard ng;
+    EXPECT_TRUE(at::equal(module_forward_logits(*lm, *m, module_input(*lm, ids)), module_forward_logits(*lm, *back, module_input(*lm, ids))));
+  }
+  auto expect_refusal = [&](const FrozenLM& model, const std::string& needle) {
+    try {
+      load_module(dir, model);
+      ADD_FAILURE() << "accepted; expected a refusal mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "expected '" << needle << "' in: " << e.what();
+    }
+  };
+  expect_refusal(*load_model(tinystories()), "token_dim");                    // another width (128 vs 48)
+  auto other = make_random_model(lm->config(), WeightFormat::F32, 9);         // same shape, another checkpoint
+  other->set_checkpoint_id("another");
+  expect_refusal(*other, "another base model");
+  save_hf_model(*make_random_model(ec, WeightFormat::F32, 2), enc_dir);     // the encoder changed on disk
+  expect_refusal(*lm, "differs from the one the module was trained with");
+  ASSERT_EQ(std::system(("rm -rf '" + enc_dir + "'").c_str()), 0);          // the encoder is gone
+  expect_refusal(*lm, "is missing");
+  // an encoder with another vocabulary is refused when the module is created
+  IdptConfig bad = c;
+  bad.encoder = tinystories();
+  EXPECT_THROW(IdPromptTuning::create(*lm, bad), Error);
+}
+
+// 64 story words, each with an arbitrary yes/no label: two "tasks" (the words labelled yes, the words labelled no)
+// that only the input tells apart. One shared prompt must make the frozen LM compute an arbitrary partition of words;
+// ID-PT writes a different prompt for each input.
+TEST(IdPt, InputDependenceIsNecessaryOneSharedPromptFailsIdPtSucceeds) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  const char* words[] = {"cat", "dog", "ball", "tree", "sun", "moon", "car", "boat", "bird", "fish", "cake", "milk", "bed", "box",
+                         "hat", "shoe", "book", "door", "girl", "boy", "mom", "dad", "park", "house", "toy", "bear", "duck", "frog",
+                         "apple", "flower", "rain", "snow", "star", "sky", "hill", "road", "kite", "doll", "cup", "spoon", "chair",
+                         "table", "bike", "train", "bus", "farm", "cow", "pig", "horse", "sheep", "lion", "mouse", "bee", "ant",
+                         "king", "queen", "rock", "sand", "sea", "lake", "leaf", "stick", "cookie", "bread"};
+  std::vector<int> labels(64);
+  for (int i = 0; i < 64; ++i) labels[i] = i % 2;
+  std::shuffle(labels.begin(), labels.end(), std::mt19937(11));
+  const std::string dir = temp_dir("idpt-partition");
+  std::string data;
+  for (int i = 0; i < 64; ++i) data += nlohmann::json({{"word", words[i]}, {"label", labels[i]}}).dump() + "\n";
+  write_file(dir + "/words.jsonl", data);
+  write_file(dir + "/task.json", R"({"name": "partition", "type": "classification", "data": {"train": "words.jsonl"},
+    "input": "Word: {word}\nAnswer:", "label_field": "label", "verbalizers": {"0": " no", "1": " yes"}, "max_tokens": 32})");
+  Task task = load_task(dir + "/task.json");
+  auto ex = task.examples("train");
+  TrainOptions o;
+  o.steps = 300;
+  o.batch_size = 16;
+  o.eval_every = 0;
+  o.progress = false;
+  o.lr = 0.3;
+  EvalOptions eo;
+  auto accuracy = [&](TrainableModule& m) { return evaluate(*lm, &m, *tok, task, ex, eo)["score"].get<double>(); };
+  auto pt = PromptTuning::create(*lm, 8, PromptInit::SampledVocab, {}, 1);
+  train_module(*lm, *pt, *tok, task, ex, {}, temp_dir("partition-pt"), o);
+  IdptConfig c;
+  c.prompt_tokens = 8;
+  c.dim = 64;
+  c.generator_lr_scale = 0.01;
+  auto id = IdPromptTuning::create(*lm, c);
+  train_module(*lm, *id, *tok, task, ex, {}, temp_dir("partition-idpt"), o);
+  const double a_pt = accuracy(*pt), a_id = accuracy(*id);
+  std::printf("[ learning ] arbitrary partition of 64 words, 300 steps: shared prompt %.3f, ID-PT %.3f (chance 0.5)\n", a_pt, a_id);
+  EXPECT_GE(a_id, 0.95);
+  EXPECT_LE(a_pt, 0.80);
+}
+
+}  // namespace frozenlm::test
