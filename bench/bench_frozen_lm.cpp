@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_shapes.h"
 #include "core/loader.h"
 #include "core/losses.h"
 #include "eval/evaluate.h"
@@ -26,26 +27,6 @@
 
 using namespace frozenlm;
 
-static ModelConfig shape(const std::string& name) {
-  ModelConfig c;
-  c.family = "llama";
-  c.model_type = "llama-random-" + name;
-  c.norm = NormKind::RMSNorm;
-  c.norm_eps = 1e-5;
-  c.tied_embeddings = true;
-  c.max_seq_len = 4096;
-  if (name == "100m") {  // 12 layers, d=768, 12 heads / 4 KV heads, FFN 2048, vocab 32000: 100.2M parameters
-    c.vocab_size = 32000; c.dim = 768; c.n_layers = 12; c.n_heads = 12; c.n_kv_heads = 4; c.ffn_dim = 2048;
-  } else if (name == "1b") {  // Llama-3.2-1B: 16 layers, d=2048, 32/8 heads, FFN 8192, vocab 128256
-    c.vocab_size = 128256; c.dim = 2048; c.n_layers = 16; c.n_heads = 32; c.n_kv_heads = 8; c.ffn_dim = 8192;
-    c.rope_theta = 500000.0;
-  } else {
-    c.vocab_size = 512; c.dim = 64; c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 2; c.ffn_dim = 128;
-  }
-  c.head_dim = c.dim / c.n_heads;
-  return c;
-}
-
 int main(int argc, char** argv) {
   std::string shape_name = "100m", weights = "f32";
   int64_t B = 8, T = 256;
@@ -61,7 +42,7 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   init_runtime(threads);
-  const ModelConfig cfg = shape(shape_name);
+  const ModelConfig cfg = bench_shape(shape_name);
   auto lm = make_random_model(cfg, parse_weight_format(weights), 0);
   at::Tensor ids = at::randint(0, cfg.vocab_size, {B, T}, at::kLong);
   at::Tensor targets = at::roll(ids, {-1}, {1});

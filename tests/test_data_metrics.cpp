@@ -5,6 +5,8 @@
 #include "eval/metrics.h"
 #include "test_util.h"
 
+#include <cmath>
+
 namespace frozenlm::test {
 
 TEST(Metrics, ExactMatchAndF1EqualTheSquadScript) {
@@ -60,6 +62,26 @@ TEST(Records, BadInputNamesFileLineAndField) {
   }
   EXPECT_THROW(read_records(d + "/missing.jsonl"), Error);
   EXPECT_THROW(render_template("{open", nlohmann::json::object(), "t"), Error);
+}
+
+}  // namespace frozenlm::test
+
+namespace frozenlm::test {
+
+TEST(Metrics, BootstrapIntervalsMatchTheNormalApproximation) {
+  // 400 Bernoulli(0.7) outcomes: the 95% interval is ≈ mean ± 1.96·sqrt(p(1−p)/n) = ± 0.0449.
+  std::vector<double> s(400);
+  for (size_t i = 0; i < s.size(); ++i) s[i] = (i * 7) % 10 < 7 ? 1.0 : 0.0;
+  const double mean = 0.7, half = 1.96 * std::sqrt(0.7 * 0.3 / 400);
+  auto [lo, hi] = bootstrap_ci(s);
+  EXPECT_NEAR(lo, mean - half, 0.01);
+  EXPECT_NEAR(hi, mean + half, 0.01);
+  EXPECT_EQ(bootstrap_ci(s), bootstrap_ci(s));  // deterministic
+  // Average of two independent tasks: the half-width shrinks by √2 relative to one task of the same size.
+  auto [lo2, hi2] = bootstrap_ci_of_task_average({s, s});
+  EXPECT_NEAR((hi2 - lo2) / 2, half / std::sqrt(2.0), 0.008);
+  EXPECT_NEAR((lo2 + hi2) / 2, mean, 0.01);
+  EXPECT_EQ(bootstrap_ci({1.0}), std::make_pair(1.0, 1.0));
 }
 
 }  // namespace frozenlm::test

@@ -14,6 +14,7 @@
 #include "core/loader.h"
 #include "core/runtime.h"
 #include "eval/evaluate.h"
+#include "eval/metrics.h"
 #include "modules/finetune.h"
 #include "modules/idpt.h"
 #include "modules/prompt_tuning.h"
@@ -391,6 +392,8 @@ int main(int argc, char** argv) {
   auto* ev_mix = ev->add_option("--mixture", mixture_path, "evaluate every task of a mixture (per-task reports and their mean)");
   ev_task->excludes(ev_mix);
   ev_mix->excludes(ev_task);
+  std::vector<std::string> module_for;
+  ev->add_option("--module-for", module_for, "with --mixture: TASK=DIR, a module for one task (repeatable; e.g. per-task prompts)");
   ev->add_option("--module", module_dir, "trained module directory");
   ev->add_option("--split", eval_split, "task split")->capture_default_str();
   ev->add_option("--limit", eo.limit, "at most this many examples (0: all)")->capture_default_str();
@@ -472,20 +475,40 @@ int main(int argc, char** argv) {
         r = evaluate(*lm, module.get(), *tok, task, task.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo);
       } else {
         Mixture m = load_mixture(mixture_path);
+        for (const std::string& mf : module_for) {
+          const auto eq = mf.find('=');
+          if (eq == std::string::npos) throw Error("--module-for '" + mf + "': expected TASK=DIR");
+          if (std::none_of(m.tasks.begin(), m.tasks.end(), [&](const Task& t) { return t.name == mf.substr(0, eq); }))
+            throw Error("--module-for '" + mf + "': mixture " + m.name + " has no task '" + mf.substr(0, eq) + "'");
+        }
         json per_task = json::array();
+        std::vector<std::vector<double>> task_scores;
         double sum = 0;
+        EvalOptions teo = eo;
+        teo.keep_scores = true;
         for (const Task& t : m.tasks) {
           if (!t.splits.count(eval_split)) {
             std::fprintf(stderr, "[eval] %s has no '%s' split: skipped\n", t.name.c_str(), eval_split.c_str());
             continue;
           }
-          per_task.push_back(evaluate(*lm, module.get(), *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo));
+          std::unique_ptr<TrainableModule> own;
+          for (const std::string& mf : module_for)
+            if (mf.rfind(t.name + "=", 0) == 0) own = load_module(mf.substr(t.name.size() + 1), *lm);
+          per_task.push_back(evaluate(*lm, own ? own.get() : module.get(), *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), teo));
+          if (per_task.back().contains("example_scores")) {
+            task_scores.push_back(per_task.back()["example_scores"].get<std::vector<double>>());
+            per_task.back().erase("example_scores");
+          }
           sum += per_task.back()["score"].get<double>();
           std::fprintf(stderr, "[eval] %-14s %s %.4f\n", t.name.c_str(), per_task.back()["metric"].get<std::string>().c_str(),
                        per_task.back()["score"].get<double>());
         }
         if (per_task.empty()) throw Error(mixture_path + ": no task has a '" + eval_split + "' split");
         r = {{"mixture", m.name}, {"tasks", per_task}, {"metric", "mean_task_score"}, {"score", sum / per_task.size()}};
+        if (task_scores.size() == per_task.size()) {
+          auto [lo, hi] = bootstrap_ci_of_task_average(task_scores);
+          r["ci95"] = {lo, hi};
+        }
       }
       r["split"] = eval_split;
       r["model"] = ma.model;

@@ -75,6 +75,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
   const int64_t room = task.max_tokens - (module ? module->prefix_length() : 0);
   json report = {{"task", task.name}, {"type", task_type_name(task.type)}, {"n", ex.size()}};
   json per = json::array();
+  std::vector<double> scores;  // per example: 1/0 correct, or exact match
   size_t truncated = 0;
   if (task.type == TaskType::Classification) {
     std::vector<EncodedExample> items;
@@ -90,6 +91,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
       for (size_t c = 0; c < e.choices.size(); ++c)
         if (lp[k + c] > lp[k + best]) best = c;
       correct += int64_t(best) == e.label;
+      scores.push_back(int64_t(best) == e.label ? 1.0 : 0.0);
       if (opt.per_example) per.push_back({{"input", e.input}, {"prediction", e.choices[best]}, {"label", e.choices[e.label]}});
       k += e.choices.size();
     }
@@ -128,6 +130,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
       const double m = exact_match(pred, golds), f = token_f1(pred, golds);
       em += m;
       f1 += f;
+      scores.push_back(m);
       if (opt.per_example) per.push_back({{"input", e.input}, {"prediction", pred}, {"answers", golds}, {"em", m}, {"f1", f}});
     }
     report["metric"] = "exact_match";
@@ -136,6 +139,11 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
     report["score"] = report["exact_match"];
   }
   report["truncated_inputs"] = truncated;
+  if (!scores.empty()) {
+    auto [lo, hi] = bootstrap_ci(scores);
+    report["ci95"] = {lo, hi};  // percentile bootstrap of the score over examples
+  }
+  if (opt.keep_scores) report["example_scores"] = scores;
   if (opt.per_example) report["examples"] = per;
   return report;
 }

@@ -15,11 +15,13 @@ struct EvalOptions {
   int64_t max_new_tokens = 24;   // generation
   int64_t batch_size = 8;
   bool per_example = false;      // include each example's prediction in the report
+  bool keep_scores = false;      // include "example_scores" (per-example 0/1 or EM) for aggregate statistics
 };
 
 // Classification: rank the choices by the summed log-likelihood of their tokens (accuracy). Generation: greedy
 // decoding until a newline or EOS, exact match and token F1 against the aliases. LM: perplexity over the text.
-// Returns {"task", "split", "n", "metric", "score", <metric fields>, "truncated", ["examples"]}.
+// Returns {"task", "split", "n", "metric", "score", <metric fields>, "ci95" (bootstrap, not for lm), "truncated",
+// ["examples"]}.
 nlohmann::json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
                         const std::vector<Example>& examples, const EvalOptions& opt);
 

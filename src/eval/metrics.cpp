@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <random>
 #include "eval/metrics.h"
 
 #include <algorithm>
@@ -55,6 +57,40 @@ double token_f1(const std::string& prediction, const std::vector<std::string>& g
     best = std::max(best, 2 * precision * recall / (precision + recall));
   }
   return best;
+}
+
+}  // namespace frozenlm
+
+namespace frozenlm {
+
+std::pair<double, double> bootstrap_ci_of_task_average(const std::vector<std::vector<double>>& per_task, double level, int resamples,
+                                                      uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> stats;
+  stats.reserve(resamples);
+  for (int r = 0; r < resamples; ++r) {
+    double avg = 0;
+    for (const auto& s : per_task) {
+      if (s.empty()) continue;
+      std::uniform_int_distribution<size_t> pick(0, s.size() - 1);
+      double sum = 0;
+      for (size_t i = 0; i < s.size(); ++i) sum += s[pick(rng)];
+      avg += sum / s.size();
+    }
+    stats.push_back(avg / per_task.size());
+  }
+  std::sort(stats.begin(), stats.end());
+  const double a = (1 - level) / 2;
+  auto at = [&](double q) { return stats[std::min(stats.size() - 1, size_t(q * stats.size()))]; };
+  return {at(a), at(1 - a)};
+}
+
+std::pair<double, double> bootstrap_ci(const std::vector<double>& scores, double level, int resamples, uint64_t seed) {
+  if (scores.size() < 2) {
+    const double m = scores.empty() ? 0.0 : scores[0];
+    return {m, m};
+  }
+  return bootstrap_ci_of_task_average({scores}, level, resamples, seed);
 }
 
 }  // namespace frozenlm
