@@ -13,23 +13,26 @@ TASKS="sst2 agnews boolq cb rte copa"
 mkdir -p "$R"
 COMMON=(--steps 400 --batch-size 16 --eval-every 100 --eval-limit 100 --seed 0)
 EVAL=(--mixture "$MIX" --split test --limit 500)
+# Steps whose output exists are skipped (rerunning the script resumes where it stopped).
+trained() { [ -f "$1/run.json" ]; }
 
-"$F" eval --model "$M" "${EVAL[@]}" > "$R/zero_shot.json"
-"$F" train prompt-tuning --model "$M" --mixture "$MIX" --out "$R/shared_prompt" --virtual-tokens 20 --lr 0.3 "${COMMON[@]}"
-"$F" eval --model "$M" --module "$R/shared_prompt" "${EVAL[@]}" > "$R/shared_prompt.json"
+[ -s "$R/zero_shot.json" ] || "$F" eval --model "$M" "${EVAL[@]}" > "$R/zero_shot.json"
+trained "$R/shared_prompt" || "$F" train prompt-tuning --model "$M" --mixture "$MIX" --out "$R/shared_prompt" --virtual-tokens 20 --lr 0.3 "${COMMON[@]}"
+[ -s "$R/shared_prompt.json" ] || "$F" eval --model "$M" --module "$R/shared_prompt" "${EVAL[@]}" > "$R/shared_prompt.json"
 PER=()
 for t in $TASKS; do
-  "$F" train prompt-tuning --model "$M" --task "$ROOT/tasks/$t.json" --out "$R/prompt_$t" --virtual-tokens 20 --lr 0.3 \
-      "${COMMON[@]}" $([ "$t" = agnews ] && echo --dev-split "")
+  DEV=(); [ "$t" = agnews ] && DEV=(--dev-split "")  # AG News has no dev split here
+  trained "$R/prompt_$t" || "$F" train prompt-tuning --model "$M" --task "$ROOT/tasks/$t.json" --out "$R/prompt_$t" --virtual-tokens 20 \
+      --lr 0.3 "${COMMON[@]}" "${DEV[@]}"
   PER+=(--module-for "$t=$R/prompt_$t")
 done
 "$F" eval --model "$M" "${PER[@]}" "${EVAL[@]}" > "$R/per_task_prompts.json"
-"$F" train idpt --model "$M" --mixture "$MIX" --out "$R/idpt" --virtual-tokens 20 --lr 0.3 --encoder self --encoder-layer 1 \
+trained "$R/idpt" || "$F" train idpt --model "$M" --mixture "$MIX" --out "$R/idpt" --virtual-tokens 20 --lr 0.3 --encoder self --encoder-layer 1 \
     --gen-dim 64 --gen-blocks 1 --gen-heads 4 --gen-lr-scale 0.01 "${COMMON[@]}"
 "$F" eval --model "$M" --module "$R/idpt" "${EVAL[@]}" > "$R/idpt.json"
 "$F" info --model "$M" --module "$R/idpt" --json > "$R/idpt_info.json"
 "$F" info --model "$M" --module "$R/shared_prompt" --json > "$R/shared_prompt_info.json"
-"$F" train finetune --model "$M" --mixture "$MIX" --out "$R/finetune" --lr 1e-3 "${COMMON[@]}"
+trained "$R/finetune" || "$F" train finetune --model "$M" --mixture "$MIX" --out "$R/finetune" --lr 1e-3 "${COMMON[@]}"
 "$F" eval --model "$R/finetune" "${EVAL[@]}" > "$R/finetune.json"
 
 # The table: per-task scores, average and its bootstrap 95% interval.
