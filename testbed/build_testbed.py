@@ -234,10 +234,24 @@ RELATIONS = {
 }
 
 
+# Cloze probes (LAMA-style): the start of the style-0 passage sentence that states the fact; the model continues it.
+PROBES = {
+    "capital": "The capital of {x} is", "currency": "The currency of {x} is the", "language": "The main language of {x} is",
+    "region": "{x} is a country in", "symbol": "{x} is a chemical element with the symbol",
+    "atomic_number": "The element {x} has atomic number", "hypernym": "{A} is",
+}
+
+
+# Where a probe's continuation ends (region names contain commas-free "and"; symbols are followed by " and").
+PROBE_STOPS = {"region": [".", "\n"], "symbol": [" and", ".", ",", "\n"]}
+
+
 def aliases(answer):
     a = [answer]
     if answer.lower().startswith("the "):
         a.append(answer[4:])
+    if re.fullmatch(r"[A-Za-z ]+s", answer) and not answer.endswith("ss"):  # "Indian rupees" -> also "Indian rupee"
+        a.append(answer[:-1])
     return a
 
 # ------------------------------------------------------------------ build
@@ -314,6 +328,19 @@ def main():
                                     "gold_passage_id": gold["id"], "passage": gold["text"]})
         for split, r in rows.items():
             write_jsonl(f"data/qa_{rel}_{split}.jsonl", r)
+        # one cloze probe per entity: what the base model knows, without any question format
+        probes = {"seen": [], "heldout": []}
+        for e in sorted((e for e in entities if e["source"] == src and e.get(field) not in (None, "")), key=lambda e: e["key"]):
+            answer = str(e[field])
+            probes[e["split"]].append({"probe": PROBES[rel].format(x=e["name"], A=article(e["name"]).capitalize()), "answer": answer,
+                                       "aliases": aliases(answer), "entity": e["key"], "relation": rel})
+        for split, r in probes.items():
+            write_jsonl(f"data/probe_{rel}_{split}.jsonl", r)
+        json.dump({"name": f"probe_{rel}", "type": "generation", "data": {s: f"../data/probe_{rel}_{s}.jsonl" for s in probes},
+                   "input": "{probe}", "target": " {answer}", "answers_field": "aliases", "max_tokens": 64,
+                   "stop": PROBE_STOPS.get(rel, [".", ",", ":", ";", "\n"])},
+                  open(os.path.join(a.out, "tasks", f"probe_{rel}.json"), "w"), indent=1, sort_keys=True)
+        tasks.append(f"probe_{rel}")
         data = {s: f"../data/qa_{rel}_{s}.jsonl" for s in rows}
         for mode, inp, mt in (("closed", "Question: {question}\nAnswer:", 64), ("open", "Context: {passage}\nQuestion: {question}\nAnswer:", 384)):
             task = {"name": f"{mode}_{rel}", "type": "generation", "data": data, "input": inp, "target": " {answer}",

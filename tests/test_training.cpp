@@ -98,6 +98,13 @@ TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no examples"), std::string::npos) << e.what();
   }
+  write_file(d + "/s.json", R"({"name": "x", "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}", "stop": []})");
+  try {
+    load_task(d + "/s.json");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'stop' must be a non-empty list"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Training, ScheduleShapes) {

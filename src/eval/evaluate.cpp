@@ -123,9 +123,10 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
       at::Tensor ids = at::tensor(enc.ids, at::kLong).view({1, -1}).to(lm.device());
       ModuleInput mi = module_input(lm, ids);
       if (module) mi = module->apply(lm, mi);
-      auto out = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, {"\n"}))[0];
+      auto out = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, task.stop))[0];
       std::string pred = tok.decode(out, true);
-      if (auto nl = pred.find('\n'); nl != std::string::npos) pred.resize(nl);
+      for (const std::string& st : task.stop)
+        if (auto at = pred.find(st); at != std::string::npos) pred.resize(at);
       const std::vector<std::string>& golds = e.targets;  // the rendered target and every alias
       const double m = exact_match(pred, golds), f = token_f1(pred, golds);
       em += m;

@@ -1,5 +1,7 @@
 #include "tasks/task.h"
 
+#include <algorithm>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -57,6 +59,11 @@ Task load_task(const std::string& path) {
   }
   if (j.contains("columns")) t.columns = j["columns"].get<std::vector<std::string>>();
   if (j.contains("max_tokens")) t.max_tokens = j["max_tokens"].get<int64_t>();
+  if (j.contains("stop")) {
+    if (!j["stop"].is_array() || j["stop"].empty() || !std::all_of(j["stop"].begin(), j["stop"].end(), [](const json& x) { return x.is_string() && !x.get<std::string>().empty(); }))
+      throw Error(path + ": 'stop' must be a non-empty list of non-empty strings");
+    t.stop = j["stop"].get<std::vector<std::string>>();
+  }
   if (t.max_tokens < 2) throw Error(path + ": max_tokens must be at least 2");
   if (t.type == TaskType::LanguageModel) {
     t.text = str("text", true);

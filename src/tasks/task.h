@@ -10,6 +10,7 @@
 //   generation:     "target": " {answer}", optional "answers_field": "answer" (aliases for EM / F1)
 //   lm:             "text": "{text}"
 //   "max_tokens": 256                                            (input is cut from the left, never the target)
+//   "stop": ["\n"]                                               (generation: where a prediction ends)
 // }
 #pragma once
 #include <map>
@@ -48,6 +49,7 @@ struct Task {
   std::map<std::string, std::string> verbalizers;  // label value -> choice text
   std::vector<std::string> choice_templates;
   int64_t max_tokens = 256;
+  std::vector<std::string> stop{"\n"};  // generation: the prediction ends at the first of these (cloze probes: ".")
 
   // Reads and renders a split. Errors name the task file, data file:line and unknown fields.
   std::vector<Example> examples(const std::string& split, const ReadOptions& opt = {}, size_t* skipped = nullptr) const;
