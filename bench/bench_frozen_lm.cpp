@@ -48,17 +48,7 @@ int main(int argc, char** argv) {
   at::Tensor targets = at::roll(ids, {-1}, {1});
   targets.select(1, T - 1).fill_(-100);
 
-  auto time_it = [&](auto&& fn) {
-    fn();  // warm-up
-    std::vector<double> s;
-    for (int r = 0; r < reps; ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      fn();
-      s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(s.begin(), s.end());
-    return s[s.size() / 2];  // median
-  };
+  auto time_it = [&](auto&& fn) { return median_seconds(reps, fn); };
   const double fwd_s = time_it([&] {
     at::NoGradGuard ng;
     ForwardInput in;

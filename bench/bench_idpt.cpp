@@ -46,15 +46,7 @@ int main(int argc, char** argv) {
   at::Tensor ids = at::randint(0, cfg.vocab_size, {B, T}, at::kLong);
   auto time_it = [&](auto&& fn) {
     at::NoGradGuard ng;
-    fn();  // warm-up
-    std::vector<double> s;
-    for (int r = 0; r < reps; ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      fn();
-      s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(s.begin(), s.end());
-    return s[s.size() / 2];  // median
+    return median_seconds(reps, fn);
   };
   ForwardInput plain;
   plain.ids = ids;

@@ -1,6 +1,9 @@
-// The random-init model shapes every benchmark uses (weights N(0, 0.02): speed and memory only).
+// What every benchmark shares: the random-init model shapes (weights N(0, 0.02): speed and memory only) and timing.
 #pragma once
+#include <algorithm>
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "core/model_config.h"
 
@@ -24,6 +27,20 @@ inline ModelConfig bench_shape(const std::string& name) {
   }
   c.head_dim = c.dim / c.n_heads;
   return c;
+}
+
+// Median wall time of `reps` calls of fn, after one warm-up call.
+template <typename Fn>
+double median_seconds(int reps, Fn&& fn) {
+  fn();
+  std::vector<double> s;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(s.begin(), s.end());
+  return s[s.size() / 2];
 }
 
 }  // namespace frozenlm

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -42,6 +43,21 @@ inline std::string temp_dir(const std::string& name) {
   std::string cmd = "rm -rf '" + d + "' && mkdir -p '" + d + "'";
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot create " + d);
   return d;
+}
+
+// Central finite difference of `loss` in flat entry i of `param` (fp64) against its autograd gradient.
+inline void expect_fd_gradient(const at::Tensor& param, int64_t i, const std::function<at::Tensor()>& loss, const std::string& what) {
+  at::NoGradGuard ng;
+  const double h = 1e-6;
+  at::Tensor flat = param.view({-1});
+  const double g = param.grad().view({-1})[i].item<double>();
+  const double orig = flat[i].item<double>();
+  flat[i] = orig + h;
+  const double up = loss().item<double>();
+  flat[i] = orig - h;
+  const double down = loss().item<double>();
+  flat[i] = orig;
+  EXPECT_NEAR(g, (up - down) / (2 * h), 1e-7 * std::max(1.0, std::abs(g))) << what << "[" << i << "]";
 }
 
 inline void write_file(const std::string& path, const std::string& bytes) {
