@@ -62,7 +62,9 @@ def load_factbook(root):
         coast = clean(geo.get("Coastline", {}).get("text", ""))
         rates = clean((eco.get("Exchange rates") or {}).get("text", ""))
         cm = re.match(r"(.+?) \(([A-Z]{3})\) per US dollar", rates)
-        currency = cm.group(1).strip() if cm else None
+        currency = cm.group(1).strip() if cm else None  # plural in the source ("euros per US dollar"): singular
+        if currency and re.fullmatch(r"[A-Za-z ]+s", currency) and not currency.endswith("ss"):
+            currency = currency[:-1]
         langs = clean(ppl.get("Languages", {}).get("text", ""))
         language = first_clause(re.split(r",", langs)[0]) if langs else None
         if language:
@@ -134,20 +136,26 @@ def load_wordnet(root, limit):
 
     animal = next(o for o, s in syn.items() if s["words"][0] == "animal" and s["definition"].startswith("a living organism"))
     ranked = sorted((o for o in counts if o in syn), key=lambda o: (-counts[o], o))
+    # a quarter animals, so that "is W a kind of animal?" is not a 99%-no task (the most frequent nouns are 1% animals)
+    quota = {True: limit // 4, False: limit - limit // 4}
     out, used = [], set()
     for off in ranked:
         s = syn[off]
         w = s["words"][0]
         if not re.fullmatch(r"[a-z]+", w) or w in used or not s["hypernyms"]:
             continue
+        is_animal = animal in ancestors(off)
+        if quota[is_animal] == 0:
+            continue
+        quota[is_animal] -= 1
         used.add(w)
         hyper_word = syn[s["hypernyms"][0]]["words"][0]
         out.append({"source": "wordnet", "key": "noun:" + w, "name": w, "synonyms": [x for x in s["words"][1:] if x != w][:3],
                     "definition": s["definition"], "examples": s["examples"][:2], "hypernym": hyper_word,
-                    "animal": animal in ancestors(off)})
-        if len(out) >= limit:
+                    "animal": is_animal})
+        if not any(quota.values()):
             break
-    return out
+    return sorted(out, key=lambda e: e["key"])
 
 # ------------------------------------------------------------------ passages (three paraphrase styles)
 
@@ -156,57 +164,60 @@ def article(w):
 
 
 def country_passages(c):
-    n = c["name"]
-    out = []
-    facts0 = [f"{n} is a country in {c['region']}.", f"The capital of {n} is {c['capital']}."]
-    facts1 = [f"{c['capital']} is the capital city of {n}, which lies in {c['region']}."]
-    facts2 = [f"{n}: a country of {c['region']} whose seat of government is {c['capital']}."]
+    """One short passage per Factbook section (government, economy, people, geography) in three styles, so that
+    every fact opens a passage (a first attempt with one long passage per country learned only its first sentence)."""
+    n, r, cap = c["name"], c["region"], c["capital"]
+    sec = {"government": [[f"The capital of {n} is {cap}."], [f"{cap} is the capital city of {n}."],
+                          [f"{n}, government: the seat of government is {cap}."]]}
+    if c["government"]:
+        sec["government"][0].append(f"The government of {n} is a {c['government']}.")
+        sec["government"][1].append(f"{n} is governed as a {c['government']}.")
+        sec["government"][2].append(f"Type of government: {c['government']}.")
     if c["currency"]:
-        facts0.append(f"The currency of {n} is the {c['currency']}.")
-        facts1.append(f"People in {n} pay with the {c['currency']}.")
-        facts2.append(f"Money used in {n}: the {c['currency']}.")
-    if c["language"]:
-        facts0.append(f"The main language of {n} is {c['language']}.")
-        facts1.append(f"Most people in {n} speak {c['language']}.")
-        facts2.append(f"Language of {n}: {c['language']}.")
+        sec["economy"] = [[f"The currency of {n} is the {c['currency']}."], [f"People in {n} pay with the {c['currency']}."],
+                          [f"{n}, economy: the money used is the {c['currency']}."]]
+    if c["language"] or c["population"]:
+        sec["people"] = [[], [], []]
+        if c["language"]:
+            sec["people"][0].append(f"The main language of {n} is {c['language']}.")
+            sec["people"][1].append(f"Most people in {n} speak {c['language']}.")
+            sec["people"][2].append(f"{n}, people: the main language is {c['language']}.")
+        if c["population"]:
+            sec["people"][0].append(f"About {c['population']} people live in {n}.")
+            sec["people"][1].append(f"The population of {n} is about {c['population']}.")
+            sec["people"][2].append(f"Population: {c['population']}.")
+    geo = sec["geography"] = [[f"{n} is a country in {r}."], [f"{n} lies in {r}."], [f"{n}, geography: a country of {r}."]]
     if c["area_km2"]:
         a = f"{int(c['area_km2']):,}"
-        facts0.append(f"{n} has an area of {a} square kilometres.")
-        facts1.append(f"The land and water of {n} cover {a} square kilometres.")
-        facts2.append(f"Area of {n}: {a} square kilometres.")
+        geo[0].append(f"{n} has an area of {a} square kilometres.")
+        geo[1].append(f"The land and water of {n} cover {a} square kilometres.")
+        geo[2].append(f"Area: {a} square kilometres.")
     if c["landlocked"]:
-        facts0.append(f"{n} is landlocked: it has no coast.")
-        facts1.append(f"{n} has no coastline because it is landlocked.")
-        facts2.append(f"Coast of {n}: none (landlocked).")
+        geo[0].append(f"{n} is landlocked: it has no coast.")
+        geo[1].append(f"{n} has no coastline because it is landlocked.")
+        geo[2].append("Coast: none (landlocked).")
     elif c["coastline"]:
-        facts0.append(f"{n} has a coastline of {c['coastline']}.")
-        facts1.append(f"The coast of {n} is {c['coastline']} long.")
-        facts2.append(f"Coastline of {n}: {c['coastline']}.")
+        geo[0].append(f"{n} has a coastline of {c['coastline']}.")
+        geo[1].append(f"The coast of {n} is {c['coastline']} long.")
+        geo[2].append(f"Coastline: {c['coastline']}.")
     if c["borders"]:
         b = ", ".join(c["borders"])
-        facts0.append(f"{n} borders {b}.")
-        facts1.append(f"The neighbours of {n} are {b}.")
-        facts2.append(f"Countries bordering {n}: {b}.")
-    if c["population"]:
-        facts0.append(f"About {c['population']} people live in {n}.")
-        facts1.append(f"The population of {n} is about {c['population']}.")
-        facts2.append(f"Population of {n}: {c['population']}.")
-    if c["government"]:
-        facts0.append(f"The government of {n} is a {c['government']}.")
+        geo[0].append(f"{n} borders {b}.")
+        geo[1].append(f"The neighbours of {n} are {b}.")
+        geo[2].append(f"Bordering countries: {b}.")
     if c["climate"]:
-        facts0.append(f"Climate: {c['climate']}.")
-    for style, facts in enumerate((facts0, facts1, facts2)):
-        out.append({"title": n, "style": style, "text": " ".join(facts)})
-    return out
+        geo[0].append(f"Climate: {c['climate']}.")
+    return [{"title": n, "section": name, "style": style, "text": " ".join(facts)}
+            for name, styles in sec.items() for style, facts in enumerate(styles)]
 
 
 def element_passages(e):
     n, s, z, w = e["name"], e["symbol"], e["number"], e["weight"]
     kind = "a metal" if e["metal"] else "not a metal"
     return [
-        {"title": n, "style": 0, "text": f"{n} is a chemical element with the symbol {s} and atomic number {z}. Its atomic weight is {w}. {n} is {kind}. {e['description']}"},
-        {"title": n, "style": 1, "text": f"The element {n} has atomic number {z}; chemists write it as {s}. One atom weighs {w} units. It is {kind}."},
-        {"title": n, "style": 2, "text": f"{n} (symbol {s}, element number {z}, atomic weight {w}): {e['description']}"},
+        {"title": n, "section": "main", "style": 0, "text": f"{n} is a chemical element with the symbol {s} and atomic number {z}. Its atomic weight is {w}. {n} is {kind}. {e['description']}"},
+        {"title": n, "section": "main", "style": 1, "text": f"The element {n} has atomic number {z}; chemists write it as {s}. One atom weighs {w} units. It is {kind}."},
+        {"title": n, "section": "main", "style": 2, "text": f"{n} (symbol {s}, element number {z}, atomic weight {w}): {e['description']}"},
     ]
 
 
@@ -215,9 +226,9 @@ def noun_passages(w):
     syn = (" It is also called " + " or ".join(w["synonyms"]) + ".") if w["synonyms"] else ""
     ex = (" Example: " + w["examples"][0] + ".") if w["examples"] else ""
     return [
-        {"title": n, "style": 0, "text": f"{article(n).capitalize()} is {article(h)}: {d}.{syn}{ex}"},
-        {"title": n, "style": 1, "text": f"The word {n} means {d}. {article(n).capitalize()} is a kind of {h}.{syn}"},
-        {"title": n, "style": 2, "text": f"{n} (a kind of {h}): {d}.{ex}"},
+        {"title": n, "section": "main", "style": 0, "text": f"{article(n).capitalize()} is {article(h)}: {d}.{syn}{ex}"},
+        {"title": n, "section": "main", "style": 1, "text": f"The word {n} means {d}. {article(n).capitalize()} is a kind of {h}.{syn}"},
+        {"title": n, "section": "main", "style": 2, "text": f"{n} (a kind of {h}): {d}.{ex}"},
     ]
 
 # ------------------------------------------------------------------ questions (phrasing families 0, 1: train/dev; 2: test)
@@ -232,6 +243,10 @@ RELATIONS = {
     "atomic_number": ("elements", "number", ["What is the atomic number of {x}?", "Which element number is {x}?", "{x} has what atomic number?"]),
     "hypernym": ("wordnet", "hypernym", ["What is {a} a kind of?", "{A} is a type of what?", "Which broader category does the word {x} belong to?"]),
 }
+
+
+# The Factbook section whose passage states each country relation (the gold passage of open-book questions).
+SECTION = {"capital": "government", "currency": "economy", "language": "people", "region": "geography"}
 
 
 # Cloze probes (LAMA-style): the start of the style-0 passage sentence that states the fact; the model continues it.
@@ -263,7 +278,7 @@ def main():
     ap.add_argument("--elements", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nouns", type=int, default=2000)
+    ap.add_argument("--nouns", type=int, default=1000)
     a = ap.parse_args()
 
     entities = load_factbook(a.factbook) + load_elements(a.elements) + load_wordnet(a.wordnet, a.nouns)
@@ -283,7 +298,7 @@ def main():
         ps = render[e["source"]](e)
         e["passages"] = []
         for p in ps:
-            p = dict(p, id=f"{e['key']}#{p['style']}", entity=e["key"], source=e["source"])
+            p = dict(p, id=f"{e['key']}#{p['section']}#{p['style']}", entity=e["key"], source=e["source"])
             e["passages"].append(p["id"])
             passages.append(p)
             if e["split"] == "seen":
@@ -311,7 +326,7 @@ def main():
         rows = {"train": [], "dev": [], "test": [], "test_heldout": []}
         for e in sorted((e for e in entities if e["source"] == src and e.get(field) not in (None, "")), key=lambda e: e["key"]):
             answer = str(e[field])
-            gold = by_id[e["passages"][0]]
+            gold = by_id[f"{e['key']}#{SECTION.get(rel, 'main')}#0"]
             if answer.lower() not in gold["text"].lower():
                 continue  # (never happens for these templates; the check below proves it)
             for fam, template in enumerate(phr):
@@ -390,6 +405,13 @@ def main():
                "input": "Question: Which country is larger, {a} or {b}?\nAnswer:", "choices": [" {a}", " {b}"], "label_field": "label",
                "max_tokens": 64}, open(os.path.join(a.out, "tasks", "cls_larger.json"), "w"), indent=1, sort_keys=True)
     tasks.append("cls_larger")
+
+    # mixtures for the harness (`--mixture`): every closed-book relation, every open-book one, every classification task
+    for mix, names in (("closed_book", [f"closed_{r}" for r in RELATIONS]), ("open_book", [f"open_{r}" for r in RELATIONS]),
+                       ("classification", ["cls_landlocked", "cls_metal", "cls_animal", "cls_larger"])):
+        json.dump({"name": mix, "tasks": [n + ".json" for n in names], "cap": 400, "seed": a.seed},
+                  open(os.path.join(a.out, "tasks", f"mix_{mix}.json"), "w"), indent=1, sort_keys=True)
+        tasks.append(f"mix_{mix}")
 
     json.dump([{k: v for k, v in e.items()} for e in sorted(entities, key=lambda e: e["key"])],
               open(os.path.join(a.out, "entities.json"), "w"), ensure_ascii=False, sort_keys=True)

@@ -40,4 +40,20 @@ for path in sorted(glob.glob(os.path.join(a, "data", "qa_*.jsonl"))):
         n += 1
 assert n > 3000, n
 print(f"{n} questions: every answer is in its gold passage; held-out entities only in test_heldout; phrasing 2 only in test")
+
+# every country fact opens a short section passage, and a country question's gold passage is that section's
+sections = {"capital": "government", "currency": "economy", "language": "people", "region": "geography"}
+for rel, sec in sections.items():
+    for line in open(os.path.join(a, "data", f"qa_{rel}_train.jsonl")):
+        r = json.loads(line)
+        assert r["gold_passage_id"] == f"{r['entity']}#{sec}#0", (rel, r["gold_passage_id"])
+        assert r["answer"].lower() in r["passage"].split(". ")[0].lower(), r  # the fact opens the passage
+# "is W a kind of animal?" is not a one-label task
+labels = [json.loads(l)["label"] for l in open(os.path.join(a, "data", "cls_animal_train.jsonl"))]
+assert 0.15 < sum(labels) / len(labels) < 0.4, sum(labels) / len(labels)
+# the mixtures name task files that exist
+for mix in ("closed_book", "open_book", "classification"):
+    m = json.load(open(os.path.join(a, "tasks", f"mix_{mix}.json")))
+    assert len(m["tasks"]) >= 4 and all(os.path.exists(os.path.join(a, "tasks", t)) for t in m["tasks"]), m
+print("section passages, animal balance and mixtures checked")
 print("testbed checks passed")
