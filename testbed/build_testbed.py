@@ -261,12 +261,12 @@ PROBES = {
 PROBE_STOPS = {"region": [".", "\n"], "symbol": [" and", ".", ",", "\n"]}
 
 
-def aliases(answer):
+def aliases(answer, rel):
     a = [answer]
     if answer.lower().startswith("the "):
         a.append(answer[4:])
-    if re.fullmatch(r"[A-Za-z ]+s", answer) and not answer.endswith("ss"):  # "Indian rupees" -> also "Indian rupee"
-        a.append(answer[:-1])
+    if rel == "currency":  # the builder singularises "euros"; a plural answer is right too ("Indian rupees")
+        a.append(answer + "s")
     return a
 
 # ------------------------------------------------------------------ build
@@ -338,7 +338,7 @@ def main():
                 elif split == "test":
                     continue  # test entities are asked in the test phrasing only
                 q = template.format(x=e["name"], a=article(e["name"]), A=article(e["name"]).capitalize())
-                rows[split].append({"question": q, "answer": answer, "aliases": aliases(answer), "entity": e["key"],
+                rows[split].append({"question": q, "answer": answer, "aliases": aliases(answer, rel), "entity": e["key"],
                                     "relation": rel, "phrasing": fam, "seen": e["split"] == "seen",
                                     "gold_passage_id": gold["id"], "passage": gold["text"]})
         for split, r in rows.items():
@@ -348,7 +348,7 @@ def main():
         for e in sorted((e for e in entities if e["source"] == src and e.get(field) not in (None, "")), key=lambda e: e["key"]):
             answer = str(e[field])
             probes[e["split"]].append({"probe": PROBES[rel].format(x=e["name"], A=article(e["name"]).capitalize()), "answer": answer,
-                                       "aliases": aliases(answer), "entity": e["key"], "relation": rel})
+                                       "aliases": aliases(answer, rel), "entity": e["key"], "relation": rel})
         for split, r in probes.items():
             write_jsonl(f"data/probe_{rel}_{split}.jsonl", r)
         json.dump({"name": f"probe_{rel}", "type": "generation", "data": {s: f"../data/probe_{rel}_{s}.jsonl" for s in probes},
