@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Retrains the knowledge testbed's frozen base from scratch, in one command:
-#   testbed/pretrain.sh [STEPS=8000]        (≈ 90 min on 2 cores; see docs/TESTBED.md)
+#   testbed/pretrain.sh [STEPS=6000]        (≈ 65 min on 2 cores; see docs/TESTBED.md)
 # 1. builds the corpora and task suite (testbed/build/), 2. trains a byte-level BPE of 4,096 tokens on the
 # pretraining corpus, 3. pretrains testbed/config.json (Llama, 8 layers, d=256, 7.0M parameters) from random
 # initialisation on the SEEN entities' passages with `frozenlm train finetune --init random`, 4. saves it as bf16
@@ -9,7 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 F=${FROZENLM:-$ROOT/build/frozenlm}
-STEPS=${1:-8000}
+STEPS=${1:-6000}
 B=$HERE/build
 bash "$HERE/build.sh" "$B" 0
 /usr/bin/python3 "$HERE/train_bpe.py" --corpus "$B/corpus/pretrain.jsonl" --vocab 4096 --out "$B/tokenizer.json"

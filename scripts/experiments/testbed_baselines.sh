@@ -4,22 +4,22 @@
 #   closed-book QA (7 relations), classification (4 tasks), open-book QA (the gold passage in the input).
 # Each system is scored on `test` (seen entities; QA in the held-out third phrasing) and `test_heldout` (entities whose
 # passages were never in pretraining). Every trained system gets the same steps × 16 examples per mixture.
-#   scripts/experiments/testbed_baselines.sh [RUNS_DIR]     (≈ 45 min on 2 cores; needs testbed/model)
+#   scripts/experiments/testbed_baselines.sh [RUNS_DIR]     (≈ 40 min on 2 cores; needs testbed/model)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 F=${FROZENLM:-$ROOT/build/frozenlm}
 M=${MODEL:-$ROOT/testbed/model}
 B=${TESTBED:-$ROOT/testbed/build}
 R=${1:-$ROOT/runs/testbed}
-LIMIT=${LIMIT:-300}
+LIMIT=${LIMIT:-200}
 [ -f "$B/tasks/mix_closed_book.json" ] || bash "$ROOT/testbed/build.sh" "$B" 0 >/dev/null
 mkdir -p "$R"
 trained() { [ -f "$1/run.json" ]; }
-declare -A STEPS=([closed_book]=600 [classification]=400 [open_book]=600)
+declare -A STEPS=([closed_book]=600 [classification]=400 [open_book]=400)
 
 for mix in closed_book classification open_book; do
   MIX=$B/tasks/mix_$mix.json
-  COMMON=(--mixture "$MIX" --steps "${STEPS[$mix]}" --batch-size 16 --eval-every 100 --eval-limit 100 --seed 0)
+  COMMON=(--mixture "$MIX" --steps "${STEPS[$mix]}" --batch-size 16 --eval-every 200 --eval-limit 50 --seed 0)
   trained "$R/${mix}_prompt" || "$F" train prompt-tuning --model "$M" --out "$R/${mix}_prompt" --virtual-tokens 20 --lr 0.3 "${COMMON[@]}"
   trained "$R/${mix}_finetune" || "$F" train finetune --model "$M" --out "$R/${mix}_finetune" --lr 3e-4 "${COMMON[@]}"
   for split in test test_heldout; do

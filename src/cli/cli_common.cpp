@@ -1,0 +1,77 @@
+#include "cli/cli_common.h"
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "core/error.h"
+#include "core/loader.h"
+#include "core/runtime.h"
+#include "core/torch_pch.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frozenlm::cli {
+
+void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
+  app->add_option("--model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->capture_default_str();
+  if (need_tokenizer) app->add_option("--tokenizer", a.tokenizer, "tokenizer.json or llama2.c tokenizer.bin (default: beside the model)");
+  app->add_option("--weights", a.weights, "in-memory weight storage: f32 | bf16 | int8 (compute is fp32)")->capture_default_str();
+  app->add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app->add_option("--threads", a.threads, "CPU threads (0: all cores)")->capture_default_str();
+}
+
+std::unique_ptr<FrozenLM> open_model(const ModelArgs& a) {
+  init_runtime(a.threads);
+  LoadOptions lo;
+  lo.weights = parse_weight_format(a.weights);
+  lo.device = a.device;
+  return load_model(a.model, lo);
+}
+
+std::unique_ptr<Tokenizer> open_tokenizer(const ModelArgs& a, const FrozenLM& lm, bool check_vocab) {
+  auto tok = load_tokenizer_for_model(a.model, a.tokenizer, lm.vocab_size());
+  if (check_vocab && tok->vocab_size() > lm.vocab_size())
+    throw Error("tokenizer has " + std::to_string(tok->vocab_size()) + " tokens but the model only " + std::to_string(lm.vocab_size()));
+  return tok;
+}
+
+void add_text_args(CLI::App* app, TextArgs& a, const std::string& what) {
+  a.text_opt = app->add_option("--text", a.text, "text to " + what);
+  auto* file = app->add_option("--file", a.file, "read the text from this file instead");
+  a.text_opt->excludes(file);
+}
+
+std::string TextArgs::get() const {
+  if (file.empty() && !text_opt->count()) throw Error("give --text TEXT or --file PATH");
+  if (file.empty()) return text;
+  std::ifstream f(file, std::ios::binary);
+  if (!f) throw Error(file + ": cannot open");
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id(); }
+
+std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text) {
+  std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
+  const int64_t bos = bos_of(lm, tok);
+  if (bos >= 0 && (ids.empty() || ids.front() != bos) && text.empty()) ids.insert(ids.begin(), bos);
+  if (ids.empty()) throw Error("the prompt encodes to no tokens and the model has no BOS token: give --prompt");
+  return ids;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  int u = 0;
+  while (b >= 1024 && u < 3) { b /= 1024; ++u; }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", b, units[u]);
+  return buf;
+}
+
+int Commands::run_parsed() const {
+  for (const auto& [sub, run] : list_)
+    if (sub->parsed()) return run();
+  return 0;
+}
+
+}  // namespace frozenlm::cli

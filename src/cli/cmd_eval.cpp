@@ -1,0 +1,111 @@
+// frozenlm eval: score the frozen LM (optionally with a module, or one module per task) on a task split or on every
+// task of a mixture; prints a JSON report (per-task scores, the mixture mean and its bootstrap 95% interval).
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_common.h"
+#include "core/error.h"
+#include "core/torch_pch.h"
+#include "eval/evaluate.h"
+#include "eval/metrics.h"
+#include "modules/trainable_module.h"
+#include "tasks/mixture.h"
+#include "tasks/task.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frozenlm::cli {
+namespace {
+using nlohmann::json;
+
+struct EvalArgs {
+  ModelArgs model;
+  std::string task_path, mixture_path, module_dir, split = "dev", report_path;
+  std::vector<std::string> module_for;
+  EvalOptions eo;
+  bool skip_bad = false;
+};
+
+int cmd_eval(const EvalArgs& a) {
+  const std::string &task_path = a.task_path, &mixture_path = a.mixture_path, &eval_split = a.split;
+  const bool skip_bad = a.skip_bad;
+  const EvalOptions& eo = a.eo;
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+
+  if (task_path.empty() == mixture_path.empty()) throw Error("eval: give --task TASK or --mixture MIXTURE");
+  std::unique_ptr<TrainableModule> module;
+  if (!a.module_dir.empty()) module = load_module(a.module_dir, *lm);
+  json r;
+  if (!task_path.empty()) {
+    Task task = load_task(task_path);
+    r = evaluate(*lm, module.get(), *tok, task, task.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo);
+  } else {
+    Mixture m = load_mixture(mixture_path);
+    for (const std::string& mf : a.module_for) {
+      const auto eq = mf.find('=');
+      if (eq == std::string::npos) throw Error("--module-for '" + mf + "': expected TASK=DIR");
+      if (std::none_of(m.tasks.begin(), m.tasks.end(), [&](const Task& t) { return t.name == mf.substr(0, eq); }))
+        throw Error("--module-for '" + mf + "': mixture " + m.name + " has no task '" + mf.substr(0, eq) + "'");
+    }
+    json per_task = json::array();
+    std::vector<std::vector<double>> task_scores;
+    double sum = 0;
+    EvalOptions teo = eo;
+    teo.keep_scores = true;
+    for (const Task& t : m.tasks) {
+      if (!t.splits.count(eval_split)) {
+        std::fprintf(stderr, "[eval] %s has no '%s' split: skipped\n", t.name.c_str(), eval_split.c_str());
+        continue;
+      }
+      std::unique_ptr<TrainableModule> own;
+      for (const std::string& mf : a.module_for)
+        if (mf.rfind(t.name + "=", 0) == 0) own = load_module(mf.substr(t.name.size() + 1), *lm);
+      per_task.push_back(evaluate(*lm, own ? own.get() : module.get(), *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), teo));
+      if (per_task.back().contains("example_scores")) {
+        task_scores.push_back(per_task.back()["example_scores"].get<std::vector<double>>());
+        per_task.back().erase("example_scores");
+      }
+      sum += per_task.back()["score"].get<double>();
+      std::fprintf(stderr, "[eval] %-14s %s %.4f\n", t.name.c_str(), per_task.back()["metric"].get<std::string>().c_str(),
+                   per_task.back()["score"].get<double>());
+    }
+    if (per_task.empty()) throw Error(mixture_path + ": no task has a '" + eval_split + "' split");
+    r = {{"mixture", m.name}, {"tasks", per_task}, {"metric", "mean_task_score"}, {"score", sum / per_task.size()}};
+    if (task_scores.size() == per_task.size()) {
+      auto [lo, hi] = bootstrap_ci_of_task_average(task_scores);
+      r["ci95"] = {lo, hi};
+    }
+  }
+  r["split"] = eval_split;
+  r["model"] = a.model.model;
+  r["module"] = a.module_dir;
+  const std::string text = r.dump(2, ' ', false, json::error_handler_t::replace);
+  std::printf("%s\n", text.c_str());
+  if (!a.report_path.empty()) std::ofstream(a.report_path) << text << "\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app, Commands& cmds) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* ev = app.add_subcommand("eval", "Evaluate the frozen LM (optionally with a module) on a task split; prints a JSON report");
+  add_model_args(ev, a->model);
+  auto* ev_task = ev->add_option("--task", a->task_path, "task file (JSON)");
+  auto* ev_mix = ev->add_option("--mixture", a->mixture_path, "evaluate every task of a mixture (per-task reports and their mean)");
+  ev_task->excludes(ev_mix);
+  ev_mix->excludes(ev_task);
+  ev->add_option("--module-for", a->module_for, "with --mixture: TASK=DIR, a module for one task (repeatable; e.g. per-task prompts)");
+  ev->add_option("--module", a->module_dir, "trained module directory");
+  ev->add_option("--split", a->split, "task split")->capture_default_str();
+  ev->add_option("--limit", a->eo.limit, "at most this many examples (0: all)")->capture_default_str();
+  ev->add_option("--max-new-tokens", a->eo.max_new_tokens, "generation tasks: tokens to generate")->capture_default_str();
+  ev->add_flag("--per-example", a->eo.per_example, "include every example's prediction in the report");
+  ev->add_option("--report", a->report_path, "also write the report to this file");
+  ev->add_flag("--skip-bad", a->skip_bad, "skip (and count) malformed data lines");
+  cmds.add(ev, [a] { return cmd_eval(*a); });
+}
+
+}  // namespace frozenlm::cli

@@ -1,0 +1,66 @@
+// frozenlm generate: stream a continuation of a prompt (optionally through a trained module) to stdout.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "cli/cli_common.h"
+#include "core/generate.h"
+#include "core/torch_pch.h"
+#include "modules/trainable_module.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frozenlm::cli {
+
+void add_generate_command(CLI::App& app, Commands& cmds) {
+  struct Args {
+    ModelArgs model;
+    std::string prompt, module_dir;
+    SamplingParams sp;
+    std::vector<std::string> stops;
+  };
+  auto a = std::make_shared<Args>();
+  a->sp.temperature = 0.8;
+  SamplingParams& sp = a->sp;
+  auto* gen = app.add_subcommand("generate", "Stream a continuation of a prompt to stdout");
+  add_model_args(gen, a->model);
+  gen->add_option("--prompt", a->prompt, "prompt text (default: start from BOS alone)");
+  gen->add_option("--max-new-tokens", sp.max_new_tokens, "tokens to generate")->capture_default_str();
+  gen->add_option("--temperature", sp.temperature, "0: greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-k", sp.top_k, "keep the k most likely tokens (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", sp.top_p, "nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--seed", sp.seed, "random seed")->capture_default_str();
+  gen->add_option("--stop", a->stops, "stop when the output contains this string (repeatable)");
+  gen->add_option("--module", a->module_dir, "a trained module directory (e.g. a prompt-tuning adapter) to apply");
+  cmds.add(gen, [a] {
+    auto lm = open_model(a->model);
+    auto tok = open_tokenizer(a->model, *lm, true);
+    SamplingParams sp = a->sp;
+    sp.eos_ids = lm->config().eos_ids;
+    if (sp.eos_ids.empty() && tok->eos_id() >= 0) sp.eos_ids.push_back(tok->eos_id());
+    std::vector<int64_t> ids = prompt_ids(*lm, *tok, a->prompt);
+    StreamDecoder stream(*tok, ids);
+    std::cout << a->prompt << std::flush;
+    auto t0 = std::chrono::steady_clock::now();
+    size_t n = 0;
+    TokenFn on_token = [&](int64_t, int64_t t) {
+      ++n;
+      for (auto e : sp.eos_ids)
+        if (t == e) return;
+      std::cout << stream.push(t) << std::flush;
+    };
+    if (a->module_dir.empty()) {
+      generate(*lm, {ids}, sp, on_token, stop_at_strings(*tok, a->stops));
+    } else {
+      auto module = load_module(a->module_dir, *lm);
+      at::NoGradGuard ng;
+      ModuleInput x = module->apply(*lm, module_input(*lm, at::tensor(ids, at::kLong).view({1, -1})));
+      generate_from_embeds(*lm, x.embeds, x.mask, sp, on_token, stop_at_strings(*tok, a->stops));
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << stream.flush() << "\n";
+    std::fprintf(stderr, "[%zu tokens in %.2f s, %.1f tokens/s]\n", n, secs, n / std::max(secs, 1e-9));
+    return 0;
+  });
+}
+
+}  // namespace frozenlm::cli

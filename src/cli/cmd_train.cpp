@@ -1,0 +1,252 @@
+// frozenlm train prompt-tuning | idpt | finetune: the shared training options, the training set of a task or a
+// mixture, and one subcommand per trainable module (fine-tuning, the baseline, also pretrains from random init).
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_common.h"
+#include "core/error.h"
+#include "core/hf_export.h"
+#include "core/loader.h"
+#include "core/runtime.h"
+#include "core/torch_pch.h"
+#include "modules/finetune.h"
+#include "modules/idpt.h"
+#include "modules/prompt_tuning.h"
+#include "tasks/mixture.h"
+#include "tasks/task.h"
+#include "tokenizer/tokenizer.h"
+#include "train/trainer.h"
+
+namespace frozenlm::cli {
+namespace {
+using nlohmann::json;
+
+// Options every `train` subcommand shares.
+struct TrainArgs {
+  ModelArgs model;
+  TrainOptions to;
+  std::string train_split = "train", dev_split = "dev";
+  size_t train_limit = 0;
+  std::string task_path, mixture_path, out_dir;
+  bool skip_bad = false;
+};
+
+void add_train_args(CLI::App* c, TrainArgs& a) {
+  add_model_args(c, a.model);
+  TrainOptions& to = a.to;
+  auto* t = c->add_option("--task", a.task_path, "task file (JSON)");
+  auto* m = c->add_option("--mixture", a.mixture_path, "mixture file (JSON): multi-task training, dev score = mean over tasks");
+  t->excludes(m);
+  m->excludes(t);
+  c->add_option("--out", a.out_dir, "output directory (best module, checkpoint/, metrics.jsonl, curve.svg, run.json)")->required();
+  c->add_option("--train-split", a.train_split, "task split to train on")->capture_default_str();
+  c->add_option("--dev-split", a.dev_split, "task split to evaluate on ('' for none)")->capture_default_str();
+  c->add_option("--train-limit", a.train_limit, "use at most this many training examples (0: all)")->capture_default_str();
+  c->add_option("--steps", to.steps, "optimiser steps")->capture_default_str();
+  c->add_option("--batch-size", to.batch_size, "examples per micro-batch")->capture_default_str();
+  c->add_option("--grad-accum", to.grad_accum, "micro-batches per step")->capture_default_str();
+  c->add_option("--lr", to.lr, "peak learning rate (AdamW)")->capture_default_str();
+  c->add_option("--weight-decay", to.weight_decay, "AdamW weight decay")->capture_default_str();
+  c->add_option("--warmup", to.warmup, "linear warm-up steps")->capture_default_str();
+  c->add_option("--schedule", to.schedule, "constant | linear | cosine")->capture_default_str()->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  c->add_option("--clip", to.clip, "gradient-norm clip (0: off)")->capture_default_str();
+  c->add_option("--eval-every", to.eval_every, "evaluate on the dev split every N steps")->capture_default_str();
+  c->add_option("--eval-limit", to.eval_limit, "dev examples per evaluation")->capture_default_str();
+  c->add_option("--patience", to.patience, "early stopping after N evaluations without improvement (0: off)")->capture_default_str();
+  c->add_option("--checkpoint-every", to.checkpoint_every, "checkpoint every N steps")->capture_default_str();
+  c->add_option("--seed", to.seed, "seed (data order, initialisation)")->capture_default_str();
+  c->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly");
+  c->add_flag("--skip-bad", a.skip_bad, "skip (and count) malformed data lines instead of failing");
+}
+
+// The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).
+TrainingSet load_training_set(const TrainArgs& a) {
+  const std::string& task_path = a.task_path, &mixture_path = a.mixture_path;
+  const bool skip_bad = a.skip_bad;
+  if (task_path.empty() == mixture_path.empty()) throw Error("train: give --task TASK or --mixture MIXTURE");
+  ReadOptions ro;
+  ro.skip_bad = skip_bad;
+  ro.limit = a.train_limit;
+  TrainingSet set;
+  if (!task_path.empty()) {
+    Task task = load_task(task_path);
+    size_t skipped = 0;
+    auto train_ex = task.examples(a.train_split, ro, &skipped);
+    if (skipped) std::fprintf(stderr, "[train] skipped %zu malformed lines\n", skipped);
+    std::vector<Example> dev_ex;
+    if (!a.dev_split.empty()) dev_ex = task.examples(a.dev_split, ReadOptions{skip_bad, 0, {}});
+    return TrainingSet::single(task, train_ex, dev_ex);
+  }
+  Mixture m = load_mixture(mixture_path);
+  set.name = m.name;
+  set.tasks = m.tasks;
+  for (auto& me : mix_examples(m, a.train_split, ro)) set.train.push_back({me.task, std::move(me.example)});
+  for (auto& t : m.tasks)
+    set.dev.push_back(!a.dev_split.empty() && t.splits.count(a.dev_split) ? t.examples(a.dev_split, ReadOptions{skip_bad, 0, {}}) : std::vector<Example>{});
+  std::vector<size_t> per_task(m.tasks.size());
+  for (auto& [t, e] : set.train) ++per_task[t];
+  for (size_t t = 0; t < m.tasks.size(); ++t)
+    std::fprintf(stderr, "[train] mixture %s: %-14s %6zu train / %5zu dev\n", m.name.c_str(), m.tasks[t].name.c_str(), per_task[t], set.dev[t].size());
+  return set;
+}
+
+size_t dev_size(const TrainingSet& s) {
+  size_t n = 0;
+  for (auto& d : s.dev) n += d.size();
+  return n;
+}
+
+void print_train_result(const std::string& out_dir, const TrainResult& r) {
+  std::printf("%s\n", json({{"out", out_dir}, {"steps", r.steps_done}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
+                             {"best_dev_score", r.best_score}, {"nan_steps", r.nan_steps}, {"stopped_early", r.stopped_early}}).dump().c_str());
+}
+
+// The tokenizer files a saved Hugging Face directory should carry: tokenizer.json and its companions, or a llama2.c
+// tokenizer .bin.
+std::vector<std::string> tokenizer_files(const std::string& tokenizer_path) {
+  std::vector<std::string> files{tokenizer_path};
+  const std::string dir = tokenizer_path.find('/') == std::string::npos ? "." : tokenizer_path.substr(0, tokenizer_path.rfind('/'));
+  if (tokenizer_path.size() > 5 && tokenizer_path.compare(tokenizer_path.size() - 5, 5, ".json") == 0)
+    for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
+      if (std::ifstream(dir + "/" + f)) files.push_back(dir + "/" + f);
+  return files;
+}
+
+struct FinetuneArgs : TrainArgs {
+  int64_t last_k = -1;
+  std::string init = "pretrained", config, save_dtype = "f32";
+};
+
+int cmd_finetune(const FinetuneArgs& a) {
+  const ModelArgs& ma = a.model;
+  const std::string& init = a.init, &config_path = a.config, &out_dir = a.out_dir;
+  if (parse_weight_format(ma.weights) != WeightFormat::F32) throw Error("train finetune: --weights must be f32 (the weights are trained)");
+  std::unique_ptr<FrozenLM> lm;
+  std::string tok_path;
+  if (init == "random") {
+    if (config_path.empty()) throw Error("train finetune --init random: give the model shape with --config CONFIG.json");
+    if (ma.tokenizer.empty()) throw Error("train finetune --init random: give the tokenizer with --tokenizer PATH");
+    init_runtime(ma.threads);
+    ModelConfig cfg = load_hf_config(config_path);
+    lm = make_random_model(cfg, WeightFormat::F32, a.to.seed);
+    lm->set_checkpoint_id("random-init:" + std::to_string(a.to.seed));
+    if (ma.device != "cpu") lm->to(at::Device(ma.device));
+    tok_path = ma.tokenizer;
+  } else {
+    if (!config_path.empty()) throw Error("train finetune: --config is only for --init random (the model brings its own)");
+    lm = open_model(ma);
+    tok_path = resolve_tokenizer_path(ma.model, ma.tokenizer, lm->vocab_size());
+  }
+  auto tok = load_tokenizer(tok_path);
+  if (tok->vocab_size() > lm->vocab_size())
+    throw Error(tok_path + ": tokenizer has " + std::to_string(tok->vocab_size()) + " tokens, the model's vocab_size is " +
+                std::to_string(lm->vocab_size()));
+  TrainingSet set = load_training_set(a);
+  FineTune ft(*lm, a.last_k, tokenizer_files(tok_path));
+  std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; fine-tuning %s (%lld trainable parameters, %.1f%% of the LM)\n",
+               set.name.c_str(), set.train.size(), dev_size(set), a.last_k < 0 ? "every weight" : ("the last " + std::to_string(a.last_k) + " blocks").c_str(),
+               (long long)ft.num_parameters(), 100.0 * ft.num_parameters() / lm->num_parameters());
+  TrainResult r = train_module(*lm, ft, *tok, set, out_dir, a.to);
+  if (a.save_dtype == "bf16") {  // the best model, rewritten compactly (the checkpoint stays f32 for an exact --resume)
+    auto best = load_model(out_dir);
+    save_hf_model(*best, out_dir, ExportDtype::BF16);
+  }
+  print_train_result(out_dir, r);
+  return 0;
+}
+
+struct PromptTuningArgs : TrainArgs {
+  std::string init = "vocab", init_text;
+  int64_t virtual_tokens = 20;
+};
+
+int cmd_prompt_tuning(const PromptTuningArgs& a) {
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+  TrainingSet set = load_training_set(a);
+  const TrainOptions& to = a.to;
+  std::unique_ptr<PromptTuning> pt;
+  if (to.resume) {
+    pt = PromptTuning::load(a.out_dir + "/checkpoint", *lm);
+  } else {
+    const std::string& init = a.init;
+    PromptInit pi = init == "random" ? PromptInit::RandomUniform : init == "text" ? PromptInit::Text : PromptInit::SampledVocab;
+    if (init != "random" && init != "text" && init != "vocab") throw Error("--init: unknown '" + init + "' (random, vocab, text)");
+    pt = PromptTuning::create(*lm, a.virtual_tokens, pi, pi == PromptInit::Text ? tok->encode(a.init_text, false) : std::vector<int64_t>{},
+                              to.seed, a.model.model, a.init_text);
+  }
+  std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; prompt tuning P=%lld (%lld trainable parameters, %.4f%% of the LM)\n",
+               set.name.c_str(), set.train.size(), dev_size(set), (long long)pt->prefix_length(), (long long)pt->num_parameters(),
+               100.0 * pt->num_parameters() / lm->num_parameters());
+  TrainResult r = train_module(*lm, *pt, *tok, set, a.out_dir, to);
+  print_train_result(a.out_dir, r);
+  return 0;
+}
+
+struct IdptArgs : TrainArgs {
+  IdptConfig ic;
+};
+
+int cmd_idpt(const IdptArgs& a) {
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+  TrainingSet set = load_training_set(a);
+  const TrainOptions& to = a.to;
+  IdptConfig ic = a.ic;
+  ic.seed = to.seed;
+  std::unique_ptr<IdPromptTuning> m = to.resume ? IdPromptTuning::load(a.out_dir + "/checkpoint", *lm) : IdPromptTuning::create(*lm, ic, a.model.model);
+  std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; ID-PT P=%lld, encoder %s (layer %lld), generator %lld×%lld (%lld trainable parameters, %.2f%% of the LM)\n",
+               set.name.c_str(), set.train.size(), dev_size(set), (long long)ic.prompt_tokens, ic.encoder.c_str(), (long long)ic.encoder_layer,
+               (long long)ic.blocks, (long long)ic.dim, (long long)m->num_parameters(), 100.0 * m->num_parameters() / lm->num_parameters());
+  TrainResult r = train_module(*lm, *m, *tok, set, a.out_dir, to);
+  print_train_result(a.out_dir, r);
+  return 0;
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app, Commands& cmds) {
+  auto* train = app.add_subcommand("train", "Train a module around the frozen LM (or fine-tune it: the baseline)");
+  train->require_subcommand(1);
+
+  auto pa = std::make_shared<PromptTuningArgs>();
+  auto* pt = train->add_subcommand("prompt-tuning", "Prompt tuning: learn P soft-prompt vectors (saved as a PEFT adapter)");
+  add_train_args(pt, *pa);
+  pt->add_option("--virtual-tokens", pa->virtual_tokens, "soft-prompt length P")->capture_default_str();
+  pt->add_option("--init", pa->init, "random | vocab | text")->capture_default_str();
+  pt->add_option("--init-text", pa->init_text, "text whose embeddings initialise the prompt (--init text)");
+  cmds.add(pt, [pa] { return cmd_prompt_tuning(*pa); });
+
+  auto ia = std::make_shared<IdptArgs>();
+  IdptConfig& ic = ia->ic;
+  auto* idpt = train->add_subcommand("idpt", "Input-dependent prompt tuning: a prompt generator reads each input and writes its soft prompt");
+  add_train_args(idpt, *ia);
+  idpt->add_option("--virtual-tokens", ic.prompt_tokens, "generated prompt length P")->capture_default_str();
+  idpt->add_option("--fixed-tokens", ic.fixed_tokens, "a learned prompt shared by every input, in front of the generated one")->capture_default_str();
+  idpt->add_option("--encoder", ic.encoder, "self (the frozen LM) or a second checkpoint with the same vocabulary")->capture_default_str();
+  idpt->add_option("--encoder-layer", ic.encoder_layer, "read the encoder's hidden states after this many layers (-1: all)")->capture_default_str();
+  idpt->add_option("--encoder-prompt", ic.encoder_prompt, "trainable soft prompt on the encoder's input")->capture_default_str();
+  idpt->add_option("--gen-dim", ic.dim, "generator width")->capture_default_str();
+  idpt->add_option("--gen-blocks", ic.blocks, "generator cross-attention blocks")->capture_default_str();
+  idpt->add_option("--gen-heads", ic.heads, "generator attention heads")->capture_default_str();
+  idpt->add_option("--gen-ffn-mult", ic.ffn_mult, "generator FFN width / generator width")->capture_default_str();
+  idpt->add_option("--gen-lr-scale", ic.generator_lr_scale, "generator weights train at lr × this (prompts at lr)")->capture_default_str();
+  cmds.add(idpt, [ia] { return cmd_idpt(*ia); });
+
+  auto fa = std::make_shared<FinetuneArgs>();
+  fa->to.lr = 1e-4;
+  fa->to.weight_decay = 0.0;
+  auto* ft = train->add_subcommand("finetune", "Fine-tuning baseline: train the LM's own weights (all or the last k blocks); "
+                                               "saves a Hugging Face model directory. Also pretrains from random init");
+  add_train_args(ft, *fa);
+  ft->add_option("--last-k", fa->last_k, "train only the last k blocks + final norm (-1: every weight)")->capture_default_str();
+  ft->add_option("--init", fa->init, "pretrained (from --model) | random (shape from --config; needs --tokenizer)")
+      ->capture_default_str()->check(CLI::IsMember({"pretrained", "random"}));
+  ft->add_option("--config", fa->config, "Hugging Face config.json giving the shape for --init random");
+  ft->add_option("--save-dtype", fa->save_dtype, "dtype of the saved best model: f32 | bf16")->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  cmds.add(ft, [fa] { return cmd_finetune(*fa); });
+}
+
+}  // namespace frozenlm::cli
