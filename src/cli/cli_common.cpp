@@ -54,7 +54,7 @@ int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bo
 std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text) {
   std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
   const int64_t bos = bos_of(lm, tok);
-  if (bos >= 0 && (ids.empty() || ids.front() != bos) && text.empty()) ids.insert(ids.begin(), bos);
+  if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);  // as training and eval encode
   if (ids.empty()) throw Error("the prompt encodes to no tokens and the model has no BOS token: give --prompt");
   return ids;
 }
