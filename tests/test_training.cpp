@@ -75,6 +75,13 @@ TEST(Tasks, EncodingKeepsTheTargetAndCutsTheInputFromTheLeft) {
   EXPECT_EQ(cut.ids.size(), 6u);
   EXPECT_EQ(std::vector<int64_t>(cut.ids.begin() + cut.target_start, cut.ids.end()), tgt);  // target intact
   EXPECT_EQ(cut.ids.front(), 1);                                                               // BOS kept
+  // A generation target ends with EOS (kept when the input is cut), so a trained model learns where to stop.
+  EncodedExample with_eos = encode_example(*tok, 1, "Once upon a time there was a cat.", " The end.", 7, 2);
+  std::vector<int64_t> tgt_eos(with_eos.ids.begin() + with_eos.target_start, with_eos.ids.end());
+  ASSERT_EQ(tgt_eos.size(), tgt.size() + 1);
+  EXPECT_EQ(tgt_eos.back(), 2);
+  EXPECT_EQ(std::vector<int64_t>(tgt_eos.begin(), tgt_eos.end() - 1), tgt);
+  EXPECT_EQ(with_eos.ids.size(), 7u);
 }
 
 TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {

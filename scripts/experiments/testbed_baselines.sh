@@ -4,7 +4,7 @@
 #   closed-book QA (7 relations), classification (4 tasks), open-book QA (the gold passage in the input).
 # Each system is scored on `test` (seen entities; QA in the held-out third phrasing) and `test_heldout` (entities whose
 # passages were never in pretraining). Every trained system gets the same steps × 16 examples per mixture.
-#   scripts/experiments/testbed_baselines.sh [RUNS_DIR]     (≈ 40 min on 2 cores; needs testbed/model)
+#   scripts/experiments/testbed_baselines.sh [RUNS_DIR]     (≈ 26 min on 2 cores; needs testbed/model)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 F=${FROZENLM:-$ROOT/build/frozenlm}

@@ -151,13 +151,14 @@ std::vector<Example> Task::examples(const std::string& split, const ReadOptions&
 }
 
 EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
-                              int64_t max_tokens) {
+                              int64_t max_tokens, int64_t eos) {
   std::vector<int64_t> full = tok.encode(prompt + target, false);
   std::vector<int64_t> pre = tok.encode(prompt, false);
   size_t k = 0;
   while (k < pre.size() && k < full.size() && pre[k] == full[k]) ++k;
   EncodedExample e;
   std::vector<int64_t> p(full.begin(), full.begin() + k), t(full.begin() + k, full.end());
+  if (eos >= 0) t.push_back(eos);
   const int64_t head = bos >= 0 ? 1 : 0;
   if (int64_t(t.size()) + head > max_tokens) {  // never cut the target, unless it alone is too long (then its end)
     t.resize(max_tokens - head);

@@ -59,8 +59,9 @@ Task load_task(const std::string& path);
 const char* task_type_name(TaskType t);
 
 // Tokenises prompt + target as one text (natural merges at the boundary); the prompt is cut from the left (after BOS)
-// when the whole exceeds max_tokens. bos < 0: none added.
+// when the whole exceeds max_tokens. bos < 0: none added. eos >= 0: appended to the target (a generation task's
+// training target ends with EOS, so a trained model learns where its answer ends and generation stops there).
 EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
-                              int64_t max_tokens);
+                              int64_t max_tokens, int64_t eos = -1);
 
 }  // namespace frozenlm

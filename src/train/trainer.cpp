@@ -122,13 +122,16 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   const std::string ckpt = out_dir + "/checkpoint";
   const std::string hash_before = lm.weights_hash();
   const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
+  // Generation targets end with EOS (where generation stops), so that a trained module also learns to stop.
+  const int64_t eos = !lm.config().eos_ids.empty() ? lm.config().eos_ids.front() : tok.eos_id();
   std::vector<EncodedExample> data;
   std::vector<size_t> truncated(set.tasks.size());
   for (auto& [t, e] : set.train) {
     const int64_t room = set.tasks.at(t).max_tokens - module.prefix_length();
     if (room <= 0) throw Error(set.tasks[t].file + ": max_tokens " + std::to_string(set.tasks[t].max_tokens) + " leaves no room after the module's " +
                                std::to_string(module.prefix_length()) + " prefix positions");
-    data.push_back(encode_example(tok, bos, e.input, e.training_target(), room));
+    data.push_back(encode_example(tok, bos, e.input, e.training_target(), room,
+                                  set.tasks.at(t).type == TaskType::Generation ? eos : -1));
     truncated[t] += data.back().truncated;
   }
   for (size_t t = 0; t < set.tasks.size(); ++t)
