@@ -9,15 +9,35 @@
 
 namespace frozenlm::test {
 
+// The fixture comes from a port of the official evaluate-v1.1.py run by Python (tests/reference/reference.py), with
+// non-ASCII punctuation, Unicode spaces, articles glued to punctuation and Unicode case among the cases.
 TEST(Metrics, ExactMatchAndF1EqualTheSquadScript) {
   auto cases = read_json(fixtures() + "/squad_metric_cases.json");
-  ASSERT_GE(cases.size(), 15u);
+  ASSERT_GE(cases.size(), 50u);
   for (auto& c : cases) {
     auto golds = c["golds"].get<std::vector<std::string>>();
     const std::string pred = c["prediction"];
+    EXPECT_EQ(normalize_answer(pred), c["normalized"].get<std::string>()) << pred;
     EXPECT_EQ(exact_match(pred, golds), c["em"].get<double>()) << pred;
     EXPECT_NEAR(token_f1(pred, golds), c["f1"].get<double>(), 1e-12) << pred;
+    EXPECT_NEAR(token_f1(pred, golds, /*v2_empty_rule=*/true), c["f1_v2"].get<double>(), 1e-12) << pred;
   }
+  // v1.1: two empty answers overlap in nothing: F1 0 (v2.0: 1); exact match is 1 either way.
+  EXPECT_EQ(token_f1("", {""}), 0.0);
+  EXPECT_EQ(token_f1("the", {"a"}), 0.0);
+  EXPECT_EQ(token_f1("", {""}, true), 1.0);
+}
+
+TEST(Metrics, MixtureIntervalLeavesOutTasksWithoutScores) {
+  // A task with no per-example scores must not dilute the average: {1, 1} and an empty task average to 1.
+  auto [lo, hi] = bootstrap_ci_of_task_average({{1.0, 1.0, 1.0}, {}});
+  EXPECT_DOUBLE_EQ(lo, 1.0);
+  EXPECT_DOUBLE_EQ(hi, 1.0);
+  // A one-element task is a constant: the average of {0, 1, ...} resampled and the constant 0.5.
+  auto [lo2, hi2] = bootstrap_ci_of_task_average({{0.0, 1.0, 0.0, 1.0}, {0.5}});
+  EXPECT_GE(lo2, 0.25);
+  EXPECT_LE(hi2, 0.75);
+  EXPECT_LT(lo2, hi2);
 }
 
 TEST(Records, ReadsTheRealDataFormats) {

@@ -85,6 +85,43 @@ TEST(IdPt, ThePromptDependsOnTheInputAndNeverOnTheTarget) {
   EXPECT_FALSE(at::allclose(pa, m->generate_prompt(*lm, module_input(*lm, c2, {}, input_mask))));
 }
 
+// The mask the trainer really builds (encode_example -> make_batch), not a hand-made one: same input, different
+// targets (in one padded batch) give the same prompt; a row with nothing readable (an lm row without BOS) gives a
+// prompt that depends on nothing it must not read.
+TEST(IdPt, TheMaskMakeBatchBuildsHidesTheTarget) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  IdptConfig c;
+  c.prompt_tokens = 4;
+  c.dim = 32;
+  auto m = IdPromptTuning::create(*lm, c);
+  randomise(*m, 6);
+  at::NoGradGuard ng;
+  const std::string input = "Review: the film was a joy.\nSentiment:";
+  std::vector<EncodedExample> items = {encode_example(*tok, 1, input, " positive and moving", 64),
+                                       encode_example(*tok, 1, input, " negative", 64)};
+  ASSERT_NE(items[0].ids.size(), items[1].ids.size());  // padding differs too
+  Batch b = make_batch(items, lm->device());
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t i = 0; i < b.ids.size(1); ++i)
+      EXPECT_EQ(b.input_mask[r][i].item<bool>(), i < items[r].target_start) << "row " << r << " position " << i;
+  at::Tensor p = m->generate_prompt(*lm, module_input(*lm, b.ids, b.mask, b.input_mask));
+  EXPECT_TRUE(at::allclose(p[0], p[1], 1e-6, 1e-6)) << (p[0] - p[1]).abs().max().item<double>();
+  // The same through apply(): the prompt part of what the LM reads.
+  ModuleInput x = m->apply(*lm, module_input(*lm, b.ids, b.mask, b.input_mask));
+  EXPECT_TRUE(at::allclose(x.embeds[0].narrow(0, 0, 4), x.embeds[1].narrow(0, 0, 4), 1e-6, 1e-6));
+
+  // No BOS and an empty input: every position is target. Two different texts must give the same prompt.
+  std::vector<EncodedExample> lm_rows = {encode_example(*tok, -1, "", "Once upon a time there was a cat.", 64),
+                                         encode_example(*tok, -1, "", "The dog ran to the park and played.", 64)};
+  ASSERT_EQ(lm_rows[0].target_start, 0);
+  Batch lb = make_batch(lm_rows, lm->device());
+  EXPECT_FALSE(lb.input_mask.any().item<bool>());
+  at::Tensor q = m->generate_prompt(*lm, module_input(*lm, lb.ids, lb.mask, lb.input_mask));
+  EXPECT_TRUE(q.isfinite().all().item<bool>());
+  EXPECT_TRUE(at::allclose(q[0], q[1], 1e-6, 1e-6)) << "an unreadable row attended to its target: " << (q[0] - q[1]).abs().max().item<double>();
+}
+
 TEST(IdPt, SaveLoadRoundTripAndRefusals) {
   auto lm = load_model(fixtures() + "/tiny-llama");
   // A second encoder checkpoint with the LM's vocabulary (97), another shape.

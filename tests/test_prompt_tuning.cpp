@@ -52,7 +52,7 @@ TEST(PromptTuning, SoftPromptGradientMatchesFiniteDifferences) {
 TEST(PromptTuning, InitialisationsFollowPeft) {
   auto lm = load_model(tinystories());
   at::NoGradGuard ng;
-  auto text = PromptTuning::create(*lm, 5, PromptInit::Text, {10, 11}, 0);
+  auto text = PromptTuning::create(*lm, 5, PromptInit::Text, {10, 11}, 0, "base", "ab");
   at::Tensor want = lm->embed(at::tensor(std::vector<int64_t>{10, 11, 10, 11, 10}, at::kLong).view({1, 5}))[0];
   EXPECT_TRUE(at::equal(text->prompt(), want));  // text ids repeated to fill P
   auto vocab = PromptTuning::create(*lm, 6, PromptInit::SampledVocab, {}, 1);
@@ -62,6 +62,34 @@ TEST(PromptTuning, InitialisationsFollowPeft) {
   EXPECT_LE(uni->prompt().abs().max().item<double>(), 0.5);
   EXPECT_GT(uni->prompt().std().item<double>(), 0.25);  // U(−0.5, 0.5): std 0.289
   EXPECT_EQ(uni->num_parameters(), 64 * lm->dim());
+}
+
+// PEFT initialises from tokenizer(text)["input_ids"]: for a Llama tokenizer, BOS first. The saved config names the
+// text and the tokenizer (PEFT refuses TEXT without them); no text: refused, never written as TEXT with null.
+TEST(PromptTuning, TextInitTokenizesLikePeftAndIsRecorded) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  at::NoGradGuard ng;
+  const std::vector<int64_t> ids = tok->encode("Classify the story", true);  // what PEFT's tokenizer(text) gives
+  ASSERT_EQ(ids.front(), 1);  // <|start_story|>: the tokenizer's post-processor adds it
+  auto pt = PromptTuning::create_from_text(*lm, int64_t(ids.size()) + 2, *tok, "Classify the story", tinystories());
+  std::vector<int64_t> want = ids;
+  want.push_back(ids[0]);
+  want.push_back(ids[1]);
+  EXPECT_TRUE(at::equal(pt->prompt(), lm->embed(at::tensor(want, at::kLong).view({1, -1}))[0]));
+  const std::string dir = temp_dir("pt-text");
+  pt->save(dir);
+  auto cfg = read_json(dir + "/adapter_config.json");
+  EXPECT_EQ(cfg["prompt_tuning_init"], "TEXT");
+  EXPECT_EQ(cfg["prompt_tuning_init_text"], "Classify the story");
+  EXPECT_EQ(cfg["tokenizer_name_or_path"], tinystories());
+  EXPECT_THROW(PromptTuning::create_from_text(*lm, 4, *tok, "", tinystories()), Error);
+  EXPECT_THROW(PromptTuning::create(*lm, 4, PromptInit::Text, {5, 6}, 0, tinystories(), ""), Error);
+  auto vocab = PromptTuning::create(*lm, 4, PromptInit::SampledVocab, {}, 0, tinystories());
+  vocab->save(dir);
+  cfg = read_json(dir + "/adapter_config.json");
+  EXPECT_EQ(cfg["prompt_tuning_init"], "SAMPLE_VOCAB");
+  EXPECT_TRUE(cfg["prompt_tuning_init_text"].is_null());
 }
 
 TEST(PromptTuning, PeftFormatRoundTripAndRefusals) {
@@ -136,7 +164,7 @@ TEST(PromptTuning, TrainingLowersTheLossAndLeavesTheLmUntouched) {
   const int64_t T = ids.size(1);
   at::Tensor targets = at::roll(ids, {-1}, {1});
   targets.select(1, T - 1).fill_(-100);
-  auto pt = PromptTuning::create(*lm, 8, PromptInit::Text, tok->encode("Once upon a time", false), 0);
+  auto pt = PromptTuning::create_from_text(*lm, 8, *tok, "Once upon a time", tinystories());
   ModuleInput in = batch_of(*lm, ids);
   auto loss_fn = [&] { return token_cross_entropy(module_forward_logits(*lm, *pt, in).reshape({-1, lm->vocab_size()}), targets.reshape({-1})); };
   torch::optim::AdamW opt(pt->parameters(), torch::optim::AdamWOptions(0.05).weight_decay(0.0));

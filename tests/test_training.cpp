@@ -10,6 +10,7 @@
 #include "test_util.h"
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -65,11 +66,9 @@ TEST(Tasks, EncodingKeepsTheTargetAndCutsTheInputFromTheLeft) {
   EXPECT_FALSE(e.truncated);
   EXPECT_EQ(e.ids.front(), 1);
   std::vector<int64_t> tgt(e.ids.begin() + e.target_start, e.ids.end());
-  // Prompt and target are tokenised as one text: a token merged across the boundary ('.▁') belongs to the target.
   EXPECT_EQ(tok->decode(e.ids), "Once upon a time there was a cat. The end.");
-  const std::string t = tok->decode(tgt);
-  EXPECT_EQ(t.substr(t.size() - 9), " The end.") << t;
-  EXPECT_LE(t.size(), 11u) << t;
+  EXPECT_EQ(tok->decode(tgt), "The end.");  // the decoder strips the leading space of a text's first token
+  EXPECT_EQ(tgt, tok->encode_continuation(" The end."));
   EncodedExample cut = encode_example(*tok, 1, "Once upon a time there was a cat.", " The end.", 6);
   EXPECT_TRUE(cut.truncated);
   EXPECT_EQ(cut.ids.size(), 6u);
@@ -82,6 +81,35 @@ TEST(Tasks, EncodingKeepsTheTargetAndCutsTheInputFromTheLeft) {
   EXPECT_EQ(tgt_eos.back(), 2);
   EXPECT_EQ(std::vector<int64_t>(tgt_eos.begin(), tgt_eos.end() - 1), tgt);
   EXPECT_EQ(with_eos.ids.size(), 7u);
+  // No room for anything after BOS: a clear error, not std::length_error.
+  EXPECT_THROW(encode_example(*tok, 1, "x", "y", 1), Error);
+}
+
+// Training must read exactly the ids generation will read. tinystories merges '.' with the following space ('.▁'):
+// encoding prompt + target as one text would move the prompt's last '.' into the target.
+TEST(Tasks, TrainingInputIdsEqualTheGenerationPromptIdsWhenAMergeCrossesTheBoundary) {
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  const std::string prompt = "Once upon a time there was a cat.", target = " The end.";
+  // Jointly, '.▁The▁' is one token: the prompt's ids are not a prefix of the joint ids.
+  const std::vector<int64_t> joint = tok->encode(prompt + target, false), alone = tok->encode(prompt, false);
+  ASSERT_FALSE(joint.size() >= alone.size() && std::equal(alone.begin(), alone.end(), joint.begin())) << "no merge across the boundary to test";
+  ASSERT_GE(tok->token_to_id(".\xE2\x96\x81The\xE2\x96\x81"), 0);
+  EncodedExample train = encode_example(*tok, 1, prompt, target, 256, 2);
+  EncodedExample gen = encode_example(*tok, 1, prompt, "", 256 - 24);  // what evaluation's generation feeds
+  EXPECT_EQ(std::vector<int64_t>(train.ids.begin(), train.ids.begin() + train.target_start), gen.ids);
+  std::vector<int64_t> want{1};
+  for (int64_t id : tok->encode(prompt, false)) want.push_back(id);
+  EXPECT_EQ(gen.ids, want);
+  // ... and the whole still spells prompt + target (the target continues the prompt, no extra space).
+  EXPECT_EQ(tok->decode(std::vector<int64_t>(train.ids.begin(), train.ids.end() - 1)), prompt + target);
+  // The same holds for a target without a leading space and for a byte-level tokenizer.
+  EncodedExample glued = encode_example(*tok, 1, "The word is cat", "s.", 64);
+  EXPECT_EQ(tok->decode(glued.ids), "The word is cats.");
+  auto bpe = load_tokenizer(std::string(FROZENLM_SOURCE) + "/testbed/model/tokenizer.json");
+  EncodedExample b = encode_example(*bpe, bpe->bos_id(), "Question: capital of Chad?\nAnswer:", " N'Djamena", 64);
+  EXPECT_EQ(std::vector<int64_t>(b.ids.begin() + (bpe->bos_id() >= 0), b.ids.begin() + b.target_start),
+            bpe->encode("Question: capital of Chad?\nAnswer:", false));
+  EXPECT_EQ(bpe->decode(std::vector<int64_t>(b.ids.begin() + b.target_start, b.ids.end())), " N'Djamena");
 }
 
 TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {
@@ -112,6 +140,54 @@ TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("'stop' must be a non-empty list"), std::string::npos) << e.what();
   }
+  // Wrong JSON types name the task file and the field (not a raw nlohmann message).
+  auto refused = [&](const std::string& name, const std::string& body, const std::string& want) {
+    write_file(d + "/" + name, body);
+    try {
+      load_task(d + "/" + name);
+      ADD_FAILURE() << name << " was accepted";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(d + "/" + name), std::string::npos) << m;
+      EXPECT_NE(m.find(want), std::string::npos) << m;
+      EXPECT_EQ(m.find("[json.exception"), std::string::npos) << m;
+    }
+  };
+  refused("c.json", R"({"name": "x", "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}", "columns": "q"})", "'columns' must be a list of strings");
+  refused("m.json", R"({"name": "x", "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}", "max_tokens": "64"})", "'max_tokens' must be an integer");
+  refused("v.json", R"({"name": "x", "type": "classification", "data": {"train": "a.jsonl"}, "input": "{q}", "label_field": "label",
+    "verbalizers": {"0": 0, "1": " yes"}})", "verbalizers.0 must be a string");
+  refused("ch.json", R"({"name": "x", "type": "classification", "data": {"train": "a.jsonl"}, "input": "{q}", "label_field": "label",
+    "choices": [" a", 2]})", "'choices' must be a list of strings");
+  refused("n.json", R"({"name": 5, "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}"})", "field 'name' must be a string");
+}
+
+// Choices mode: a label is a choice index, its decimal string (TSV), or a string the task maps; anything else is an
+// error at the record's file:line (it used to become label 0 through atoll).
+TEST(Tasks, StringLabelsNeedAMappingOrAreAnErrorAtTheirLine) {
+  const std::string d = temp_dir("string-labels");
+  write_file(d + "/a.jsonl", "{\"q\": \"x\", \"l\": 1}\n\n{\"q\": \"y\", \"l\": \"1\"}\n{\"q\": \"z\", \"l\": \"True\"}\n");
+  const std::string base = R"({"name": "x", "type": "classification", "data": {"train": "a.jsonl"}, "input": "{q}",
+    "label_field": "l", "choices": [" no", " yes"])";
+  write_file(d + "/plain.json", base + "}");
+  try {
+    load_task(d + "/plain.json").examples("train");
+    ADD_FAILURE() << "the string label 'True' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(d + "/a.jsonl:4: label \"True\" is not a choice index"), std::string::npos) << e.what();
+  }
+  write_file(d + "/mapped.json", base + R"(, "choice_labels": {"True": 1, "False": 0}})");
+  auto ex = load_task(d + "/mapped.json").examples("train");
+  ASSERT_EQ(ex.size(), 3u);
+  EXPECT_EQ(ex[0].label, 1);
+  EXPECT_EQ(ex[1].label, 1);  // "1": the decimal form of an index
+  EXPECT_EQ(ex[2].label, 1);  // "True" through choice_labels
+  write_file(d + "/b.jsonl", "{\"q\": \"x\", \"l\": \"1x\"}\n");
+  write_file(d + "/bad.json", R"({"name": "x", "type": "classification", "data": {"train": "b.jsonl"}, "input": "{q}",
+    "label_field": "l", "choices": [" no", " yes"]})");
+  EXPECT_THROW(load_task(d + "/bad.json").examples("train"), Error);
+  write_file(d + "/oob.json", base + R"(, "choice_labels": {"True": 2}})");
+  EXPECT_THROW(load_task(d + "/oob.json"), Error);
 }
 
 TEST(Training, ScheduleShapes) {

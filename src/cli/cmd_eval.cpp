@@ -51,6 +51,7 @@ int cmd_eval(const EvalArgs& a) {
     }
     json per_task = json::array();
     std::vector<std::vector<double>> task_scores;
+    json fixed_tasks = json::array();
     double sum = 0;
     EvalOptions teo = eo;
     teo.keep_scores = true;
@@ -63,20 +64,23 @@ int cmd_eval(const EvalArgs& a) {
       for (const std::string& mf : a.module_for)
         if (mf.rfind(t.name + "=", 0) == 0) own = load_module(mf.substr(t.name.size() + 1), *lm);
       per_task.push_back(evaluate(*lm, own ? own.get() : module.get(), *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), teo));
-      if (per_task.back().contains("example_scores")) {
-        task_scores.push_back(per_task.back()["example_scores"].get<std::vector<double>>());
-        per_task.back().erase("example_scores");
+      // A task without per-example scores (lm: perplexity is not a mean of them) enters the interval as a constant.
+      auto ex_scores = per_task.back().value("example_scores", std::vector<double>{});
+      per_task.back().erase("example_scores");
+      if (ex_scores.empty()) {
+        ex_scores = {per_task.back()["score"].get<double>()};
+        fixed_tasks.push_back(t.name);
       }
+      task_scores.push_back(ex_scores);
       sum += per_task.back()["score"].get<double>();
       std::fprintf(stderr, "[eval] %-14s %s %.4f\n", t.name.c_str(), per_task.back()["metric"].get<std::string>().c_str(),
                    per_task.back()["score"].get<double>());
     }
     if (per_task.empty()) throw Error(mixture_path + ": no task has a '" + eval_split + "' split");
     r = {{"mixture", m.name}, {"tasks", per_task}, {"metric", "mean_task_score"}, {"score", sum / per_task.size()}};
-    if (task_scores.size() == per_task.size()) {
-      auto [lo, hi] = bootstrap_ci_of_task_average(task_scores);
-      r["ci95"] = {lo, hi};
-    }
+    auto [lo, hi] = bootstrap_ci_of_task_average(task_scores);
+    r["ci95"] = {lo, hi};
+    if (!fixed_tasks.empty()) r["ci95_fixed_tasks"] = fixed_tasks;  // held constant in the bootstrap
   }
   r["split"] = eval_split;
   r["model"] = a.model.model;
@@ -103,6 +107,8 @@ void add_eval_command(CLI::App& app, Commands& cmds) {
   ev->add_option("--limit", a->eo.limit, "at most this many examples (0: all)")->capture_default_str();
   ev->add_option("--max-new-tokens", a->eo.max_new_tokens, "generation tasks: tokens to generate")->capture_default_str();
   ev->add_flag("--per-example", a->eo.per_example, "include every example's prediction in the report");
+  ev->add_flag("--squad-v2-f1", a->eo.squad_v2_f1, "token F1 with SQuAD v2.0's rule: an empty prediction for an empty answer scores 1 "
+                                                  "(default: SQuAD v1.1's official script, where it scores 0)");
   ev->add_option("--report", a->report_path, "also write the report to this file");
   ev->add_flag("--skip-bad", a->skip_bad, "skip (and count) malformed data lines");
   cmds.add(ev, [a] { return cmd_eval(*a); });

@@ -56,7 +56,9 @@ void add_train_args(CLI::App* c, TrainArgs& a) {
   c->add_option("--patience", to.patience, "early stopping after N evaluations without improvement (0: off)")->capture_default_str();
   c->add_option("--checkpoint-every", to.checkpoint_every, "checkpoint every N steps")->capture_default_str();
   c->add_option("--seed", to.seed, "seed (data order, initialisation)")->capture_default_str();
-  c->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly");
+  c->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly (an error if there is none yet)");
+  c->add_flag("--resume-or-start", to.resume_or_start, "resume when OUT has a checkpoint, start fresh when it has none (for supervisors)");
+  c->add_flag("--allow-steps-change", to.allow_steps_change, "resume with another --steps (a linear/cosine schedule is recomputed for the new total)");
   c->add_flag("--skip-bad", a.skip_bad, "skip (and count) malformed data lines instead of failing");
 }
 
@@ -167,14 +169,15 @@ int cmd_prompt_tuning(const PromptTuningArgs& a) {
   TrainingSet set = load_training_set(a);
   const TrainOptions& to = a.to;
   std::unique_ptr<PromptTuning> pt;
-  if (to.resume) {
-    pt = PromptTuning::load(a.out_dir + "/checkpoint", *lm);
+  if (const std::string ck = resume_checkpoint(a.out_dir, to); !ck.empty()) {
+    pt = PromptTuning::load(ck, *lm);
   } else {
     const std::string& init = a.init;
     PromptInit pi = init == "random" ? PromptInit::RandomUniform : init == "text" ? PromptInit::Text : PromptInit::SampledVocab;
     if (init != "random" && init != "text" && init != "vocab") throw Error("--init: unknown '" + init + "' (random, vocab, text)");
-    pt = PromptTuning::create(*lm, a.virtual_tokens, pi, pi == PromptInit::Text ? tok->encode(a.init_text, false) : std::vector<int64_t>{},
-                              to.seed, a.model.model, a.init_text);
+    if (pi != PromptInit::Text && !a.init_text.empty()) throw Error("--init-text is only for --init text");
+    pt = pi == PromptInit::Text ? PromptTuning::create_from_text(*lm, a.virtual_tokens, *tok, a.init_text, a.model.model)
+                                : PromptTuning::create(*lm, a.virtual_tokens, pi, {}, to.seed, a.model.model);
   }
   std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; prompt tuning P=%lld (%lld trainable parameters, %.4f%% of the LM)\n",
                set.name.c_str(), set.train.size(), dev_size(set), (long long)pt->prefix_length(), (long long)pt->num_parameters(),
@@ -195,7 +198,8 @@ int cmd_idpt(const IdptArgs& a) {
   const TrainOptions& to = a.to;
   IdptConfig ic = a.ic;
   ic.seed = to.seed;
-  std::unique_ptr<IdPromptTuning> m = to.resume ? IdPromptTuning::load(a.out_dir + "/checkpoint", *lm) : IdPromptTuning::create(*lm, ic, a.model.model);
+  const std::string ck = resume_checkpoint(a.out_dir, to);
+  std::unique_ptr<IdPromptTuning> m = !ck.empty() ? IdPromptTuning::load(ck, *lm) : IdPromptTuning::create(*lm, ic, a.model.model);
   std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; ID-PT P=%lld, encoder %s (layer %lld), generator %lld×%lld (%lld trainable parameters, %.2f%% of the LM)\n",
                set.name.c_str(), set.train.size(), dev_size(set), (long long)ic.prompt_tokens, ic.encoder.c_str(), (long long)ic.encoder_layer,
                (long long)ic.blocks, (long long)ic.dim, (long long)m->num_parameters(), 100.0 * m->num_parameters() / lm->num_parameters());

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/torch_pch.h"
 
@@ -101,6 +102,7 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     f.flush();
     if (!f) throw Error(tmp + ": write failed");
   }
+  fsync_path(tmp);  // durable before it replaces the old file
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": rename failed");
 }
 

@@ -40,6 +40,7 @@ Records read_records(const std::string& path, const ReadOptions& opt) {
                     " (use --skip-bad to skip such lines)");
       }
       r.rows.push_back(std::move(j));
+      r.where.push_back(path + ":" + std::to_string(n));
     }
   } else if (ends_with(path, ".json")) {
     json j = json::parse(f, nullptr, false);
@@ -51,6 +52,7 @@ Records read_records(const std::string& path, const ReadOptions& opt) {
         throw Error(path + ": element " + std::to_string(i) + " is not an object");
       }
       r.rows.push_back(j[i]);
+      r.where.push_back(path + ": element " + std::to_string(i));
     }
   } else if (ends_with(path, ".tsv")) {
     std::string line;
@@ -72,6 +74,7 @@ Records read_records(const std::string& path, const ReadOptions& opt) {
       json row = json::object();
       for (size_t i = 0; i < header.size(); ++i) row[header[i]] = cells[i];
       r.rows.push_back(std::move(row));
+      r.where.push_back(path + ":" + std::to_string(n));
     }
   } else {
     throw Error(path + ": unknown data format (expected .jsonl, .json or .tsv)");

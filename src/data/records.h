@@ -15,6 +15,7 @@ struct ReadOptions {
 
 struct Records {
   std::vector<nlohmann::json> rows;
+  std::vector<std::string> where;  // per row: "file:line" (JSONL, TSV) or "file: element i" (JSON), for error messages
   size_t skipped = 0;      // malformed lines skipped under skip_bad
 };
 

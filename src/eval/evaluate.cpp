@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "core/generate.h"
 #include "core/torch_pch.h"
 #include "eval/metrics.h"
@@ -72,7 +73,16 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
               const std::vector<Example>& all, const EvalOptions& opt) {
   std::vector<Example> ex(all.begin(), all.begin() + (opt.limit ? std::min(opt.limit, all.size()) : all.size()));
   const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
-  const int64_t room = task.max_tokens - (module ? module->prefix_length() : 0);
+  const int64_t prefix = module ? module->prefix_length() : 0;
+  const int64_t room = task.max_tokens - prefix;
+  // What the input keeps: max_tokens minus the module's prefix (and, for generation, the tokens to generate); BOS and at
+  // least one input token must fit.
+  const int64_t input_room = room - (task.type == TaskType::Generation ? opt.max_new_tokens : 0);
+  if (input_room < 2)
+    throw Error(task.file + ": task '" + task.name + "' has max_tokens " + std::to_string(task.max_tokens) + ", which leaves " +
+                std::to_string(input_room) + " positions for the input after the module's " + std::to_string(prefix) +
+                " prefix positions" + (task.type == TaskType::Generation ? " and --max-new-tokens " + std::to_string(opt.max_new_tokens) : std::string()) +
+                " (BOS and at least one input token need 2): raise max_tokens or lower those");
   json report = {{"task", task.name}, {"type", task_type_name(task.type)}, {"n", ex.size()}};
   json per = json::array();
   std::vector<double> scores;  // per example: 1/0 correct, or exact match
@@ -128,7 +138,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
       for (const std::string& st : task.stop)
         if (auto at = pred.find(st); at != std::string::npos) pred.resize(at);
       const std::vector<std::string>& golds = e.targets;  // the rendered target and every alias
-      const double m = exact_match(pred, golds), f = token_f1(pred, golds);
+      const double m = exact_match(pred, golds), f = token_f1(pred, golds, opt.squad_v2_f1);
       em += m;
       f1 += f;
       scores.push_back(m);
@@ -137,6 +147,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
     report["metric"] = "exact_match";
     report["exact_match"] = ex.empty() ? 0.0 : em / ex.size();
     report["f1"] = ex.empty() ? 0.0 : f1 / ex.size();
+    report["f1_rule"] = opt.squad_v2_f1 ? "squad-v2.0" : "squad-v1.1";
     report["score"] = report["exact_match"];
   }
   report["truncated_inputs"] = truncated;

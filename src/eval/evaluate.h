@@ -16,6 +16,7 @@ struct EvalOptions {
   int64_t batch_size = 8;
   bool per_example = false;      // include each example's prediction in the report
   bool keep_scores = false;      // include "example_scores" (per-example 0/1 or EM) for aggregate statistics
+  bool squad_v2_f1 = false;      // token F1 with SQuAD v2.0's empty-answer rule (default: v1.1, the official script)
 };
 
 // Classification: rank the choices by the summed log-likelihood of their tokens (accuracy). Generation: greedy

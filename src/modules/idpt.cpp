@@ -159,7 +159,11 @@ at::Tensor IdPromptTuning::generate_prompt(const FrozenLM& lm, const ModuleInput
     states = enc.forward(fi, nullptr, fo).hidden;
   }
   at::Tensor key_mask = fi.mask.to(lm.device());                                  // [B, S]
-  states = states.to(lm.device());
+  // States at unreadable positions (target, padding) are zeroed: they cannot reach the prompt even as NaN * 0.
+  states = states.to(lm.device()).masked_fill(key_mask.logical_not().unsqueeze(-1), 0.0);
+  // A row with nothing readable (an lm task's row is all target) attends to nothing: its prompt comes from the queries
+  // alone. (A softmax over only −1e30 scores would be uniform over the target.)
+  at::Tensor readable = key_mask.any(1).view({B, 1, 1, 1}).to(states.scalar_type());  // [B, 1, 1, 1]
   // ---- generator: P queries cross-attend to the encoder states ----
   at::Tensor src = at::linear(layer_norm(states, t("enc_norm.weight"), t("enc_norm.bias")), t("in_proj.weight"), t("in_proj.bias"));  // [B, S, D]
   const int64_t S = src.size(1);
@@ -172,7 +176,7 @@ at::Tensor IdPromptTuning::generate_prompt(const FrozenLM& lm, const ModuleInput
     at::Tensor k = at::matmul(src, t(p + "wk").t()).view({B, S, H, hd}).transpose(1, 2);  // [B, H, S, hd]
     at::Tensor v = at::matmul(src, t(p + "wv").t()).view({B, S, H, hd}).transpose(1, 2);
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).div(std::sqrt(double(hd))).masked_fill(blocked, -1e30);  // [B, H, P, S]
-    at::Tensor att = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, P, D});
+    at::Tensor att = at::matmul(at::softmax(scores, -1) * readable, v).transpose(1, 2).reshape({B, P, D});
     x = x + at::matmul(att, t(p + "wo").t());
     h = layer_norm(x, t(p + "ln2.weight"), t(p + "ln2.bias"));
     x = x + at::linear(at::gelu(at::linear(h, t(p + "ffn.w1"), t(p + "ffn.b1"))), t(p + "ffn.w2"), t(p + "ffn.b2"));

@@ -32,7 +32,10 @@ std::unique_ptr<PromptTuning> PromptTuning::create(const FrozenLM& lm, int64_t P
       m->init_name_ = "SAMPLE_VOCAB";
       break;
     case PromptInit::Text: {
-      if (text_ids.empty()) throw Error("prompt tuning: text initialisation needs a non-empty text");
+      if (text_ids.empty() || init_text.empty())
+        throw Error("prompt tuning: text initialisation needs a non-empty text (PEFT records it as prompt_tuning_init_text)");
+      if (base_model.empty())
+        throw Error("prompt tuning: text initialisation needs the base model's path (PEFT records it as tokenizer_name_or_path)");
       std::vector<int64_t> ids;
       while (int64_t(ids.size()) < P) ids.insert(ids.end(), text_ids.begin(), text_ids.end());
       ids.resize(P);
@@ -46,6 +49,12 @@ std::unique_ptr<PromptTuning> PromptTuning::create(const FrozenLM& lm, int64_t P
   m->base_model_ = base_model;
   m->checkpoint_id_ = lm.checkpoint_id();
   return m;
+}
+
+std::unique_ptr<PromptTuning> PromptTuning::create_from_text(const FrozenLM& lm, int64_t P, const Tokenizer& tok,
+                                                             const std::string& text, const std::string& base_model) {
+  if (text.empty()) throw Error("prompt tuning: --init text needs --init-text");
+  return create(lm, P, PromptInit::Text, tok.encode(text, /*add_special=*/true), 0, base_model, text);
 }
 
 ModuleInput PromptTuning::apply(const FrozenLM& lm, const ModuleInput& in) const {
@@ -66,8 +75,9 @@ void PromptTuning::save(const std::string& dir) const {
               {"token_dim", prompt_.size(1)},
               {"num_transformer_submodules", 1},
               {"base_model_name_or_path", base_model_},
-              {"prompt_tuning_init", init_name_.empty() ? "RANDOM" : init_name_},
-              {"prompt_tuning_init_text", init_text_.empty() ? json(nullptr) : json(init_text_)},
+              // PEFT refuses TEXT without its text or tokenizer: such a module (a foreign file) is written as RANDOM
+              {"prompt_tuning_init", init_name_.empty() || (init_name_ == "TEXT" && (init_text_.empty() || base_model_.empty())) ? "RANDOM" : init_name_},
+              {"prompt_tuning_init_text", init_text_.empty() || init_name_ != "TEXT" ? json(nullptr) : json(init_text_)},
               {"tokenizer_name_or_path", base_model_.empty() ? json(nullptr) : json(base_model_)},
               {"inference_mode", true},
               {"revision", nullptr}};

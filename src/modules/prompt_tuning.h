@@ -2,13 +2,14 @@
 // Saved in PEFT's format, so adapters move between frozenlm and Hugging Face PEFT:
 //   adapter_model.safetensors  {"prompt_embeddings": F32 [P, d]}
 //   adapter_config.json        {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": P,
-//                               "token_dim": d, "base_model_name_or_path": ..., ...}
+//                               "token_dim": d, "base_model_name_or_path": ..., ...}   (fields: README, "PEFT format")
 //   frozenlm.json              {"checkpoint_id": ..., "base_model": ...}   (ours; PEFT ignores it)
 #pragma once
 #include <string>
 #include <vector>
 
 #include "modules/trainable_module.h"
+#include "tokenizer/tokenizer.h"
 
 namespace frozenlm {
 
@@ -21,6 +22,10 @@ class PromptTuning : public TrainableModule {
   static std::unique_ptr<PromptTuning> create(const FrozenLM& lm, int64_t num_virtual_tokens, PromptInit init,
                                               const std::vector<int64_t>& text_ids = {}, uint64_t seed = 0,
                                               const std::string& base_model = "", const std::string& init_text = "");
+  // Text initialisation as PEFT does it: the ids of tokenizer(text)["input_ids"] (with the BOS a Llama tokenizer
+  // adds), repeated to fill P. `text` and `base_model` (PEFT's tokenizer_name_or_path) must not be empty.
+  static std::unique_ptr<PromptTuning> create_from_text(const FrozenLM& lm, int64_t num_virtual_tokens, const Tokenizer& tok,
+                                                        const std::string& text, const std::string& base_model);
   static std::unique_ptr<PromptTuning> load(const std::string& dir, const FrozenLM& lm);
 
   std::string kind() const override { return "prompt_tuning"; }

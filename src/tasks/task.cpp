@@ -15,7 +15,17 @@ const char* task_type_name(TaskType t) {
   return t == TaskType::Generation ? "generation" : t == TaskType::Classification ? "classification" : "lm";
 }
 
+static Task parse_task(const std::string& path);
+
 Task load_task(const std::string& path) {
+  try {
+    return parse_task(path);
+  } catch (const nlohmann::json::exception& e) {  // a type the checks above did not foresee: still name the file
+    throw Error(path + ": invalid task file: " + e.what());
+  }
+}
+
+static Task parse_task(const std::string& path) {
   std::ifstream f(path);
   if (!f) throw Error(path + ": cannot open task file");
   json j = json::parse(f, nullptr, false);
@@ -57,8 +67,17 @@ Task load_task(const std::string& path) {
     }
     t.splits[it.key()] = !p.empty() && p[0] == '/' ? p : dir + "/" + p;
   }
-  if (j.contains("columns")) t.columns = j["columns"].get<std::vector<std::string>>();
-  if (j.contains("max_tokens")) t.max_tokens = j["max_tokens"].get<int64_t>();
+  auto strings = [&](const char* k) {  // a list of strings, or an error naming the field
+    const json& v = j[k];
+    if (!v.is_array() || !std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_string(); }))
+      throw Error(path + ": field '" + std::string(k) + "' must be a list of strings, got " + v.dump().substr(0, 80));
+    return v.get<std::vector<std::string>>();
+  };
+  if (j.contains("columns")) t.columns = strings("columns");
+  if (j.contains("max_tokens")) {
+    if (!j["max_tokens"].is_number_integer()) throw Error(path + ": field 'max_tokens' must be an integer, got " + j["max_tokens"].dump().substr(0, 80));
+    t.max_tokens = j["max_tokens"].get<int64_t>();
+  }
   if (j.contains("stop")) {
     if (!j["stop"].is_array() || j["stop"].empty() || !std::all_of(j["stop"].begin(), j["stop"].end(), [](const json& x) { return x.is_string() && !x.get<std::string>().empty(); }))
       throw Error(path + ": 'stop' must be a non-empty list of non-empty strings");
@@ -80,10 +99,22 @@ Task load_task(const std::string& path) {
     t.label_field = str("label_field", true);
     if (j.contains("verbalizers")) {
       if (!j["verbalizers"].is_object() || j["verbalizers"].size() < 2) throw Error(path + ": 'verbalizers' must map ≥ 2 labels to texts");
-      for (auto it = j["verbalizers"].begin(); it != j["verbalizers"].end(); ++it) t.verbalizers[it.key()] = it.value().get<std::string>();
+      for (auto it = j["verbalizers"].begin(); it != j["verbalizers"].end(); ++it) {
+        if (!it.value().is_string()) throw Error(path + ": verbalizers." + it.key() + " must be a string, got " + it.value().dump().substr(0, 80));
+        t.verbalizers[it.key()] = it.value().get<std::string>();
+      }
     } else if (j.contains("choices")) {
-      t.choice_templates = j["choices"].get<std::vector<std::string>>();
+      t.choice_templates = strings("choices");
       if (t.choice_templates.size() < 2) throw Error(path + ": 'choices' needs at least 2 templates");
+      for (auto& ct : t.choice_templates) template_fields(ct, path);
+      if (j.contains("choice_labels")) {
+        if (!j["choice_labels"].is_object()) throw Error(path + ": 'choice_labels' must map label strings to choice indices");
+        for (auto it = j["choice_labels"].begin(); it != j["choice_labels"].end(); ++it) {
+          if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() >= int64_t(t.choice_templates.size()))
+            throw Error(path + ": choice_labels." + it.key() + " must be a choice index 0.." + std::to_string(t.choice_templates.size() - 1));
+          t.choice_labels[it.key()] = it.value().get<int64_t>();
+        }
+      }
     } else {
       throw Error(path + ": a classification task needs 'verbalizers' or 'choices'");
     }
@@ -92,6 +123,26 @@ Task load_task(const std::string& path) {
 }
 
 static std::string label_key(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// The choice index a record's label names: an integer, its exact decimal string form (TSV cells are strings), or a
+// string the task's "choice_labels" maps to an index. Anything else is an error naming the record's file:line.
+int64_t Task::choice_label(const json& l, int64_t n_choices, const std::string& at) const {
+  int64_t idx = -1;
+  if (l.is_number_integer()) {
+    idx = l.get<int64_t>();
+  } else if (l.is_string()) {
+    const std::string s = l.get<std::string>();
+    if (auto m = choice_labels.find(s); m != choice_labels.end()) idx = m->second;
+    else if (!s.empty() && s.size() <= 9 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) idx = std::stoll(s);
+    else
+      throw Error(at + ": label " + l.dump() + " is not a choice index" +
+                  (choice_labels.empty() ? std::string(" (string labels need a \"choice_labels\" map in ") + file + ")"
+                                         : " and not in the \"choice_labels\" of " + file));
+  }
+  if (idx < 0 || idx >= n_choices)
+    throw Error(at + ": label " + l.dump() + " is not a choice index (0.." + std::to_string(n_choices - 1) + ")");
+  return idx;
+}
 
 std::vector<Example> Task::examples(const std::string& split, const ReadOptions& opt_in, size_t* skipped) const {
   auto it = splits.find(split);
@@ -102,7 +153,11 @@ std::vector<Example> Task::examples(const std::string& split, const ReadOptions&
   if (range != row_ranges.end() && opt.limit) opt.limit = std::min(range->second.second, range->second.first + opt.limit);
   else if (range != row_ranges.end() && range->second.second != SIZE_MAX) opt.limit = range->second.second;
   Records r = read_records(it->second, opt);
-  if (range != row_ranges.end()) r.rows.erase(r.rows.begin(), r.rows.begin() + std::min(r.rows.size(), range->second.first));
+  if (range != row_ranges.end()) {
+    const size_t drop = std::min(r.rows.size(), range->second.first);
+    r.rows.erase(r.rows.begin(), r.rows.begin() + drop);
+    r.where.erase(r.where.begin(), r.where.begin() + drop);
+  }
   if (skipped) *skipped = r.skipped;
   if (r.rows.empty()) throw Error(it->second + ": no examples in the '" + split + "' split of task '" + name + "'");
   std::vector<Example> out;
@@ -122,27 +177,24 @@ std::vector<Example> Task::examples(const std::string& split, const ReadOptions&
     if (type == TaskType::Generation) {
       e.targets = {render_template(target, row, where)};
       if (!answers_field.empty()) {
-        if (!row.contains(answers_field)) throw Error(where + ": record " + std::to_string(i + 1) + " has no field '" + answers_field + "'");
+        if (!row.contains(answers_field)) throw Error(r.where[i] + ": no field '" + answers_field + "' (answers_field of " + file + ")");
         const json& a = row[answers_field];
         if (a.is_array()) { for (auto& x : a) e.targets.push_back(x.is_string() ? x.get<std::string>() : x.dump()); }
         else e.targets.push_back(a.is_string() ? a.get<std::string>() : a.dump());
       }
     }
     if (type == TaskType::Classification) {
-      if (!row.contains(label_field)) throw Error(where + ": record " + std::to_string(i + 1) + " has no label field '" + label_field + "'");
+      if (!row.contains(label_field)) throw Error(r.where[i] + ": no label field '" + label_field + "' (label_field of " + file + ")");
       if (!verbalizers.empty()) {
         const std::string key = label_key(row[label_field]);
         for (size_t c = 0; c < labels.size(); ++c) {
           e.choices.push_back(verbalizers.at(labels[c]));
           if (labels[c] == key) e.label = int64_t(c);
         }
-        if (e.label < 0) throw Error(where + ": record " + std::to_string(i + 1) + ": label '" + key + "' has no verbalizer");
+        if (e.label < 0) throw Error(r.where[i] + ": label '" + key + "' has no verbalizer in " + file);
       } else {
         for (auto& ct : choice_templates) e.choices.push_back(render_template(ct, row, where));
-        const json& l = row[label_field];
-        e.label = l.is_number_integer() ? l.get<int64_t>() : l.is_string() ? std::atoll(l.get<std::string>().c_str()) : -1;
-        if (e.label < 0 || e.label >= int64_t(e.choices.size()))
-          throw Error(where + ": record " + std::to_string(i + 1) + ": label " + l.dump() + " is not a choice index");
+        e.label = choice_label(row[label_field], int64_t(e.choices.size()), r.where[i]);
       }
     }
     out.push_back(std::move(e));
@@ -152,14 +204,15 @@ std::vector<Example> Task::examples(const std::string& split, const ReadOptions&
 
 EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
                               int64_t max_tokens, int64_t eos) {
-  std::vector<int64_t> full = tok.encode(prompt + target, false);
-  std::vector<int64_t> pre = tok.encode(prompt, false);
-  size_t k = 0;
-  while (k < pre.size() && k < full.size() && pre[k] == full[k]) ++k;
-  EncodedExample e;
-  std::vector<int64_t> p(full.begin(), full.begin() + k), t(full.begin() + k, full.end());
-  if (eos >= 0) t.push_back(eos);
   const int64_t head = bos >= 0 ? 1 : 0;
+  if (max_tokens <= head)
+    throw Error("encode_example: max_tokens " + std::to_string(max_tokens) + " leaves no room for any token after BOS");
+  // The prompt is encoded alone, exactly as generation will encode it; the target continues it (no start-of-text
+  // prefix space), so the ids the module reads never depend on the target.
+  std::vector<int64_t> p = tok.encode(prompt, false);
+  std::vector<int64_t> t = prompt.empty() ? tok.encode(target, false) : tok.encode_continuation(target);
+  EncodedExample e;
+  if (eos >= 0) t.push_back(eos);
   if (int64_t(t.size()) + head > max_tokens) {  // never cut the target, unless it alone is too long (then its end)
     t.resize(max_tokens - head);
     e.truncated = true;

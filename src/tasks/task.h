@@ -6,7 +6,8 @@
 //   "columns": ["text", "label"],                                (TSV without header, optional)
 //   "input": "Review: {sentence}\nSentiment:",                   (generation / classification)
 //   classification: "label_field": "label" + "verbalizers": {"0": " negative", "1": " positive"}
-//                   or "choices": [" {choice1}", " {choice2}"] with an integer "label_field"
+//                   or "choices": [" {choice1}", " {choice2}"] with an integer "label_field" (or its decimal
+//                   string; other strings only through "choice_labels": {"yes": 0, "no": 1})
 //   generation:     "target": " {answer}", optional "answers_field": "answer" (aliases for EM / F1)
 //   lm:             "text": "{text}"
 //   "max_tokens": 256                                            (input is cut from the left, never the target)
@@ -48,18 +49,22 @@ struct Task {
   std::string input, target, text, label_field, answers_field;
   std::map<std::string, std::string> verbalizers;  // label value -> choice text
   std::vector<std::string> choice_templates;
+  std::map<std::string, int64_t> choice_labels;  // choices mode: string label -> choice index (optional)
   int64_t max_tokens = 256;
   std::vector<std::string> stop{"\n"};  // generation: the prediction ends at the first of these (cloze probes: ".")
 
   // Reads and renders a split. Errors name the task file, data file:line and unknown fields.
   std::vector<Example> examples(const std::string& split, const ReadOptions& opt = {}, size_t* skipped = nullptr) const;
+  int64_t choice_label(const nlohmann::json& label, int64_t n_choices, const std::string& at) const;
 };
 
 Task load_task(const std::string& path);
 const char* task_type_name(TaskType t);
 
-// Tokenises prompt + target as one text (natural merges at the boundary); the prompt is cut from the left (after BOS)
-// when the whole exceeds max_tokens. bos < 0: none added. eos >= 0: appended to the target (a generation task's
+// Tokenises the prompt alone (exactly as generation encodes it) and the target as its continuation
+// (Tokenizer::encode_continuation: no start-of-text prefix space), so the input ids never depend on the target and
+// training sees the token boundary generation will see. The prompt is cut from the left (after BOS) when the whole
+// exceeds max_tokens (at least 1 + BOS). bos < 0: none added. eos >= 0: appended to the target (a generation task's
 // training target ends with EOS, so a trained model learns where its answer ends and generation stops there).
 EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
                               int64_t max_tokens, int64_t eos = -1);

@@ -377,10 +377,10 @@ int64_t HFTokenizer::token_to_id(const std::string& token) const {
   return it == vocab_.end() ? -1 : it->second;
 }
 
-std::string HFTokenizer::normalize(const std::string& in) const {
+std::string HFTokenizer::normalize(const std::string& in, bool at_start) const {
   std::string s = in;
   for (const Step& st : normalizers_) {
-    if (st.type == "Prepend") { if (!s.empty()) s = st.a + s; }
+    if (st.type == "Prepend") { if (!s.empty() && at_start) s = st.a + s; }
     else if (st.type == "Replace") s = replace_all(s, st.a, st.b);
     else if (st.type == "Lowercase") { auto c = uc::decode_utf8(s); for (auto& x : c) x = uc::to_lower(x); s = uc::encode_utf8(c); }
     else if (st.type == "Strip") {
@@ -395,7 +395,7 @@ std::string HFTokenizer::normalize(const std::string& in) const {
   return s;
 }
 
-std::vector<std::string> HFTokenizer::pre_tokenize(const std::string& s) const {
+std::vector<std::string> HFTokenizer::pre_tokenize(const std::string& s, bool at_start) const {
   std::vector<std::string> pieces{s};
   for (const Step& st : pre_tokenizers_) {
     std::vector<std::string> next;
@@ -403,7 +403,7 @@ std::vector<std::string> HFTokenizer::pre_tokenize(const std::string& s) const {
       const std::string& p = pieces[pi];
       if (st.type == "ByteLevel") {
         std::string q = p;
-        if (st.flag1 && (q.empty() || q[0] != ' ')) q = " " + q;
+        if (st.flag1 && at_start && (q.empty() || q[0] != ' ')) q = " " + q;
         std::vector<std::string> words;
         if (st.flag2) {
           auto cps = uc::decode_utf8(q);
@@ -441,7 +441,7 @@ std::vector<std::string> HFTokenizer::pre_tokenize(const std::string& s) const {
       } else if (st.type == "Metaspace") {
         std::string q = replace_all(p, " ", st.a);
         const bool first = pi == 0;
-        if ((st.n1 == 0 || (st.n1 == 1 && first)) && q.compare(0, st.a.size(), st.a) != 0) q = st.a + q;
+        if (at_start && (st.n1 == 0 || (st.n1 == 1 && first)) && q.compare(0, st.a.size(), st.a) != 0) q = st.a + q;
         if (!st.flag1) { next.push_back(q); continue; }
         auto cps = uc::decode_utf8(q);
         auto rep = uc::decode_utf8(st.a);
@@ -562,22 +562,29 @@ void HFTokenizer::split_added(const std::string& text, bool normalized_pass, std
   if (start < text.size()) out.push_back({text.substr(start), -1});
 }
 
-void HFTokenizer::encode_plain(const std::string& text, std::vector<int64_t>& out) const {
-  for (const std::string& w : pre_tokenize(text)) bpe(w, out);
+void HFTokenizer::encode_plain(const std::string& text, std::vector<int64_t>& out, bool at_start) const {
+  for (const std::string& w : pre_tokenize(text, at_start)) bpe(w, out);
 }
 
-std::vector<int64_t> HFTokenizer::encode(const std::string& text, bool add_special) const {
+std::vector<int64_t> HFTokenizer::encode(const std::string& text, bool add_special) const { return encode_impl(text, add_special, false); }
+
+std::vector<int64_t> HFTokenizer::encode_continuation(const std::string& text) const { return encode_impl(text, false, true); }
+
+std::vector<int64_t> HFTokenizer::encode_impl(const std::string& text, bool add_special, bool continuation) const {
   std::vector<int64_t> ids;
   if (add_special) ids = post_prefix_;
   std::vector<std::pair<std::string, int64_t>> raw;
   split_added(text, false, raw);
-  for (auto& [seg, id] : raw) {
+  for (size_t r = 0; r < raw.size(); ++r) {
+    const auto& [seg, id] = raw[r];
     if (id >= 0) { ids.push_back(id); continue; }
+    // A continuation's first segment continues the text before it: no start-of-text prefix.
+    const bool at_start = !(continuation && r == 0);
     std::vector<std::pair<std::string, int64_t>> norm;
-    split_added(normalize(seg), true, norm);
-    for (auto& [piece, nid] : norm) {
-      if (nid >= 0) ids.push_back(nid);
-      else encode_plain(piece, ids);
+    split_added(normalize(seg, at_start), true, norm);
+    for (size_t k = 0; k < norm.size(); ++k) {
+      if (norm[k].second >= 0) ids.push_back(norm[k].second);
+      else encode_plain(norm[k].first, ids, at_start || k > 0);
     }
   }
   if (add_special) ids.insert(ids.end(), post_suffix_.begin(), post_suffix_.end());

@@ -18,6 +18,7 @@ class HFTokenizer : public Tokenizer {
   HFTokenizer(const std::string& json_text, const std::string& path);
 
   std::vector<int64_t> encode(const std::string& text, bool add_special = true) const override;
+  std::vector<int64_t> encode_continuation(const std::string& text) const override;
   std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const override;
   int64_t vocab_size() const override { return int64_t(id_to_token_.size()); }
   std::string id_to_token(int64_t id) const override;
@@ -39,10 +40,12 @@ class HFTokenizer : public Tokenizer {
     bool special, lstrip, rstrip, normalized;
   };
   void parse(const std::string& json_text);
-  std::string normalize(const std::string& s) const;
-  std::vector<std::string> pre_tokenize(const std::string& s) const;
+  // at_start = false: the text continues other text (no Prepend normalizer, no prefix space / Metaspace prepend).
+  std::string normalize(const std::string& s, bool at_start = true) const;
+  std::vector<std::string> pre_tokenize(const std::string& s, bool at_start = true) const;
+  std::vector<int64_t> encode_impl(const std::string& text, bool add_special, bool continuation) const;
   void bpe(const std::string& word, std::vector<int64_t>& out) const;
-  void encode_plain(const std::string& text, std::vector<int64_t>& out) const;
+  void encode_plain(const std::string& text, std::vector<int64_t>& out, bool at_start = true) const;
   void split_added(const std::string& text, bool normalized_pass, std::vector<std::pair<std::string, int64_t>>& out) const;
 
   std::string path_;

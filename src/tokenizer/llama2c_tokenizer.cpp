@@ -38,12 +38,14 @@ int64_t Llama2cTokenizer::token_to_id(const std::string& t) const {
   return it == index_.end() ? -1 : it->second;
 }
 
-std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool add_special) const {
+std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool add_special) const { return encode_impl(text, add_special, true); }
+
+std::vector<int64_t> Llama2cTokenizer::encode_impl(const std::string& text, bool add_special, bool dummy_prefix) const {
   std::vector<int64_t> ids;
   if (add_special) ids.push_back(bos_id());
   if (text.empty()) return ids;
   std::vector<int64_t> sym;
-  if (int64_t sp = token_to_id(" "); sp >= 0) sym.push_back(sp);  // dummy prefix, as sentencepiece's add_dummy_prefix
+  if (int64_t sp = token_to_id(" "); sp >= 0 && dummy_prefix) sym.push_back(sp);  // dummy prefix, as sentencepiece's add_dummy_prefix
   for (const std::string& ch : unicode::utf8_chars(text)) {
     int64_t id = token_to_id(ch);
     if (id >= 0) sym.push_back(id);

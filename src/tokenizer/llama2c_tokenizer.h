@@ -14,6 +14,7 @@ class Llama2cTokenizer : public Tokenizer {
  public:
   explicit Llama2cTokenizer(const std::string& path);
   std::vector<int64_t> encode(const std::string& text, bool add_special = true) const override;
+  std::vector<int64_t> encode_continuation(const std::string& text) const override { return encode_impl(text, false, false); }
   std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const override;
   int64_t vocab_size() const override { return int64_t(pieces_.size()); }
   std::string id_to_token(int64_t id) const override;
@@ -22,6 +23,7 @@ class Llama2cTokenizer : public Tokenizer {
   int64_t eos_id() const override { return 2; }
 
  private:
+  std::vector<int64_t> encode_impl(const std::string& text, bool add_special, bool dummy_prefix) const;
   std::string path_;
   std::vector<std::string> pieces_;
   std::vector<float> scores_;

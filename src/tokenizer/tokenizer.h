@@ -13,6 +13,10 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Text -> ids; add_special adds what the tokenizer's post-processor adds (BOS for Llama).
   virtual std::vector<int64_t> encode(const std::string& text, bool add_special = true) const = 0;
+  // Text that continues other text (a training target after its prompt): no special tokens, and none of the
+  // start-of-text handling (SentencePiece's '▁' prefix, ByteLevel's add_prefix_space), so that prompt ids + these ids
+  // are what a model generating after the prompt emits. Tokenizers without such handling: encode(text, false).
+  virtual std::vector<int64_t> encode_continuation(const std::string& text) const { return encode(text, false); }
   // Ids -> text; skip_special drops special tokens (BOS/EOS/...) by id. (The `tokenizers` library skips by token
   // string, which misses normalized special tokens such as tinystories-656k's; dropping them by id is what users mean.)
   virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const = 0;

@@ -23,12 +23,14 @@ bool is_number(uint32_t cp) { return in_ranges(kNumberRanges, cp); }
 bool is_whitespace(uint32_t cp) { return in_ranges(kWhitespaceRanges, cp); }
 
 uint32_t to_lower(uint32_t cp) {
-  if ((cp >= 'A' && cp <= 'Z') || (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) || (cp >= 0x391 && cp <= 0x3AB && cp != 0x3A2) ||
-      (cp >= 0x410 && cp <= 0x42F))
-    return cp + 0x20;
-  if (cp >= 0x400 && cp <= 0x40F) return cp + 0x50;
-  return cp;
+  if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? cp + 0x20 : cp;
+  auto it = std::lower_bound(std::begin(kLowercasePairs), std::end(kLowercasePairs), cp,
+                             [](const CodepointRange& x, uint32_t c) { return x.lo < c; });
+  return it != std::end(kLowercasePairs) && it->lo == cp ? it->hi : cp;
 }
+
+bool is_python_word(uint32_t cp) { return in_ranges(kPythonWordRanges, cp); }
+bool is_python_space(uint32_t cp) { return in_ranges(kPythonSpaceRanges, cp); }
 
 static int utf8_len(unsigned char c) {
   if (c < 0x80) return 1;

@@ -1,4 +1,4 @@
-// UTF-8 and the few Unicode properties the pre-tokenizer regexes need (\p{L}, \p{N}, \s).
+// UTF-8 and the few Unicode properties the pre-tokenizer regexes (\p{L}, \p{N}, \s) and the SQuAD normaliser need.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -19,7 +19,9 @@ bool is_valid_utf8(const std::string& s);
 bool is_letter(uint32_t cp);      // general category L*
 bool is_number(uint32_t cp);      // general category N*
 bool is_whitespace(uint32_t cp);  // White_Space
-uint32_t to_lower(uint32_t cp);   // simple lowercase mapping (ASCII, Latin-1, Greek, Cyrillic)
+uint32_t to_lower(uint32_t cp);   // Unicode lowercase mapping of one codepoint (Python's str.lower where it is 1:1)
+bool is_python_word(uint32_t cp); // a word character of Python's re (\w, \b): str.isalnum() or '_'
+bool is_python_space(uint32_t cp);// what Python's str.split() splits on: str.isspace()
 
 // GPT-2's byte-to-unicode map: 256 printable codepoints standing for the bytes.
 const std::vector<uint32_t>& byte_to_unicode();

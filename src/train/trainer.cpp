@@ -1,6 +1,8 @@
 #include "train/trainer.h"
 
 #include <signal.h>
+#include <cctype>
+#include <filesystem>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +24,7 @@
 namespace frozenlm {
 
 using nlohmann::json;
+namespace fs = std::filesystem;
 
 double lr_factor(const TrainOptions& o, int64_t step) {
   if (o.warmup > 0 && step < o.warmup) return double(step + 1) / o.warmup;
@@ -62,18 +65,29 @@ namespace {
 
 torch::optim::AdamWOptions AdamWOptionsFor(double lr, double wd) { return torch::optim::AdamWOptions(lr).weight_decay(wd); }
 
-bool exists(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0;
+bool exists(const std::string& p) { return fs::exists(fs::symlink_status(p)); }
+
+bool complete_checkpoint(const fs::path& d) { return fs::exists(d / "trainer_state.json"); }
+
+// checkpoint-<step>[.<n>] (a complete version; ".tmp" ones are being written)
+bool is_version_name(const std::string& n) {
+  return n.rfind("checkpoint-", 0) == 0 && n.size() > 11 && std::isdigit((unsigned char)n[11]) && n.find(".tmp") == std::string::npos;
 }
 
-// Replaces directory `dst` by `src` so that a crash leaves either the old or the new one complete.
-void swap_in_dir(const std::string& src, const std::string& dst) {
-  const std::string old = dst + ".old";
-  std::system(("rm -rf '" + old + "'").c_str());
-  if (exists(dst) && std::rename(dst.c_str(), old.c_str()) != 0) throw Error(dst + ": cannot move aside");
-  if (std::rename(src.c_str(), dst.c_str()) != 0) throw Error(dst + ": cannot install new checkpoint");
-  std::system(("rm -rf '" + old + "'").c_str());
+// FNV-1a over the encoded training examples: resuming on other data (another split, --train-limit, tokenizer) is refused.
+std::string data_fingerprint(const std::vector<EncodedExample>& data) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](int64_t v) {
+    for (int i = 0; i < 8; ++i) { h ^= uint64_t(v >> (8 * i)) & 0xff; h *= 1099511628211ull; }
+  };
+  for (auto& e : data) {
+    mix(int64_t(e.ids.size()));
+    mix(e.target_start);
+    for (int64_t id : e.ids) mix(id);
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
 }
 
 // Epoch-wise order: shuffle, then sort windows of 50 batches by length (less padding), then shuffle the batches.
@@ -94,6 +108,36 @@ std::vector<std::vector<size_t>> epoch_batches(const std::vector<EncodedExample>
 }
 
 }  // namespace
+
+std::string find_checkpoint(const std::string& out_dir) {
+  const fs::path out(out_dir);
+  if (!fs::is_directory(out)) return "";
+  if (complete_checkpoint(out / "checkpoint")) return (out / "checkpoint").string();  // the link (or an older plain dir)
+  // No usable link: a kill before the first link was made, or an older frozenlm killed inside its swap.
+  std::string best;
+  int64_t best_step = -1;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string n = e.path().filename().string();
+    if (!is_version_name(n) || !e.is_directory() || !complete_checkpoint(e.path())) continue;
+    const int64_t st = std::atoll(n.c_str() + 11);
+    if (st > best_step || (st == best_step && n > fs::path(best).filename().string())) best_step = st, best = e.path().string();
+  }
+  if (!best.empty()) return best;
+  if (complete_checkpoint(out / "checkpoint.old")) return (out / "checkpoint.old").string();
+  return "";
+}
+
+std::string resume_checkpoint(const std::string& out_dir, const TrainOptions& opt) {
+  if (!opt.resume && !opt.resume_or_start) return "";
+  const std::string ck = find_checkpoint(out_dir);
+  if (ck.empty() && opt.resume && !opt.resume_or_start)
+    throw Error(out_dir + ": no checkpoint yet to resume from (" +
+                (fs::is_directory(out_dir) ? std::string("the run stopped before its first checkpoint")
+                                           : std::string("the output directory does not exist")) +
+                "; one is written every --checkpoint-every steps): run again without --resume to start fresh, or pass "
+                "--resume-or-start, which resumes when there is a checkpoint and starts fresh when there is none");
+  return ck;
+}
 
 TrainingSet TrainingSet::single(const Task& task, const std::vector<Example>& train, const std::vector<Example>& dev) {
   TrainingSet s;
@@ -118,8 +162,8 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
                          const std::string& out_dir, const TrainOptions& opt) {
   if (set.train.empty()) throw Error("train: the training set is empty");
   if (set.dev.size() != set.tasks.size()) throw Error("train: dev examples must be given per task");
-  ::mkdir(out_dir.c_str(), 0755);
-  const std::string ckpt = out_dir + "/checkpoint";
+  const std::string ckpt = resume_checkpoint(out_dir, opt);  // "" : a fresh start
+  fs::create_directories(out_dir);
   const std::string hash_before = lm.weights_hash();
   const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
   // Generation targets end with EOS (where generation stops), so that a trained module also learns to stop.
@@ -128,7 +172,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   std::vector<size_t> truncated(set.tasks.size());
   for (auto& [t, e] : set.train) {
     const int64_t room = set.tasks.at(t).max_tokens - module.prefix_length();
-    if (room <= 0) throw Error(set.tasks[t].file + ": max_tokens " + std::to_string(set.tasks[t].max_tokens) + " leaves no room after the module's " +
+    if (room < 2) throw Error(set.tasks[t].file + ": max_tokens " + std::to_string(set.tasks[t].max_tokens) + " leaves no room after the module's " +
                                std::to_string(module.prefix_length()) + " prefix positions");
     data.push_back(encode_example(tok, bos, e.input, e.training_target(), room,
                                   set.tasks.at(t).type == TaskType::Generation ? eos : -1));
@@ -159,16 +203,60 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   std::vector<std::pair<double, double>> loss_curve, eval_curve;
   std::ofstream metrics;
 
-  if (opt.resume) {
-    if (!exists(ckpt + "/trainer_state.json")) throw Error(ckpt + ": no checkpoint to resume from");
-    std::ifstream sf(ckpt + "/trainer_state.json");
-    json st = json::parse(sf);
-    step = st["step"]; epoch = st["epoch"]; batch_pos = st["batch_pos"]; since_best = st["since_best"];
-    best = st["best"].is_number() ? st["best"].get<double>() : -INFINITY;  // JSON has no -inf: stored as null
-    res.first_loss = st["first_loss"];
-    res.nan_steps = st["nan_steps"];
-    for (auto& p : st["loss_curve"]) loss_curve.push_back({p[0], p[1]});
-    for (auto& p : st["eval_curve"]) eval_curve.push_back({p[0], p[1]});
+  // What must be the same for a resumed run to continue the same run (checkpoint_every and progress may differ).
+  json dev_sizes = json::array(), task_names = json::array();
+  for (size_t t = 0; t < set.tasks.size(); ++t) { dev_sizes.push_back(set.dev[t].size()); task_names.push_back(set.tasks[t].name); }
+  const json run_identity = {
+      {"steps", opt.steps}, {"batch_size", opt.batch_size}, {"grad_accum", opt.grad_accum}, {"lr", opt.lr},
+      {"weight_decay", opt.weight_decay}, {"warmup", opt.warmup}, {"schedule", opt.schedule}, {"clip", opt.clip},
+      {"eval_every", opt.eval_every}, {"eval_limit", opt.eval_limit}, {"patience", opt.patience}, {"seed", opt.seed},
+      {"max_nan_steps", opt.max_nan_steps}, {"training_set", set.name}, {"tasks", task_names},
+      {"train_examples", data.size()}, {"train_data_fingerprint", data_fingerprint(data)}, {"dev_examples", dev_sizes},
+      {"module", module.kind()}, {"trainable_parameters", module.num_parameters()}, {"base_checkpoint_id", lm.checkpoint_id()}};
+  int64_t consecutive_nan = 0;
+  int64_t resumed_from = -1;
+
+  if (!ckpt.empty()) {
+    const std::string state_path = ckpt + "/trainer_state.json";
+    std::ifstream sf(state_path);
+    json st = json::parse(sf, nullptr, false);
+    if (st.is_discarded() || !st.is_object()) throw Error(state_path + ": corrupt (not a JSON object): cannot resume from it");
+    auto field = [&](const char* k) -> const json& {
+      if (!st.contains(k)) throw Error(state_path + ": field '" + std::string(k) + "' is missing: cannot resume from it");
+      return st[k];
+    };
+    try {
+      step = field("step").get<int64_t>(); epoch = field("epoch").get<int64_t>(); batch_pos = field("batch_pos").get<int64_t>();
+      since_best = field("since_best").get<int64_t>();
+      best = field("best").is_number() ? field("best").get<double>() : -INFINITY;  // JSON has no -inf: stored as null
+      res.first_loss = field("first_loss").get<double>();
+      res.last_loss = st.value("last_loss", 0.0);
+      res.nan_steps = field("nan_steps").get<int64_t>();
+      consecutive_nan = st.value("consecutive_nan", int64_t(0));
+      res.stopped_early = st.value("stopped_early", false);
+      for (auto& p : field("loss_curve")) loss_curve.push_back({p.at(0).get<double>(), p.at(1).get<double>()});
+      for (auto& p : field("eval_curve")) eval_curve.push_back({p.at(0).get<double>(), p.at(1).get<double>()});
+    } catch (const json::exception& e) {
+      throw Error(state_path + ": a field has the wrong type (" + e.what() + "): cannot resume from it");
+    }
+    if (step < 0 || epoch < 0 || batch_pos < 0)
+      throw Error(state_path + ": negative step / epoch / batch position: cannot resume from it");
+    if (st.contains("run") && st["run"].is_object()) {
+      std::string diff;
+      for (auto it = run_identity.begin(); it != run_identity.end(); ++it) {
+        if (it.key() == "steps" && opt.allow_steps_change) continue;
+        const json& was = st["run"].contains(it.key()) ? st["run"][it.key()] : json();
+        if (was != it.value()) diff += "\n  " + it.key() + ": checkpoint " + was.dump() + ", now " + it.value().dump();
+      }
+      if (!diff.empty())
+        throw Error(ckpt + ": cannot resume: this run differs from the checkpoint's in" + diff +
+                    "\n(pass the checkpoint's options, or a new --out; --allow-steps-change permits another --steps)");
+    } else {
+      std::fprintf(stderr, "[train] warning: %s records no options (an older frozenlm): resuming without checking them\n", state_path.c_str());
+    }
+    if (opt.allow_steps_change && st.contains("run") && st["run"].value("steps", opt.steps) != opt.steps)
+      std::fprintf(stderr, "[train] --steps changed from %lld to %lld: the schedule is recomputed for the new total\n",
+                   (long long)st["run"].value("steps", opt.steps), (long long)opt.steps);
     module.restore(ckpt, lm);
     torch::load(optim, ckpt + "/optimizer.pt");
     // metrics.jsonl: keep the lines up to the checkpoint's step
@@ -179,7 +267,9 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       if (!j.is_discarded() && j.value("step", int64_t(0)) <= step) kept += line + "\n";
     }
     write_file_atomically(out_dir + "/metrics.jsonl", kept);
-    std::fprintf(stderr, "[train] resumed at step %lld (epoch %lld, batch %lld)\n", (long long)step, (long long)epoch, (long long)batch_pos);
+    resumed_from = step;
+    std::fprintf(stderr, "[train] resumed from %s at step %lld (epoch %lld, batch %lld)%s\n", ckpt.c_str(), (long long)step, (long long)epoch,
+                 (long long)batch_pos, res.stopped_early ? ": the run had already stopped early" : "");
   } else {
     write_file_atomically(out_dir + "/metrics.jsonl", "");
   }
@@ -202,27 +292,53 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   };
   const bool any_dev = std::any_of(set.dev.begin(), set.dev.end(), [](auto& d) { return !d.empty(); });
   const std::string eval_metric = !any_dev ? "neg_train_loss" : set.tasks.size() == 1 ? metric_of(set.tasks[0]) : "mean_task_score";
+  // A checkpoint is a complete directory OUT/checkpoint-<step>, written as .tmp, fsynced, renamed into place; then the
+  // link OUT/checkpoint is pointed at it by renaming a new link over it (atomic), and older versions are removed. A
+  // kill at any moment leaves OUT/checkpoint (or, before the first link, the newest complete version) resumable.
+  const char* kill_in_swap = std::getenv("FROZENLM_KILL_IN_CHECKPOINT_SWAP");  // tests: SIGKILL between the renames
   auto save_checkpoint = [&] {
-    const std::string tmp = ckpt + ".tmp";
-    std::system(("rm -rf '" + tmp + "'").c_str());
-    module.save(tmp);
-    torch::save(optim, tmp + "/optimizer.pt");
+    const fs::path out(out_dir), link = out / "checkpoint", link_tmp = out / "checkpoint.link.tmp";
+    char base[40];
+    std::snprintf(base, sizeof base, "checkpoint-%08lld", (long long)step);
+    std::string name = base;
+    for (int n = 1; exists((out / name).string()); ++n) name = std::string(base) + "." + std::to_string(n);  // never touch a live one
+    const fs::path tmp = out / (name + ".tmp"), ver = out / name;
+    fs::remove_all(tmp);
+    module.save(tmp.string());
+    torch::save(optim, (tmp / "optimizer.pt").string());
     json lc = json::array(), ec = json::array();
     for (auto& p : loss_curve) lc.push_back({p.first, p.second});
     for (auto& p : eval_curve) ec.push_back({p.first, p.second});
     json st = {{"step", step}, {"epoch", epoch}, {"batch_pos", batch_pos}, {"best", best}, {"since_best", since_best},
-               {"first_loss", res.first_loss}, {"nan_steps", res.nan_steps}, {"loss_curve", lc}, {"eval_curve", ec}};
-    write_file_atomically(tmp + "/trainer_state.json", st.dump());
-    swap_in_dir(tmp, ckpt);
+               {"first_loss", res.first_loss}, {"last_loss", res.last_loss}, {"nan_steps", res.nan_steps},
+               {"consecutive_nan", consecutive_nan}, {"stopped_early", res.stopped_early}, {"run", run_identity},
+               {"loss_curve", lc}, {"eval_curve", ec}};
+    write_file_atomically((tmp / "trainer_state.json").string(), st.dump());  // last: its presence marks a complete one
+    fsync_tree(tmp.string());
+    fs::rename(tmp, ver);
+    fsync_path(out_dir);
+    if (kill_in_swap && step == std::atoll(kill_in_swap)) ::kill(::getpid(), SIGKILL);
+    // An older frozenlm's plain directory cannot be replaced by a link in one rename: move it aside first (the new
+    // version is already complete, so a kill here still leaves a resumable checkpoint).
+    if (fs::is_directory(fs::symlink_status(link))) fs::rename(link, out / "checkpoint.old");
+    fs::remove(link_tmp);
+    fs::create_symlink(name, link_tmp);
+    fs::rename(link_tmp, link);
+    fsync_path(out_dir);
+    for (const auto& e : fs::directory_iterator(out)) {  // older versions and leftovers of interrupted writes
+      const std::string n = e.path().filename().string();
+      if (n != name && n != "checkpoint" && (n.rfind("checkpoint-", 0) == 0 || n == "checkpoint.old" || n == "checkpoint.tmp"))
+        fs::remove_all(e.path());
+    }
   };
 
   auto batches = epoch_batches(data, opt.batch_size, opt.seed, epoch);
   const auto t_start = std::chrono::steady_clock::now();
-  int64_t tokens_seen = 0, consecutive_nan = 0;
+  int64_t tokens_seen = 0;
   const int64_t start_step = step;
   const char* kill_at = std::getenv("FROZENLM_KILL_AT_STEP");
   const bool tty = ::isatty(2);  // tests: SIGKILL ourselves mid-run
-  while (step < opt.steps) {
+  while (step < opt.steps && !res.stopped_early) {
     optim.zero_grad();
     double loss_sum = 0;
     int64_t step_tokens = 0;
@@ -303,16 +419,16 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
                   {{"train loss", loss_curve}, {"dev score", eval_curve}});
   const std::string hash_after = lm.weights_hash();
   if (!module.modifies_base_model() && hash_after != hash_before) throw Error("frozen weights changed during training (hash " + hash_before + " -> " + hash_after + ")");
-  json task_names = json::array();
-  for (auto& t : set.tasks) task_names.push_back(t.name);
   json run = {{"task", set.name}, {"tasks", task_names}, {"eval_metric", eval_metric}, {"steps", step}, {"first_loss", res.first_loss}, {"last_loss", res.last_loss},
               {"best_dev_score", best}, {"nan_steps", res.nan_steps}, {"stopped_early", res.stopped_early},
+              {"resumed_from_step", resumed_from >= 0 ? json(resumed_from) : json(nullptr)}, {"steps_this_process", step - start_step},
               {"frozen_weights_hash_before", hash_before}, {"frozen_weights_hash_after", hash_after},
               {"checkpoint_id", lm.checkpoint_id()}, {"module", module.kind()},
               {"trainable_parameters", module.num_parameters()}, {"base_model_trained", module.modifies_base_model()},
               {"options", {{"steps", opt.steps}, {"batch_size", opt.batch_size}, {"grad_accum", opt.grad_accum}, {"lr", opt.lr},
                            {"weight_decay", opt.weight_decay}, {"warmup", opt.warmup}, {"schedule", opt.schedule}, {"clip", opt.clip},
-                           {"seed", opt.seed}}}};
+                           {"seed", opt.seed}, {"eval_every", opt.eval_every}, {"eval_limit", opt.eval_limit},
+                           {"patience", opt.patience}}}};
   write_file_atomically(out_dir + "/run.json", run.dump(2) + "\n");
   return res;
 }

@@ -26,7 +26,9 @@ struct TrainOptions {
   int64_t patience = 0;         // early stopping after this many evaluations without improvement (0: off)
   int64_t checkpoint_every = 50;
   uint64_t seed = 0;
-  bool resume = false;
+  bool resume = false;          // continue from OUT/checkpoint; an error when there is none
+  bool resume_or_start = false; // resume when OUT has a checkpoint, otherwise start fresh (for supervisors)
+  bool allow_steps_change = false;  // resume with another --steps (the schedule is recomputed for the new total)
   int64_t max_nan_steps = 10;   // consecutive NaN/inf losses before training stops
   bool progress = true;
 };
@@ -58,6 +60,14 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
 TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const Task& task,
                          const std::vector<Example>& train, const std::vector<Example>& dev, const std::string& out_dir,
                          const TrainOptions& opt);
+
+// The checkpoint a run in `out_dir` resumes from: "" to start fresh (no resume asked, or --resume-or-start with no
+// checkpoint yet). With --resume and no checkpoint: an error that says so plainly. Checkpoints: OUT/checkpoint is a
+// symbolic link to a complete OUT/checkpoint-<step> directory (see save in trainer.cpp); without a usable link, the
+// newest complete checkpoint-<step> directory, or an older frozenlm's checkpoint.old, is used.
+std::string resume_checkpoint(const std::string& out_dir, const TrainOptions& opt);
+// The current complete checkpoint in out_dir, or "" when there is none.
+std::string find_checkpoint(const std::string& out_dir);
 
 // lr multiplier at `step` (0-based) for the options' warm-up and schedule.
 double lr_factor(const TrainOptions& opt, int64_t step);

@@ -209,21 +209,43 @@ def llama2c_encode(tok_path, text):
     return ids + sym
 
 # ---------------------------------------------------------------- SQuAD v1.1 metrics (as its official evaluate script)
+# A port of SQuAD v1.1's official evaluate-v1.1.py (normalize_answer, f1_score, exact_match_score, max over ground
+# truths), and v2.0's compute_f1 empty-answer rule, run on Python str as the official scripts are.
 def squad_normalize(s):
     import re, string
-    s = s.lower()
-    s = ''.join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r'\b(a|an|the)\b', ' ', s)
-    return ' '.join(s.split())
+    def remove_articles(text): return re.sub(r'\b(a|an|the)\b', ' ', text)
+    def white_space_fix(text): return ' '.join(text.split())
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return ''.join(ch for ch in text if ch not in exclude)
+    def lower(text): return text.lower()
+    return white_space_fix(remove_articles(remove_punc(lower(s))))
 
-def squad_f1(pred, gold):
+def squad_f1_v11(prediction, ground_truth):
     from collections import Counter
-    p, g = squad_normalize(pred).split(), squad_normalize(gold).split()
-    if not p or not g: return float(p == g)
-    common = Counter(p) & Counter(g); same = sum(common.values())
-    if same == 0: return 0.0
-    pr, rc = same / len(p), same / len(g)
-    return 2 * pr * rc / (pr + rc)
+    prediction_tokens = squad_normalize(prediction).split()
+    ground_truth_tokens = squad_normalize(ground_truth).split()
+    common = Counter(prediction_tokens) & Counter(ground_truth_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(prediction_tokens)
+    recall = 1.0 * num_same / len(ground_truth_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+def squad_f1_v20(a_gold, a_pred):
+    from collections import Counter
+    gold_toks = squad_normalize(a_gold).split() if a_gold else []
+    pred_toks = squad_normalize(a_pred).split() if a_pred else []
+    common = Counter(gold_toks) & Counter(pred_toks)
+    num_same = sum(common.values())
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return int(gold_toks == pred_toks)
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(pred_toks)
+    recall = 1.0 * num_same / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
 
 SQUAD_CASES = [
     ("The Eiffel Tower", ["Eiffel Tower"]), ("eiffel tower!", ["the Eiffel Tower"]), ("Paris, France", ["Paris"]),
@@ -231,13 +253,32 @@ SQUAD_CASES = [
     ("Bobby Scott and Bob Russell", ["Bobby Scott", "Bob Russell"]), ("the the the", ["the"]), ("U.S.A.", ["USA"]),
     ("cat cat dog", ["cat dog dog"]), ("theater", ["the ater"]), ("  spaced   out  ", ["spaced out"]), ("Café au lait", ["cafe au lait"]),
     ("1,000", ["1000"]), ("Alpha-Beta", ["alphabeta", "alpha beta"]), ("no overlap", ["entirely different"]),
+    # non-ASCII punctuation stays (string.punctuation is ASCII) and separates words for \b
+    ("\u00abthe\u00bb Eiffel", ["Eiffel"]), ("the\u2014end", ["end"]), ("\u201cThe Beatles\u201d", ["Beatles"]),
+    ("a\u2026", [""]), ("\u00bfQu\u00e9?", ["qu\u00e9"]), ("Paris\u3002", ["paris"]), ("l\u2019an", ["l an"]),
+    ("the\u00b7a\u00b7an", ["the a an"]), ("\u2018a\u2019 team", ["team"]),
+    # non-breaking and other Unicode spaces split words (str.split), ASCII \x1c-\x1f too
+    ("New\u00a0York", ["new york"]), ("the\u00a0city", ["city"]), ("a\u2009b", ["b"]), ("x\u3000y", ["x y"]),
+    ("one\x1ctwo", ["one two"]), ("tab\tand\nnewline", ["tab and newline"]), ("zero\u200bwidth", ["zero width"]),
+    # articles glued to ASCII punctuation: punctuation goes first, so the article is no longer a word of its own
+    ("the-end", ["end"]), ("(the) end", ["end"]), ("a.k.a.", ["aka"]), ("the_end", ["end"]), ("an_apple", ["apple"]),
+    ("The1975", ["1975"]), ("a1 steak", ["steak"]),
+    # Unicode case: str.lower on every script, U+0130, final sigma; combining marks are not word characters
+    ("\u00c9COLE", ["\u00e9cole"]), ("\u039f\u0394\u039f\u03a3", ["\u03bf\u03b4\u03bf\u03c2"]), ("\u0130stanbul", ["istanbul"]),
+    ("\u041c\u041e\u0421\u041a\u0412\u0410", ["\u043c\u043e\u0441\u043a\u0432\u0430"]), ("the\u0301 end", ["end"]),
+    ("\u00e0 la carte", ["la carte"]), ("THE END", ["end"]), ("An", [""]), ("theA", ["thea"]), ("\u212a", ["k"]),
+    ("\u1e9e", ["\u00df"]), ("\u24b6", ["\u24d0"]), ("\U0001d400 the", ["\U0001d400"]),
+    # empty after normalisation: v1.1 F1 0, v2.0 F1 1
+    ("the", ["a"]), ("!!!", [""]), ("", ["the"]),
 ]
 
 def cmd_squad(a):
     out = []
     for pred, golds in SQUAD_CASES:
-        out.append({"prediction": pred, "golds": golds, "em": max(float(squad_normalize(pred) == squad_normalize(g)) for g in golds),
-                    "f1": max(squad_f1(pred, g) for g in golds)})
+        out.append({"prediction": pred, "golds": golds, "normalized": squad_normalize(pred),
+                    "em": max(float(squad_normalize(pred) == squad_normalize(g)) for g in golds),
+                    "f1": float(max(squad_f1_v11(pred, g) for g in golds)),
+                    "f1_v2": float(max(squad_f1_v20(g, pred) for g in golds))})
     print(json.dumps(out))
 
 # ---------------------------------------------------------------- commands
