@@ -1,33 +1,89 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for RUNS executions (default 1,000,000).
-# Usage: fuzz/run.sh [RUNS] [extra libFuzzer flags]. Needs clang + libclang-rt-14-dev (scripts/setup.sh installs them).
+# Usage: fuzz/run.sh [RUNS] [extra libFuzzer flags]
+#   FUZZ_TARGETS="a b" limits the targets; FUZZ_JOBS=N runs N targets at once (default 1); FUZZ_OUT (default
+#   build-fuzz) holds binaries, seeds, corpora and one log per target (fuzz_<target>.log, with libFuzzer's final stats).
+# Needs clang + libclang-rt-14-dev (scripts/setup.sh installs them). Exit status: non-zero if any target found a crash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-1000000}
 shift || true
-OUT=build-fuzz
+OUT=${FUZZ_OUT:-build-fuzz}
+JOBS=${FUZZ_JOBS:-1}
+ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records"
+TARGETS=${FUZZ_TARGETS:-$ALL}
 mkdir -p "$OUT"
 FLAGS="-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc"
-clang++ $FLAGS fuzz/fuzz_safetensors_header.cpp src/core/safetensors_header.cpp -o "$OUT/fuzz_safetensors_header"
-clang++ $FLAGS fuzz/fuzz_tokenizer_json.cpp src/tokenizer/hf_tokenizer.cpp src/tokenizer/unicode.cpp -o "$OUT/fuzz_tokenizer_json"
-# Safetensors seeds are written here (not tracked): a valid two-tensor file and one with overlapping byte ranges.
-mkdir -p "$OUT/seeds-safetensors"
-/usr/bin/python3 - "$OUT/seeds-safetensors" <<'PY'
-import json, struct, sys
+sources() {
+  case $1 in
+    safetensors_header) echo src/core/safetensors_header.cpp ;;
+    tokenizer_json) echo src/tokenizer/hf_tokenizer.cpp src/tokenizer/unicode.cpp ;;
+    task_json) echo src/tasks/task.cpp src/data/records.cpp ;;
+    adapter_config) echo src/modules/peft_config.cpp ;;
+    trainer_state) echo src/train/trainer_state.cpp ;;
+    llama2c_header) echo src/core/llama2c_header.cpp ;;
+    jsonl_records) echo src/data/records.cpp ;;
+    *) echo "unknown fuzz target $1" >&2; exit 2 ;;
+  esac
+}
+for t in $TARGETS; do
+  [ "$OUT/fuzz_$t" -nt "fuzz/fuzz_$t.cpp" ] && [ -z "$(find src -newer "$OUT/fuzz_$t" -name '*.cpp' -o -newer "$OUT/fuzz_$t" -name '*.h' | head -1)" ] && continue
+  echo "== building fuzz_$t"
+  # shellcheck disable=SC2046
+  clang++ $FLAGS "fuzz/fuzz_$t.cpp" $(sources "$t") -o "$OUT/fuzz_$t"
+done
+
+# Seeds are written here (not tracked), from the repository's own files where it has them.
+S="$OUT/seeds"
+rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records}
+cp tasks/*.json tests/data/stories_lm.json "$S/task_json/"
+/usr/bin/python3 - "$S" "$(cd .. && pwd)/shared/models/stories260k/stories260K.bin" <<'PY'
+import json, struct, sys, os
+d, l2c = sys.argv[1], sys.argv[2]
 def st(h, data=b''):
     b = json.dumps(h).encode(); return struct.pack('<Q', len(b)) + b + data
-d = sys.argv[1]
-open(d + '/valid.safetensors', 'wb').write(st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+open(d + '/safetensors_header/valid.safetensors', 'wb').write(st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
     "b": {"dtype": "BF16", "shape": [1, 2], "data_offsets": [8, 12]}, "__metadata__": {"format": "pt"}}, b'\0' * 12))
-open(d + '/overlap.safetensors', 'wb').write(st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+open(d + '/safetensors_header/overlap.safetensors', 'wb').write(st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
     "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b'\0' * 8))
+ours = {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 20, "token_dim": 128,
+        "num_transformer_submodules": 1, "base_model_name_or_path": "m", "prompt_tuning_init": "TEXT",
+        "prompt_tuning_init_text": "Classify", "tokenizer_name_or_path": "m", "inference_mode": True, "revision": None}
+open(d + '/adapter_config/ours.json', 'w').write(json.dumps(ours, indent=2))
+open(d + '/adapter_config/minimal.json', 'w').write('{"peft_type": "PROMPT_TUNING"}')
+state = {"step": 8, "epoch": 3, "batch_pos": 1, "best": 0.5, "since_best": 1, "first_loss": 2.5, "last_loss": 1.25,
+         "nan_steps": 0, "consecutive_nan": 0, "stopped_early": False,
+         "run": {"steps": 12, "lr": 0.3, "schedule": "cosine", "tasks": ["sst2"], "dev_examples": [8]},
+         "loss_curve": [[1, 2.5], [2, 2.0]], "eval_curve": [[2, 0.5]]}
+open(d + '/trainer_state/state.json', 'w').write(json.dumps(state))
+open(d + '/trainer_state/old.json', 'w').write(json.dumps({k: v for k, v in state.items() if k not in ("run", "last_loss")}))
+if os.path.exists(l2c):
+    head = open(l2c, 'rb').read(28)
+    open(d + '/llama2c_header/stories260k.bin', 'wb').write(struct.pack('<q', os.path.getsize(l2c)) + head)
+open(d + '/llama2c_header/tiny.bin', 'wb').write(struct.pack('<q', 1 << 20) + struct.pack('<7i', 8, 16, 1, 2, 1, -32, 16))
+open(d + '/jsonl_records/a.jsonl', 'wb').write(b'\x00' + open('tests/data/stories.jsonl', 'rb').read() + b'not json\n{"text": 1}\n')
+open(d + '/jsonl_records/b.tsv', 'wb').write(b'\x01text\tlabel\nhello\t1\nbad line\n')
+open(d + '/jsonl_records/c.json', 'wb').write(b'\x02[{"text": "a", "label": 0}, 3]')
 PY
-for t in safetensors_header:$OUT/seeds-safetensors tokenizer_json:fuzz/seeds/tokenizer; do
-  target=${t%%:*}; seeds=${t##*:}
-  corpus="$OUT/corpus-$target"
+
+status=0
+run_one() {
+  local t=$1 seeds corpus="$OUT/corpus-$1"
+  shift
+  case $t in tokenizer_json) seeds=fuzz/seeds/tokenizer ;; *) seeds="$S/$t" ;; esac
   mkdir -p "$corpus"
-  echo "== fuzz_$target: $RUNS runs"
-  "$OUT/fuzz_$target" -runs="$RUNS" -max_len=4096 -timeout=10 -print_final_stats=1 "$@" "$corpus" "$seeds" 2>&1 \
-    | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|Done|==.*ERROR|SUMMARY)" || true
-  test "${PIPESTATUS[0]}" -eq 0
-done
+  "$OUT/fuzz_$t" -runs="$RUNS" -max_len=4096 -timeout=10 -print_final_stats=1 -artifact_prefix="$OUT/crash-$t-" "$@" \
+    "$corpus" "$seeds" > "$OUT/fuzz_$t.log" 2>&1
+  local rc=$?
+  echo "== fuzz_$t ($RUNS runs): exit $rc"
+  grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|Done|==.*ERROR|SUMMARY)" "$OUT/fuzz_$t.log" || true
+  return $rc
+}
+export -f run_one
+export OUT RUNS S
+if [ "$JOBS" -le 1 ]; then
+  for t in $TARGETS; do run_one "$t" "$@" || status=1; done
+else
+  printf '%s\n' $TARGETS | xargs -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {} "$@" || status=1
+fi
+exit $status

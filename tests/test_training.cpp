@@ -162,6 +162,31 @@ TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {
   refused("n.json", R"({"name": 5, "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}"})", "field 'name' must be a string");
 }
 
+// Evaluation with no room for the input: a clear error naming the task, max_tokens and what took the room (it used to
+// be a raw std::length_error from a negative resize).
+TEST(Tasks, EvaluationWithNoRoomLeftNamesTheTaskAndWhatTookTheRoom) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  const std::string d = temp_dir("no-room");
+  write_file(d + "/a.jsonl", "{\"q\": \"Who?\", \"a\": \"Lily\"}\n");
+  write_file(d + "/t.json", R"({"name": "tight", "type": "generation", "data": {"test": "a.jsonl"}, "input": "Q: {q} A:",
+    "target": " {a}", "max_tokens": 64})");
+  Task t = load_task(d + "/t.json");
+  auto pt = PromptTuning::create(*lm, 40, PromptInit::RandomUniform, {}, 0);
+  EvalOptions eo;
+  eo.max_new_tokens = 24;
+  try {
+    evaluate(*lm, pt.get(), *tok, t, t.examples("test"), eo);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const std::string& want : std::vector<std::string>{d + "/t.json", "'tight'", "max_tokens 64", "40 prefix positions", "--max-new-tokens 24"})
+      EXPECT_NE(m.find(want), std::string::npos) << "missing '" << want << "' in: " << m;
+  }
+  eo.max_new_tokens = 8;  // 64 - 40 - 8 = 16 positions: fine
+  EXPECT_NO_THROW(evaluate(*lm, pt.get(), *tok, t, t.examples("test"), eo));
+}
+
 // Choices mode: a label is a choice index, its decimal string (TSV), or a string the task maps; anything else is an
 // error at the record's file:line (it used to become label 0 through atoll).
 TEST(Tasks, StringLabelsNeedAMappingOrAreAnErrorAtTheirLine) {

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/llama2c_header.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
 
@@ -156,38 +157,18 @@ std::unique_ptr<FrozenLM> load_hf_gpt2(const ModelConfig& c, const Checkpoint& c
                                     ck.get(P + "ln_f.bias", {d}), std::move(head));
 }
 
-// llama2.c legacy format: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size — negative when
-// the classifier is not shared —, seq_len), then fp32 arrays in a fixed order.
+// llama2.c legacy format (core/llama2c_header.h): a 28-byte header, then fp32 arrays in a fixed order.
 std::unique_ptr<FrozenLM> load_llama2c(const std::string& path, WeightFormat fmt) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw Error(path + ": cannot open");
   const int64_t size = f.tellg();
   f.seekg(0);
-  int32_t h[7];
-  if (size < int64_t(sizeof h) || !f.read(reinterpret_cast<char*>(h), sizeof h))
-    throw Error(path + ": too short for a llama2.c header (28 bytes)");
-  ModelConfig c;
-  c.family = "llama";
-  c.model_type = "llama2c";
-  c.dim = h[0]; c.ffn_dim = h[1]; c.n_layers = h[2]; c.n_heads = h[3]; c.n_kv_heads = h[4];
-  c.tied_embeddings = h[5] > 0;
-  c.vocab_size = h[5] > 0 ? h[5] : -int64_t(h[5]);
-  c.max_seq_len = h[6];
-  if (c.dim <= 0 || c.ffn_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
-      c.max_seq_len <= 0 || c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.dim > (1 << 16) ||
-      c.n_layers > 1024 || c.vocab_size > (1 << 22) || c.max_seq_len > (1 << 22))
-    throw Error(path + ": not a llama2.c checkpoint (implausible header: dim " + std::to_string(h[0]) + ", layers " +
-                std::to_string(h[2]) + ", heads " + std::to_string(h[3]) + "/" + std::to_string(h[4]) + ")");
-  c.head_dim = c.dim / c.n_heads;
-  c.norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.bos_id = 1;
-  c.eos_ids = {2};
+  uint8_t hdr[28] = {};
+  f.read(reinterpret_cast<char*>(hdr), sizeof hdr);
+  const ModelConfig c = parse_llama2c_header(hdr, size_t(f.gcount()), size, path);
+  f.clear();
+  f.seekg(28);
   const int64_t d = c.dim, L = c.n_layers, kvd = c.kv_dim(), fd = c.ffn_dim, V = c.vocab_size, hd = c.head_dim;
-  const int64_t expected = 28 + 4 * (V * d + L * d + L * d * d + 2 * L * kvd * d + L * d * d + L * d + 3 * L * fd * d + d +
-                                     c.max_seq_len * hd + (c.tied_embeddings ? 0 : V * d));
-  if (size < expected)
-    throw Error(path + ": truncated llama2.c checkpoint: " + std::to_string(size) + " bytes, header implies " + std::to_string(expected));
   auto read = [&](std::vector<int64_t> shape) {
     at::Tensor t = at::empty(shape, at::kFloat);
     f.read(reinterpret_cast<char*>(t.data_ptr()), t.numel() * 4);

@@ -27,6 +27,10 @@ static std::vector<std::string> split_tabs(const std::string& line) {
 Records read_records(const std::string& path, const ReadOptions& opt) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open data file");
+  return read_records(f, path, opt);
+}
+
+Records read_records(std::istream& f, const std::string& path, const ReadOptions& opt) {
   Records r;
   auto full = [&] { return opt.limit && r.rows.size() >= opt.limit; };
   if (ends_with(path, ".jsonl")) {

@@ -1,6 +1,7 @@
 // Data records for tasks: JSONL (one object a line), JSON (an array of objects) or TSV (a header row of field
 // names), each record a JSON object; and templates that substitute {field} into inputs and targets.
 #pragma once
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@ struct Records {
 
 // Format from the extension (.jsonl, .json, .tsv). Errors name file:line and what is wrong.
 Records read_records(const std::string& path, const ReadOptions& opt = {});
+// The same from a stream (`path`: its format by extension, and messages).
+Records read_records(std::istream& in, const std::string& path, const ReadOptions& opt = {});
 
 // Substitutes {name} with the record's field (strings as is, numbers/bools as JSON, lists: their first element);
 // "{{" and "}}" are literal braces. An unknown field is an error naming it (and `where`, e.g. the task file).

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
+#include "modules/peft_config.h"
 
 namespace frozenlm {
 
@@ -87,12 +88,9 @@ void PromptTuning::save(const std::string& dir) const {
 
 std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const FrozenLM& lm) {
   const std::string cfg_path = dir + "/adapter_config.json";
-  std::ifstream f(cfg_path);
+  std::ifstream f(cfg_path, std::ios::binary);
   if (!f) throw Error(cfg_path + ": cannot open (not a saved module directory?)");
-  json cfg = json::parse(f, nullptr, false);
-  if (cfg.is_discarded() || !cfg.is_object()) throw Error(cfg_path + ": not valid JSON");
-  if (cfg.value("peft_type", std::string()) != "PROMPT_TUNING")
-    throw Error(cfg_path + ": peft_type is '" + cfg.value("peft_type", std::string()) + "', expected PROMPT_TUNING");
+  const PeftPromptConfig cfg = parse_peft_prompt_config(std::string(std::istreambuf_iterator<char>(f), {}), cfg_path);
   const std::string st = dir + "/adapter_model.safetensors";
   struct stat sb;
   if (::stat(st.c_str(), &sb) != 0)
@@ -104,23 +102,26 @@ std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const F
   if (p.size(1) != lm.dim())
     throw Error(dir + ": module was trained for a model with token_dim " + std::to_string(p.size(1)) + ", this model has d=" +
                 std::to_string(lm.dim()));
-  if (cfg.contains("num_virtual_tokens") && cfg["num_virtual_tokens"].is_number_integer() &&
-      cfg["num_virtual_tokens"].get<int64_t>() * cfg.value("num_transformer_submodules", int64_t(1)) != p.size(0))
+  if (cfg.token_dim > 0 && cfg.token_dim != p.size(1))
+    throw Error(cfg_path + ": token_dim " + std::to_string(cfg.token_dim) + " disagrees with prompt_embeddings' " + std::to_string(p.size(1)) + " columns");
+  if (cfg.num_virtual_tokens > 0 && cfg.num_virtual_tokens * cfg.num_transformer_submodules != p.size(0))
     throw Error(cfg_path + ": num_virtual_tokens disagrees with prompt_embeddings' " + std::to_string(p.size(0)) + " rows");
   auto m = std::unique_ptr<PromptTuning>(new PromptTuning());
   std::ifstream ours(dir + "/frozenlm.json");
   if (ours) {
     json o = json::parse(ours, nullptr, false);
     if (o.is_object()) {
+      if (o.contains("checkpoint_id") && !o["checkpoint_id"].is_string()) throw Error(dir + "/frozenlm.json: checkpoint_id must be a string");
+      if (o.contains("base_model") && !o["base_model"].is_string()) throw Error(dir + "/frozenlm.json: base_model must be a string");
       m->checkpoint_id_ = o.value("checkpoint_id", std::string());
       if (!m->checkpoint_id_.empty() && m->checkpoint_id_ != "random" && m->checkpoint_id_ != lm.checkpoint_id())
         throw Error(dir + ": module was trained on another base model (checkpoint " + m->checkpoint_id_ + ", this one is " +
                     lm.checkpoint_id() + "; base_model " + o.value("base_model", std::string("?")) + ")");
     }
   }
-  m->base_model_ = cfg.value("base_model_name_or_path", std::string());
-  m->init_name_ = cfg.value("prompt_tuning_init", std::string("RANDOM"));
-  if (cfg.contains("prompt_tuning_init_text") && cfg["prompt_tuning_init_text"].is_string()) m->init_text_ = cfg["prompt_tuning_init_text"];
+  m->base_model_ = cfg.base_model;
+  m->init_name_ = cfg.init;
+  m->init_text_ = cfg.init_text;
   m->prompt_ = p.to(lm.device(), lm.compute_dtype()).contiguous().requires_grad_(true);
   return m;
 }

@@ -15,20 +15,24 @@ const char* task_type_name(TaskType t) {
   return t == TaskType::Generation ? "generation" : t == TaskType::Classification ? "classification" : "lm";
 }
 
-static Task parse_task(const std::string& path);
+static Task parse_task_checked(const std::string& text, const std::string& path);
 
 Task load_task(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open task file");
+  return parse_task(std::string(std::istreambuf_iterator<char>(f), {}), path);
+}
+
+Task parse_task(const std::string& text, const std::string& path) {
   try {
-    return parse_task(path);
-  } catch (const nlohmann::json::exception& e) {  // a type the checks above did not foresee: still name the file
+    return parse_task_checked(text, path);
+  } catch (const nlohmann::json::exception& e) {  // a type the checks do not foresee: still name the file
     throw Error(path + ": invalid task file: " + e.what());
   }
 }
 
-static Task parse_task(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error(path + ": cannot open task file");
-  json j = json::parse(f, nullptr, false);
+static Task parse_task_checked(const std::string& text, const std::string& path) {
+  json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw Error(path + ": not a valid JSON object");
   Task t;
   t.file = path;

@@ -59,6 +59,8 @@ struct Task {
 };
 
 Task load_task(const std::string& path);
+// The same from the file's text (`path`: for relative data paths and messages).
+Task parse_task(const std::string& text, const std::string& path);
 const char* task_type_name(TaskType t);
 
 // Tokenises the prompt alone (exactly as generation encodes it) and the target as its continuation

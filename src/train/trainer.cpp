@@ -20,6 +20,7 @@
 #include "core/losses.h"
 #include "core/torch_pch.h"
 #include "eval/evaluate.h"
+#include "train/trainer_state.h"
 
 namespace frozenlm {
 
@@ -218,34 +219,20 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
 
   if (!ckpt.empty()) {
     const std::string state_path = ckpt + "/trainer_state.json";
-    std::ifstream sf(state_path);
-    json st = json::parse(sf, nullptr, false);
-    if (st.is_discarded() || !st.is_object()) throw Error(state_path + ": corrupt (not a JSON object): cannot resume from it");
-    auto field = [&](const char* k) -> const json& {
-      if (!st.contains(k)) throw Error(state_path + ": field '" + std::string(k) + "' is missing: cannot resume from it");
-      return st[k];
-    };
-    try {
-      step = field("step").get<int64_t>(); epoch = field("epoch").get<int64_t>(); batch_pos = field("batch_pos").get<int64_t>();
-      since_best = field("since_best").get<int64_t>();
-      best = field("best").is_number() ? field("best").get<double>() : -INFINITY;  // JSON has no -inf: stored as null
-      res.first_loss = field("first_loss").get<double>();
-      res.last_loss = st.value("last_loss", 0.0);
-      res.nan_steps = field("nan_steps").get<int64_t>();
-      consecutive_nan = st.value("consecutive_nan", int64_t(0));
-      res.stopped_early = st.value("stopped_early", false);
-      for (auto& p : field("loss_curve")) loss_curve.push_back({p.at(0).get<double>(), p.at(1).get<double>()});
-      for (auto& p : field("eval_curve")) eval_curve.push_back({p.at(0).get<double>(), p.at(1).get<double>()});
-    } catch (const json::exception& e) {
-      throw Error(state_path + ": a field has the wrong type (" + e.what() + "): cannot resume from it");
-    }
-    if (step < 0 || epoch < 0 || batch_pos < 0)
-      throw Error(state_path + ": negative step / epoch / batch position: cannot resume from it");
-    if (st.contains("run") && st["run"].is_object()) {
+    std::ifstream sf(state_path, std::ios::binary);
+    if (!sf) throw Error(state_path + ": cannot open: cannot resume from it");
+    const TrainerState st = parse_trainer_state(std::string(std::istreambuf_iterator<char>(sf), {}), state_path);
+    step = st.step; epoch = st.epoch; batch_pos = st.batch_pos; since_best = st.since_best; best = st.best;
+    res.first_loss = st.first_loss; res.last_loss = st.last_loss; res.nan_steps = st.nan_steps;
+    consecutive_nan = st.consecutive_nan;
+    res.stopped_early = st.stopped_early;
+    loss_curve = st.loss_curve;
+    eval_curve = st.eval_curve;
+    if (st.run.is_object()) {
       std::string diff;
       for (auto it = run_identity.begin(); it != run_identity.end(); ++it) {
         if (it.key() == "steps" && opt.allow_steps_change) continue;
-        const json& was = st["run"].contains(it.key()) ? st["run"][it.key()] : json();
+        const json& was = st.run.contains(it.key()) ? st.run[it.key()] : json();
         if (was != it.value()) diff += "\n  " + it.key() + ": checkpoint " + was.dump() + ", now " + it.value().dump();
       }
       if (!diff.empty())
@@ -254,9 +241,9 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     } else {
       std::fprintf(stderr, "[train] warning: %s records no options (an older frozenlm): resuming without checking them\n", state_path.c_str());
     }
-    if (opt.allow_steps_change && st.contains("run") && st["run"].value("steps", opt.steps) != opt.steps)
-      std::fprintf(stderr, "[train] --steps changed from %lld to %lld: the schedule is recomputed for the new total\n",
-                   (long long)st["run"].value("steps", opt.steps), (long long)opt.steps);
+    if (opt.allow_steps_change && st.run.is_object() && st.run.contains("steps") && st.run["steps"] != json(opt.steps))
+      std::fprintf(stderr, "[train] --steps changed from %s to %lld: the schedule is recomputed for the new total\n",
+                   st.run["steps"].dump().c_str(), (long long)opt.steps);
     module.restore(ckpt, lm);
     torch::load(optim, ckpt + "/optimizer.pt");
     // metrics.jsonl: keep the lines up to the checkpoint's step
@@ -264,7 +251,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     std::string kept, line;
     while (std::getline(old, line)) {
       json j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.value("step", int64_t(0)) <= step) kept += line + "\n";
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) kept += line + "\n";
     }
     write_file_atomically(out_dir + "/metrics.jsonl", kept);
     resumed_from = step;
@@ -306,14 +293,12 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     fs::remove_all(tmp);
     module.save(tmp.string());
     torch::save(optim, (tmp / "optimizer.pt").string());
-    json lc = json::array(), ec = json::array();
-    for (auto& p : loss_curve) lc.push_back({p.first, p.second});
-    for (auto& p : eval_curve) ec.push_back({p.first, p.second});
-    json st = {{"step", step}, {"epoch", epoch}, {"batch_pos", batch_pos}, {"best", best}, {"since_best", since_best},
-               {"first_loss", res.first_loss}, {"last_loss", res.last_loss}, {"nan_steps", res.nan_steps},
-               {"consecutive_nan", consecutive_nan}, {"stopped_early", res.stopped_early}, {"run", run_identity},
-               {"loss_curve", lc}, {"eval_curve", ec}};
-    write_file_atomically((tmp / "trainer_state.json").string(), st.dump());  // last: its presence marks a complete one
+    TrainerState st;
+    st.step = step; st.epoch = epoch; st.batch_pos = batch_pos; st.best = best; st.since_best = since_best;
+    st.first_loss = res.first_loss; st.last_loss = res.last_loss; st.nan_steps = res.nan_steps;
+    st.consecutive_nan = consecutive_nan; st.stopped_early = res.stopped_early; st.run = run_identity;
+    st.loss_curve = loss_curve; st.eval_curve = eval_curve;
+    write_file_atomically((tmp / "trainer_state.json").string(), trainer_state_json(st));  // last: its presence marks a complete one
     fsync_tree(tmp.string());
     fs::rename(tmp, ver);
     fsync_path(out_dir);
