@@ -43,7 +43,8 @@ for i in $(seq 1 "$N"); do
   for k in $(seq 1 $n_kills); do
     [ $(( stop - 1 - at )) -ge 1 ] || break
     at=$(( at + 1 + RANDOM % (stop - 1 - at) ))
-    if (( RANDOM % 4 == 0 )) && (( at >= EVERY )); then at=$(( at / EVERY * EVERY )); plan+=("swap@$at"); else plan+=("step@$at"); fi
+    up=$(( (at + EVERY - 1) / EVERY * EVERY ))  # a swap kill happens at a checkpoint step: the next one
+    if (( RANDOM % 3 == 0 )) && (( up < stop )); then at=$up; plan+=("swap@$at"); else plan+=("step@$at"); fi
   done
   expect_from=null
   for p in "${plan[@]}"; do
