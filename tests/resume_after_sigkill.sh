@@ -47,6 +47,15 @@ resume_and_compare() {
 [ "$(json_field "$WORK/straight/run.json" resumed_from_step)" = "null" ] || fail "a fresh run claims to have resumed"
 grep -q '"eval_score"' "$WORK/straight/metrics.jsonl" || fail "no dev evaluation in the run"
 
+# 0. A run that stopped early stays stopped: --resume on its final checkpoint does no step and changes nothing.
+if [ "$(json_field "$WORK/straight/run.json" stopped_early)" = True ]; then
+  cp -r "$WORK/straight" "$WORK/stopped"
+  "$FROZENLM" "${ARGS[@]}" --out "$WORK/stopped" --resume > /dev/null 2> "$WORK/stopped.log" || { cat "$WORK/stopped.log"; fail "resuming a stopped run failed"; }
+  [ "$(json_field "$WORK/stopped/run.json" steps_this_process)" = 0 ] || fail "a run that had stopped early trained on after --resume"
+  cmp "$WORK/straight/$OUTFILE" "$WORK/stopped/$OUTFILE" || fail "resuming a stopped run changed its module"
+  echo "ok: a run that stopped early (step $(json_field "$WORK/straight/run.json" steps)) stays stopped on --resume"
+fi
+
 # 1. Killed after step 6 (last checkpoint: step 4; 5 batches an epoch, 2 a step: epochs turn at steps 3, 5, 8, 10).
 killed_run FROZENLM_KILL_AT_STEP 6 "$WORK/killed"
 [ "$(readlink "$WORK/killed/checkpoint")" = checkpoint-00000004 ] || fail "the checkpoint link does not point at step 4"

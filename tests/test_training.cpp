@@ -9,8 +9,10 @@
 #include "tasks/task.h"
 #include "test_util.h"
 #include "train/trainer.h"
+#include "train/trainer_state.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -185,6 +187,37 @@ TEST(Tasks, EvaluationWithNoRoomLeftNamesTheTaskAndWhatTookTheRoom) {
   }
   eo.max_new_tokens = 8;  // 64 - 40 - 8 = 16 positions: fine
   EXPECT_NO_THROW(evaluate(*lm, pt.get(), *tok, t, t.examples("test"), eo));
+}
+
+// trainer_state.json: a round trip keeps every field; a wrong type names the file and the field.
+TEST(Training, TrainerStateRoundTripsAndNamesBadFields) {
+  TrainerState st;
+  st.step = 8; st.epoch = 3; st.batch_pos = 1; st.since_best = 2; st.best = 0.5; st.first_loss = 2.5; st.last_loss = 1.0;
+  st.nan_steps = 3; st.consecutive_nan = 1; st.stopped_early = true; st.run = {{"lr", 0.3}, {"steps", 12}};
+  st.loss_curve = {{1, 2.5}, {2, 2.0}};
+  st.eval_curve = {{2, 0.5}};
+  TrainerState back = parse_trainer_state(trainer_state_json(st), "state.json");
+  EXPECT_EQ(back.step, 8);
+  EXPECT_EQ(back.consecutive_nan, 1);
+  EXPECT_TRUE(back.stopped_early);
+  EXPECT_EQ(back.best, 0.5);
+  EXPECT_EQ(back.run, st.run);
+  EXPECT_EQ(back.loss_curve, st.loss_curve);
+  st.best = -INFINITY;  // no evaluation yet: stored as null
+  EXPECT_EQ(parse_trainer_state(trainer_state_json(st), "s").best, -INFINITY);
+  nlohmann::json j = nlohmann::json::parse(trainer_state_json(st));
+  for (auto [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"step", "four"}, {"epoch", -1}, {"stopped_early", 1}, {"loss_curve", {{1}}}, {"run", 5}, {"best", "x"}}) {
+    nlohmann::json bad = j;
+    bad[field] = value;
+    try {
+      parse_trainer_state(bad.dump(), "/ck/trainer_state.json");
+      ADD_FAILURE() << field << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("/ck/trainer_state.json: field '" + field + "'"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(parse_trainer_state("{\"step\": 1", "s"), Error);
 }
 
 // Choices mode: a label is a choice index, its decimal string (TSV), or a string the task maps; anything else is an
