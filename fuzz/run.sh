@@ -72,8 +72,10 @@ run_one() {
   shift
   case $t in tokenizer_json) seeds=fuzz/seeds/tokenizer ;; *) seeds="$S/$t" ;; esac
   mkdir -p "$corpus"
+  # Inputs that once crashed a target (fuzz/regressions/<target>/) are run first, every time.
+  local regress=(); [ -d "fuzz/regressions/$t" ] && regress=("fuzz/regressions/$t")
   "$OUT/fuzz_$t" -runs="$RUNS" -max_len=4096 -timeout=10 -print_final_stats=1 -artifact_prefix="$OUT/crash-$t-" "$@" \
-    "$corpus" "$seeds" > "$OUT/fuzz_$t.log" 2>&1
+    "$corpus" "$seeds" "${regress[@]}" > "$OUT/fuzz_$t.log" 2>&1
   local rc=$?
   echo "== fuzz_$t ($RUNS runs): exit $rc"
   grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|Done|==.*ERROR|SUMMARY)" "$OUT/fuzz_$t.log" || true

@@ -123,6 +123,15 @@ TEST(BadInput, UnsupportedOrCorruptTokenizers) {
     "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Isolated"}})");
   expect_error([&] { load_tokenizer(d + "/regex.json"); }, {"unsupported regex"});
   expect_error([&] { load_tokenizer(d + "/missing.json"); }, {d + "/missing.json", "not found"});
+  // Found by fuzz_tokenizer_json (fuzz/regressions/tokenizer_json/): a float too large for an int in a decoder's Strip
+  // count was converted with undefined behaviour; post-processor ids likewise.
+  write_file(d + "/strip.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+    "decoder": {"type": "Strip", "content": " ", "start": 1, "stop": 44444444444444444444444444444444440}})");
+  expect_error([&] { load_tokenizer(d + "/strip.json"); }, {d + "/strip.json", "'stop' must be an integer"});
+  write_file(d + "/post.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+    "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "a"}}, {"Sequence": {"id": "A"}}],
+                       "special_tokens": {"a": {"ids": [0.5]}}}})");
+  expect_error([&] { load_tokenizer(d + "/post.json"); }, {d + "/post.json", "token id must be an integer"});
   write_file(d + "/tok.bin", std::string("\x10\x00\x00\x00", 4) + std::string(10, '\x01'));
   expect_error([&] { load_tokenizer(d + "/tok.bin"); }, {d + "/tok.bin"});
 }

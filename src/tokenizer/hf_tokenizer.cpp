@@ -186,6 +186,19 @@ void HFTokenizer::parse(const std::string& text) {
     return o[k].get<std::string>();
   };
   auto boolean = [&](const json& o, const char* k, bool dflt) { return o.contains(k) && o[k].is_boolean() ? o[k].get<bool>() : dflt; };
+  // An optional integer field in [lo, hi] (a float or a huge number is an error, not an undefined conversion).
+  auto integer = [&](const json& o, const char* k, int64_t dflt, int64_t lo, int64_t hi, const std::string& where) -> int64_t {
+    if (!o.contains(k) || o[k].is_null()) return dflt;
+    if (!o[k].is_number_integer() || o[k].get<int64_t>() < lo || o[k].get<int64_t>() > hi)
+      throw Error(P + ": " + where + ": '" + k + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                  "], got " + o[k].dump().substr(0, 40));
+    return o[k].get<int64_t>();
+  };
+  auto token_id = [&](const json& x, const std::string& where) -> int64_t {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > (1 << 24))
+      throw Error(P + ": " + where + ": token id must be an integer in [0, 2^24], got " + x.dump().substr(0, 40));
+    return x.get<int64_t>();
+  };
   if (!j.is_object()) throw Error(P + ": not a JSON object");
   if (!j.contains("model") || !j["model"].is_object()) throw Error(P + ": missing 'model' object");
 
@@ -292,7 +305,7 @@ void HFTokenizer::parse(const std::string& text) {
     } else if (kind == "decoder") {
       if (t == "Replace") { s.a = pattern_string(n.value("pattern", json()), P + ": " + where); s.b = str(n, "content", where); }
       else if (t == "ByteFallback" || t == "Fuse" || t == "ByteLevel") {}
-      else if (t == "Strip") { s.a = str(n, "content", where); s.n1 = n.value("start", 0); s.n2 = n.value("stop", 0); }
+      else if (t == "Strip") { s.a = str(n, "content", where); s.n1 = integer(n, "start", 0, 0, 1 << 20, where); s.n2 = integer(n, "stop", 0, 0, 1 << 20, where); }
       else if (t == "Metaspace") {
         s.a = n.value("replacement", std::string("\xE2\x96\x81"));
         std::string scheme = n.value("prepend_scheme", std::string(boolean(n, "add_prefix_space", true) ? "always" : "never"));
@@ -346,11 +359,14 @@ void HFTokenizer::parse(const std::string& text) {
         if (!item.contains("SpecialToken")) throw Error(P + ": post_processor TemplateProcessing: unknown item " + item.dump());
         const std::string id = str(item["SpecialToken"], "id", "post_processor SpecialToken");
         if (!specials.contains(id) || !specials[id].contains("ids")) throw Error(P + ": post_processor: special token '" + id + "' has no ids");
-        for (const json& x : specials[id]["ids"]) (seen_seq ? post_suffix_ : post_prefix_).push_back(x.get<int64_t>());
+        if (!specials[id]["ids"].is_array()) throw Error(P + ": post_processor: special token '" + id + "': ids must be a list");
+        for (const json& x : specials[id]["ids"]) (seen_seq ? post_suffix_ : post_prefix_).push_back(token_id(x, "post_processor ids"));
       }
     } else if (t == "BertProcessing" || t == "RobertaProcessing") {
-      post_prefix_.push_back(pp["cls"][1].get<int64_t>());
-      post_suffix_.push_back(pp["sep"][1].get<int64_t>());
+      for (const char* k : {"cls", "sep"})
+        if (!pp.contains(k) || !pp[k].is_array() || pp[k].size() != 2) throw Error(P + ": post_processor " + t + ": '" + k + "' must be [token, id]");
+      post_prefix_.push_back(token_id(pp["cls"][1], "post_processor cls"));
+      post_suffix_.push_back(token_id(pp["sep"][1], "post_processor sep"));
     } else {
       throw Error(P + ": post_processor type '" + t + "' is not supported (TemplateProcessing, ByteLevel, Sequence, Bert/RobertaProcessing)");
     }
