@@ -3,6 +3,7 @@
 # Usage: fuzz/run.sh [RUNS] [extra libFuzzer flags]
 #   FUZZ_TARGETS="a b" limits the targets; FUZZ_JOBS=N runs N targets at once (default 1); FUZZ_OUT (default
 #   build-fuzz) holds binaries, seeds, corpora and one log per target (fuzz_<target>.log, with libFuzzer's final stats).
+#   FUZZ_OPT (default "-O1 -g") sets the optimisation flags (CTest's smoke run builds with -O0 to build faster).
 # Needs clang + libclang-rt-14-dev (scripts/setup.sh installs them). Exit status: non-zero if any target found a crash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ JOBS=${FUZZ_JOBS:-1}
 ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 mkdir -p "$OUT"
-FLAGS="-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc"
+FLAGS="-std=c++17 ${FUZZ_OPT:--O1 -g} -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc"
 sources() {
   case $1 in
     safetensors_header) echo src/core/safetensors_header.cpp ;;

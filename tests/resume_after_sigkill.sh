@@ -108,5 +108,13 @@ if [ "$MODE" = prompt-tuning ]; then
   mv "$WORK/legacy/$target" "$WORK/legacy/checkpoint.old"; mkdir "$WORK/legacy/checkpoint.tmp"
   resume_and_compare "$WORK/legacy" 4
   echo "ok: an older frozenlm's interrupted swap (checkpoint.old) is resumed"
+  # ... and its plain checkpoint/ directory beside a checkpoint.old (killed after its second rename): the plain one is
+  # resumed, and the next checkpoint replaces both with the versioned layout.
+  killed_run FROZENLM_KILL_AT_STEP 6 "$WORK/legacy2"
+  target=$(readlink "$WORK/legacy2/checkpoint"); rm "$WORK/legacy2/checkpoint"
+  cp -r "$WORK/legacy2/$target" "$WORK/legacy2/checkpoint.old"; mv "$WORK/legacy2/$target" "$WORK/legacy2/checkpoint"
+  resume_and_compare "$WORK/legacy2" 4
+  [ -L "$WORK/legacy2/checkpoint" ] && [ ! -e "$WORK/legacy2/checkpoint.old" ] || fail "the older layout was not replaced"
+  echo "ok: an older frozenlm's plain checkpoint directory is resumed and replaced"
 fi
 echo "resumed runs are byte-identical to the uninterrupted one and started at the checkpoint's step ($MODE)"

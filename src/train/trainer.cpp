@@ -305,7 +305,10 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     if (kill_in_swap && step == std::atoll(kill_in_swap)) ::kill(::getpid(), SIGKILL);
     // An older frozenlm's plain directory cannot be replaced by a link in one rename: move it aside first (the new
     // version is already complete, so a kill here still leaves a resumable checkpoint).
-    if (fs::is_directory(fs::symlink_status(link))) fs::rename(link, out / "checkpoint.old");
+    if (fs::is_directory(fs::symlink_status(link))) {
+      fs::remove_all(out / "checkpoint.old");  // an older frozenlm killed after its second rename leaves both
+      fs::rename(link, out / "checkpoint.old");
+    }
     fs::remove(link_tmp);
     fs::create_symlink(name, link_tmp);
     fs::rename(link_tmp, link);
