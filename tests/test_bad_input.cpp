@@ -132,6 +132,15 @@ TEST(BadInput, UnsupportedOrCorruptTokenizers) {
     "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "a"}}, {"Sequence": {"id": "A"}}],
                        "special_tokens": {"a": {"ids": [0.5]}}}})");
   expect_error([&] { load_tokenizer(d + "/post.json"); }, {d + "/post.json", "token id must be an integer"});
+  // Also found by fuzz_tokenizer_json: Replace steps that re-insert their own pattern grow the text exponentially
+  // (encoding ran past libFuzzer's 60 s limit); encoding now refuses instead of hanging.
+  const std::string rep = R"({"type": "Replace", "pattern": {"String": " "}, "content": "          x"})";
+  std::string chain;
+  for (int i = 0; i < 12; ++i) chain += (i ? ", " : "") + rep;
+  write_file(d + "/grow.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "a"},
+    "normalizer": {"type": "Sequence", "normalizers": [)" + chain + "]}}");
+  auto grow = load_tokenizer(d + "/grow.json");
+  expect_error([&] { grow->encode("a b c", false); }, {d + "/grow.json", "the normalizer grows"});
   write_file(d + "/tok.bin", std::string("\x10\x00\x00\x00", 4) + std::string(10, '\x01'));
   expect_error([&] { load_tokenizer(d + "/tok.bin"); }, {d + "/tok.bin"});
 }

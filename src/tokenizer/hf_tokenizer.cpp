@@ -395,7 +395,13 @@ int64_t HFTokenizer::token_to_id(const std::string& token) const {
 
 std::string HFTokenizer::normalize(const std::string& in, bool at_start) const {
   std::string s = in;
+  // Real normalizers grow a text by a few bytes per character ('▁' for ' ' is 3×); a chain of Replace steps whose
+  // content contains the pattern grows it exponentially (found by fuzz_tokenizer_json): refuse instead of hanging.
+  const size_t limit = 16 * in.size() + 4096;
   for (const Step& st : normalizers_) {
+    if (s.size() > limit)
+      throw Error(path_ + ": the normalizer grows a " + std::to_string(in.size()) + "-byte text beyond " + std::to_string(limit) +
+                  " bytes (Replace steps that re-insert their own pattern?)");
     if (st.type == "Prepend") { if (!s.empty() && at_start) s = st.a + s; }
     else if (st.type == "Replace") s = replace_all(s, st.a, st.b);
     else if (st.type == "Lowercase") { auto c = uc::decode_utf8(s); for (auto& x : c) x = uc::to_lower(x); s = uc::encode_utf8(c); }
@@ -408,6 +414,8 @@ std::string HFTokenizer::normalize(const std::string& in, bool at_start) const {
     }
     // NFC: treated as the identity (exact for text that is already NFC, as almost all text is).
   }
+  if (s.size() > limit)
+    throw Error(path_ + ": the normalizer grows a " + std::to_string(in.size()) + "-byte text beyond " + std::to_string(limit) + " bytes");
   return s;
 }
 
