@@ -64,13 +64,19 @@ TEST(IdPt, GeneratorGradientsMatchFiniteDifferences) {
   EXPECT_GE(checked, 2 * 30);  // every tensor of a 2-block generator, the prompts and the encoder prompt
 }
 
-TEST(IdPt, ThePromptDependsOnTheInputAndNeverOnTheTarget) {
-  auto lm = load_model(tinystories());
+// A 4-token, 32-wide generator on `lm` with random (non-degenerate) weights.
+static std::unique_ptr<IdPromptTuning> small_random_idpt(const FrozenLM& lm, uint64_t seed) {
   IdptConfig c;
   c.prompt_tokens = 4;
   c.dim = 32;
-  auto m = IdPromptTuning::create(*lm, c);
-  randomise(*m, 5);
+  auto m = IdPromptTuning::create(lm, c);
+  randomise(*m, seed);
+  return m;
+}
+
+TEST(IdPt, ThePromptDependsOnTheInputAndNeverOnTheTarget) {
+  auto lm = load_model(tinystories());
+  auto m = small_random_idpt(*lm, 5);
   at::NoGradGuard ng;
   at::Tensor a = at::tensor(std::vector<int64_t>{1, 100, 200, 300, 400, 500}, at::kLong).view({1, 6});
   at::Tensor b = a.clone();
@@ -91,11 +97,7 @@ TEST(IdPt, ThePromptDependsOnTheInputAndNeverOnTheTarget) {
 TEST(IdPt, TheMaskMakeBatchBuildsHidesTheTarget) {
   auto lm = load_model(tinystories());
   auto tok = load_tokenizer_for_model(tinystories(), "");
-  IdptConfig c;
-  c.prompt_tokens = 4;
-  c.dim = 32;
-  auto m = IdPromptTuning::create(*lm, c);
-  randomise(*m, 6);
+  auto m = small_random_idpt(*lm, 6);
   at::NoGradGuard ng;
   const std::string input = "Review: the film was a joy.\nSentiment:";
   std::vector<EncodedExample> items = {encode_example(*tok, 1, input, " positive and moving", 64),

@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "core/error.h"
+#include "core/text_file.h"
 #include "core/loader.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
@@ -44,9 +45,9 @@ void add_text_args(CLI::App* app, TextArgs& a, const std::string& what) {
 std::string TextArgs::get() const {
   if (file.empty() && !text_opt->count()) throw Error("give --text TEXT or --file PATH");
   if (file.empty()) return text;
-  std::ifstream f(file, std::ios::binary);
-  if (!f) throw Error(file + ": cannot open");
-  return std::string(std::istreambuf_iterator<char>(f), {});
+  std::string out;
+  if (!read_text_file(file, &out)) throw Error(file + ": cannot open");
+  return out;
 }
 
 int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id(); }

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/llama2c_header.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
@@ -203,11 +204,8 @@ std::unique_ptr<FrozenLM> load_llama2c(const std::string& path, WeightFormat fmt
 
 // FNV-1a over: each file's name and size, its first and last MiB (safetensors: header + data edges).
 std::string checkpoint_fingerprint(const std::vector<std::string>& files) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const void* p, size_t n) {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
+  Fnv1a h;
+  auto mix = [&](const void* p, size_t n) { h.mix(p, n); };
   for (const std::string& path : files) {
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     if (!f) continue;
@@ -222,9 +220,7 @@ std::string checkpoint_fingerprint(const std::vector<std::string>& files) {
       mix(buf.data(), buf.size());
     }
   }
-  char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
+  return h.hex();
 }
 
 }  // namespace

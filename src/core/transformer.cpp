@@ -1,5 +1,7 @@
 #include "core/transformer.h"
 
+#include "core/fnv1a.h"
+
 #include <cmath>
 #include <cstdio>
 
@@ -251,17 +253,13 @@ int64_t FrozenLM::num_parameters() const {
 }
 
 std::string FrozenLM::weights_hash() const {
-  uint64_t h = 1469598103934665603ull;
+  Fnv1a h;
   for (auto& [name, t] : named_tensors()) {
-    for (char c : name) h = (h ^ uint8_t(c)) * 1099511628211ull;
+    h.mix(name.data(), name.size());
     at::Tensor c = t.to(at::kCPU).contiguous();
-    const uint8_t* p = static_cast<const uint8_t*>(c.data_ptr());
-    const size_t n = c.numel() * c.element_size();
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    h.mix(c.data_ptr(), c.numel() * c.element_size());
   }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return h.hex();
 }
 
 }  // namespace frozenlm

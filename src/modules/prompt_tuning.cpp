@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/text_file.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
 #include "modules/peft_config.h"
@@ -88,9 +89,9 @@ void PromptTuning::save(const std::string& dir) const {
 
 std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const FrozenLM& lm) {
   const std::string cfg_path = dir + "/adapter_config.json";
-  std::ifstream f(cfg_path, std::ios::binary);
-  if (!f) throw Error(cfg_path + ": cannot open (not a saved module directory?)");
-  const PeftPromptConfig cfg = parse_peft_prompt_config(std::string(std::istreambuf_iterator<char>(f), {}), cfg_path);
+  std::string cfg_text;
+  if (!read_text_file(cfg_path, &cfg_text)) throw Error(cfg_path + ": cannot open (not a saved module directory?)");
+  const PeftPromptConfig cfg = parse_peft_prompt_config(cfg_text, cfg_path);
   const std::string st = dir + "/adapter_model.safetensors";
   struct stat sb;
   if (::stat(st.c_str(), &sb) != 0)

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/text_file.h"
 
 namespace frozenlm {
 
@@ -18,9 +19,9 @@ const char* task_type_name(TaskType t) {
 static Task parse_task_checked(const std::string& text, const std::string& path);
 
 Task load_task(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open task file");
-  return parse_task(std::string(std::istreambuf_iterator<char>(f), {}), path);
+  std::string text;
+  if (!read_text_file(path, &text)) throw Error(path + ": cannot open task file");
+  return parse_task(text, path);
 }
 
 Task parse_task(const std::string& text, const std::string& path) {

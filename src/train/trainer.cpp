@@ -17,6 +17,8 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/fnv1a.h"
+#include "core/text_file.h"
 #include "core/losses.h"
 #include "core/torch_pch.h"
 #include "eval/evaluate.h"
@@ -77,18 +79,13 @@ bool is_version_name(const std::string& n) {
 
 // FNV-1a over the encoded training examples: resuming on other data (another split, --train-limit, tokenizer) is refused.
 std::string data_fingerprint(const std::vector<EncodedExample>& data) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&](int64_t v) {
-    for (int i = 0; i < 8; ++i) { h ^= uint64_t(v >> (8 * i)) & 0xff; h *= 1099511628211ull; }
-  };
+  Fnv1a h;
   for (auto& e : data) {
-    mix(int64_t(e.ids.size()));
-    mix(e.target_start);
-    for (int64_t id : e.ids) mix(id);
+    const int64_t head[2] = {int64_t(e.ids.size()), e.target_start};
+    h.mix(head, sizeof head);
+    h.mix(e.ids.data(), e.ids.size() * sizeof(int64_t));
   }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
-  return buf;
+  return h.hex();
 }
 
 // Epoch-wise order: shuffle, then sort windows of 50 batches by length (less padding), then shuffle the batches.
@@ -219,9 +216,9 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
 
   if (!ckpt.empty()) {
     const std::string state_path = ckpt + "/trainer_state.json";
-    std::ifstream sf(state_path, std::ios::binary);
-    if (!sf) throw Error(state_path + ": cannot open: cannot resume from it");
-    const TrainerState st = parse_trainer_state(std::string(std::istreambuf_iterator<char>(sf), {}), state_path);
+    std::string state_text;
+    if (!read_text_file(state_path, &state_text)) throw Error(state_path + ": cannot open: cannot resume from it");
+    const TrainerState st = parse_trainer_state(state_text, state_path);
     step = st.step; epoch = st.epoch; batch_pos = st.batch_pos; since_best = st.since_best; best = st.best;
     res.first_loss = st.first_loss; res.last_loss = st.last_loss; res.nan_steps = st.nan_steps;
     consecutive_nan = st.consecutive_nan;
