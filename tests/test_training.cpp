@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <set>
 
 namespace frozenlm::test {
@@ -112,6 +113,59 @@ TEST(Tasks, TrainingInputIdsEqualTheGenerationPromptIdsWhenAMergeCrossesTheBound
   EXPECT_EQ(std::vector<int64_t>(b.ids.begin() + (bpe->bos_id() >= 0), b.ids.begin() + b.target_start),
             bpe->encode("Question: capital of Chad?\nAnswer:", false));
   EXPECT_EQ(bpe->decode(std::vector<int64_t>(b.ids.begin() + b.target_start, b.ids.end())), " N'Djamena");
+}
+
+TEST(Tasks, PackedDocumentsStayWholeFillTheirWindowsAndAreDeterministic) {
+  std::mt19937_64 rng(3);
+  std::vector<EncodedExample> docs;
+  int64_t total = 0;
+  for (int i = 0; i < 500; ++i) {
+    EncodedExample e;
+    e.ids.push_back(0);  // BOS
+    const int64_t n = 5 + int64_t(rng() % 120) + (i == 7 ? 300 : 0);  // one longer than the window
+    for (int64_t k = 0; k < n; ++k) e.ids.push_back(1000 * (i + 1) + k);  // token = document and position
+    e.target_start = 1;
+    total += std::min<int64_t>(e.ids.size(), 256);
+    docs.push_back(e);
+  }
+  const auto a = pack_documents(docs, 256, 5), b = pack_documents(docs, 256, 5), c = pack_documents(docs, 256, 6);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t w = 0; w < a.size(); ++w) EXPECT_EQ(a[w].ids, b[w].ids);
+  bool differs = a.size() != c.size();
+  for (size_t w = 0; !differs && w < a.size(); ++w) differs = a[w].ids != c[w].ids;
+  EXPECT_TRUE(differs) << "another seed packs in another order";
+  int64_t packed = 0;
+  std::set<int64_t> seen;
+  for (auto& w : a) {
+    EXPECT_LE(w.ids.size(), 256u);
+    EXPECT_EQ(w.target_start, 1);
+    EXPECT_EQ(w.ids[0], 0) << "a window opens with a document's BOS";
+    packed += int64_t(w.ids.size());
+    // Every document inside is whole and contiguous: BOS, then its tokens 0, 1, 2, ... in order.
+    for (size_t i = 0; i < w.ids.size();) {
+      ASSERT_EQ(w.ids[i], 0);
+      const int64_t doc = w.ids[i + 1] / 1000;
+      EXPECT_TRUE(seen.insert(doc).second) << "document " << doc << " appears twice";
+      size_t k = i + 1;
+      while (k < w.ids.size() && w.ids[k] != 0) {
+        EXPECT_EQ(w.ids[k], doc * 1000 + int64_t(k - i - 1));
+        ++k;
+      }
+      const size_t len = docs[doc - 1].ids.size();
+      EXPECT_EQ(k - i, std::min<size_t>(len, 256)) << "document " << doc << " split";
+      i = k;
+    }
+  }
+  EXPECT_EQ(seen.size(), docs.size());
+  EXPECT_EQ(packed, total);
+  EXPECT_GT(double(packed) / (256.0 * a.size()), 0.95) << "best fit leaves little padding";
+  EXPECT_TRUE(std::any_of(a.begin(), a.end(), [](const EncodedExample& w) { return w.truncated; }));
+  // The task field: lm only.
+  const std::string d = temp_dir("pack-task");
+  write_file(d + "/a.jsonl", "{\"q\": \"hi\"}\n");
+  EXPECT_TRUE(parse_task(R"({"name": "x", "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}", "pack": true})", d + "/t.json").pack);
+  EXPECT_THROW(parse_task(R"({"name": "x", "type": "generation", "data": {"train": "a.jsonl"}, "input": "{q}", "target": "{q}", "pack": true})", d + "/t.json"), Error);
+  EXPECT_THROW(parse_task(R"({"name": "x", "type": "lm", "data": {"train": "a.jsonl"}, "text": "{q}", "pack": 1})", d + "/t.json"), Error);
 }
 
 TEST(Tasks, BadTaskFilesAreRefusedWithTheReason) {

@@ -1,5 +1,8 @@
 #include "tasks/task.h"
 
+#include <map>
+#include <random>
+
 #include <algorithm>
 
 #include <fstream>
@@ -89,6 +92,11 @@ static Task parse_task_checked(const std::string& text, const std::string& path)
     t.stop = j["stop"].get<std::vector<std::string>>();
   }
   if (t.max_tokens < 2) throw Error(path + ": max_tokens must be at least 2");
+  if (j.contains("pack")) {
+    if (!j["pack"].is_boolean()) throw Error(path + ": field 'pack' must be true or false, got " + j["pack"].dump().substr(0, 80));
+    t.pack = j["pack"].get<bool>();
+    if (t.pack && t.type != TaskType::LanguageModel) throw Error(path + ": 'pack' is for lm tasks only (documents packed into max_tokens windows)");
+  }
   if (t.type == TaskType::LanguageModel) {
     t.text = str("text", true);
     template_fields(t.text, path);
@@ -232,6 +240,36 @@ EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::stri
   e.target_start = int64_t(e.ids.size());
   e.ids.insert(e.ids.end(), t.begin(), t.end());
   return e;
+}
+
+std::vector<EncodedExample> pack_documents(const std::vector<EncodedExample>& docs, int64_t window, uint64_t seed) {
+  if (window < 2) throw Error("pack_documents: window must be at least 2 tokens");
+  std::vector<size_t> order(docs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::mt19937_64 rng(seed * 7919 + 17);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<EncodedExample> out;
+  std::multimap<int64_t, size_t> open;  // free tokens -> window index
+  for (size_t i : order) {
+    const auto& d = docs[i].ids;
+    if (d.empty()) continue;
+    const int64_t n = std::min<int64_t>(d.size(), window);
+    auto it = open.lower_bound(n);  // the fullest window with room
+    size_t w;
+    if (it == open.end()) {
+      w = out.size();
+      out.push_back(EncodedExample{{}, 1, false});
+    } else {
+      w = it->second;
+      open.erase(it);
+    }
+    auto& ids = out[w].ids;
+    ids.insert(ids.end(), d.begin(), d.begin() + n);
+    out[w].truncated = out[w].truncated || docs[i].truncated || n < int64_t(d.size());
+    const int64_t left = window - int64_t(ids.size());
+    if (left >= 2) open.emplace(left, w);  // a window with one free token cannot take a document
+  }
+  return out;
 }
 
 }  // namespace frozenlm

@@ -9,7 +9,8 @@
 //                   or "choices": [" {choice1}", " {choice2}"] with an integer "label_field" (or its decimal
 //                   string; other strings only through "choice_labels": {"yes": 0, "no": 1})
 //   generation:     "target": " {answer}", optional "answers_field": "answer" (aliases for EM / F1)
-//   lm:             "text": "{text}"
+//   lm:             "text": "{text}", optional "pack": true (training packs whole documents, each BOS-first, into
+//                   windows of max_tokens: fixed shapes, almost no padding; pretraining on short documents)
 //   "max_tokens": 256                                            (input is cut from the left, never the target)
 //   "stop": ["\n"]                                               (generation: where a prediction ends)
 // }
@@ -51,6 +52,7 @@ struct Task {
   std::vector<std::string> choice_templates;
   std::map<std::string, int64_t> choice_labels;  // choices mode: string label -> choice index (optional)
   int64_t max_tokens = 256;
+  bool pack = false;  // lm: pack documents into max_tokens windows for training (pack_documents)
   std::vector<std::string> stop{"\n"};  // generation: the prediction ends at the first of these (cloze probes: ".")
 
   // Reads and renders a split. Errors name the task file, data file:line and unknown fields.
@@ -70,5 +72,11 @@ const char* task_type_name(TaskType t);
 // training target ends with EOS, so a trained model learns where its answer ends and generation stops there).
 EncodedExample encode_example(const Tokenizer& tok, int64_t bos, const std::string& prompt, const std::string& target,
                               int64_t max_tokens, int64_t eos = -1);
+
+// Packs documents (each a whole EncodedExample, BOS first) into windows of at most `window` tokens: documents in a
+// seeded shuffled order, each into the fullest open window it fits (best fit), never split (one longer than the
+// window is cut at its end). A window's loss covers every token after its first, so a model also learns to predict
+// the BOS that opens the next document (where a document ends). Deterministic for a seed.
+std::vector<EncodedExample> pack_documents(const std::vector<EncodedExample>& docs, int64_t window, uint64_t seed);
 
 }  // namespace frozenlm

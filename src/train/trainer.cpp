@@ -176,6 +176,33 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
                                   set.tasks.at(t).type == TaskType::Generation ? eos : -1));
     truncated[t] += data.back().truncated;
   }
+  std::vector<size_t> data_task;
+  for (auto& te : set.train) data_task.push_back(te.first);
+  // lm tasks marked "pack": their documents become packed windows of max_tokens (fixed shapes, little padding).
+  for (size_t t = 0; t < set.tasks.size(); ++t) {
+    if (!set.tasks[t].pack) continue;
+    std::vector<EncodedExample> docs, rest;
+    std::vector<size_t> rest_task;
+    for (size_t i = 0; i < data.size(); ++i) {
+      if (data_task[i] == t) {
+        docs.push_back(std::move(data[i]));
+      } else {
+        rest.push_back(std::move(data[i]));
+        rest_task.push_back(data_task[i]);
+      }
+    }
+    const int64_t room = set.tasks[t].max_tokens - module.prefix_length();
+    std::vector<EncodedExample> packed = pack_documents(docs, room, opt.seed);
+    int64_t tokens = 0;
+    for (auto& w : packed) tokens += int64_t(w.ids.size());
+    if (opt.progress)
+      std::fprintf(stderr, "[train] %s: %zu documents packed into %zu windows of %lld tokens (%.1f%% filled)\n", set.tasks[t].name.c_str(),
+                   docs.size(), packed.size(), (long long)room, packed.empty() ? 0.0 : 100.0 * tokens / (double(packed.size()) * room));
+    data = std::move(rest);
+    data_task = std::move(rest_task);
+    data_task.resize(data.size() + packed.size(), t);
+    data.insert(data.end(), std::make_move_iterator(packed.begin()), std::make_move_iterator(packed.end()));
+  }
   for (size_t t = 0; t < set.tasks.size(); ++t)
     if (truncated[t])
       std::fprintf(stderr, "[train] %s: %zu training inputs truncated to %lld tokens (input cut from the left)\n", set.tasks[t].name.c_str(),
