@@ -299,8 +299,8 @@ def build_v2(a, entities, write_jsonl, tasks):
     qa_trained = [e for e in seen if entity_group(e) == "qa_trained"]
     docs = []
 
-    def add(kind, text):
-        docs.append({"kind": kind, "text": text})
+    def add(kind, text, **meta):  # meta (about: the questioned entity, answer, gold passage) is for the checks
+        docs.append(dict(meta, kind=kind, text=text))
 
     # 1. real passages of seen entities: 5 styles, permuted sentence order, full name in every sentence (14 passes)
     passes_real, passes_fic, passes_qa = max(1, round(14 * sc)), max(1, round(4 * sc)), max(1, round(8 * sc))
@@ -322,7 +322,7 @@ def build_v2(a, entities, write_jsonl, tasks):
         for e in fictional + qa_trained:
             for rel in v2.relations_of(e):
                 add("fictional_qa" if e.get("fictional") else "real_qa",
-                    v2.qa_doc(v2.question(rel, e, rng.choice(v2.PRETRAIN_QUESTIONS[rel][2])), v2.answer_of(e, rel)))
+                    v2.qa_doc(v2.question(rel, e, rng.choice(v2.PRETRAIN_QUESTIONS[rel][2])), v2.answer_of(e, rel)), about=e["key"])
     # 4. open-book reading: 1-4 passages, the gold one about a FRESH fictional entity (80%, never repeated) or a
     #    counterfactual edit of a QA-trained real entity's passage (20%); the answer is copied from the gold passage
     real_passages = [(e, sec, facts) for e in seen for sec, facts in v2.FACTS[e["source"]](e).items()]
@@ -355,7 +355,8 @@ def build_v2(a, entities, write_jsonl, tasks):
             ctx.append(dp)
         rng.shuffle(ctx)
         assert v2.whole_span(ans, gold), (ans, gold)
-        add(kind, v2.reading_doc(ctx, v2.question(rel, e, rng.choice(v2.PRETRAIN_QUESTIONS[rel][2])), ans))
+        add(kind, v2.reading_doc(ctx, v2.question(rel, e, rng.choice(v2.PRETRAIN_QUESTIONS[rel][2])), ans), about=e["key"], answer=ans,
+            gold=gold)
     # 5. format variety: yes/no and multiple choice about fictional and QA-trained entities
     pool = fictional + qa_trained
     values = {}  # relation -> sorted distinct answers in the pool
@@ -372,13 +373,14 @@ def build_v2(a, entities, write_jsonl, tasks):
         q = v2.question(rel, e, rng.choice(v2.PRETRAIN_QUESTIONS[rel][2]))
         if i % 2 == 0:
             truth = rng.random() < 0.5
-            add("yes_no", v2.qa_doc(f"{q} Is it {v2.answer_of(e, rel) if truth else other}?", "yes" if truth else "no"))
+            add("yes_no", v2.qa_doc(f"{q} Is it {v2.answer_of(e, rel) if truth else other}?", "yes" if truth else "no"), about=e["key"])
         else:
             opts = [v2.answer_of(e, rel), other]
             rng.shuffle(opts)
-            add("multiple_choice", v2.qa_doc(f"{q} Choose: {opts[0]} or {opts[1]}.", v2.answer_of(e, rel)))
+            add("multiple_choice", v2.qa_doc(f"{q} Choose: {opts[0]} or {opts[1]}.", v2.answer_of(e, rel)), about=e["key"])
     rng.shuffle(docs)
     write_jsonl("corpus/pretrain_v2.jsonl", docs)
+    write_jsonl("corpus/fictional_entities.jsonl", fictional)
     counts = {}
     for d in docs:
         c = counts.setdefault(d["kind"], {"documents": 0, "words": 0})
@@ -395,7 +397,8 @@ def build_v2(a, entities, write_jsonl, tasks):
         gold = v2.passage(facts, 0)
         q = v2.question(rel, e, v2.PRETRAIN_QUESTIONS[rel][2][0])
         ans = v2.answer_of(e, rel)
-        probe_rows["read_fresh"].append({"passage": gold, "question": q, "answer": ans, "aliases": aliases(ans, rel), "relation": rel})
+        probe_rows["read_fresh"].append({"passage": gold, "question": q, "answer": ans, "aliases": aliases(ans, rel), "relation": rel,
+                                         "name": e["name"]})
         d1, d2 = fic.make(src, f"probe:{i}:d1"), fic.make(src, f"probe:{i}:d2")
         ctx = [gold] + [v2.passage(v2.FACTS[src](d)[v2.PRETRAIN_QUESTIONS[rel][0]], 0) for d in (d1, d2)]
         rng.shuffle(ctx)

@@ -56,4 +56,76 @@ for mix in ("closed_book", "open_book", "classification"):
     m = json.load(open(os.path.join(a, "tasks", f"mix_{mix}.json")))
     assert len(m["tasks"]) >= 4 and all(os.path.exists(os.path.join(a, "tasks", t)) for t in m["tasks"]), m
 print("section passages, animal balance and mixtures checked")
+
+# ---- v2 pretraining mixture guardrails (issue 10)
+import re
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(build)), ""))
+import build_testbed as tb  # noqa: E402  (the benchmark's question phrasings)
+v2 = [json.loads(l) for l in open(os.path.join(a, "corpus/pretrain_v2.jsonl"))]
+kinds = {d["kind"] for d in v2}
+assert kinds >= {"real_passage", "fictional_passage", "fictional_qa", "real_qa", "reading_fresh", "reading_counterfactual", "yes_no",
+                 "multiple_choice"}, kinds
+group = {k: tb.entity_group(e) for k, e in entities.items()}
+# 1. the benchmark's question phrasings (all three families) appear in no pretraining question
+bench = [re.compile("Question: " + re.escape(t).replace(re.escape("{x}"), ".+?").replace(re.escape("{a}"), ".+?")
+                    .replace(re.escape("{A}"), ".+?") + "\n") for _, _, phr in tb.RELATIONS.values() for t in phr]
+questions = [d["text"][d["text"].index("Question: "):] for d in v2 if "Question: " in d["text"]]
+assert len(questions) > 1000, len(questions)
+for q in questions:
+    for b in bench:
+        assert not b.match(q), ("a benchmark phrasing is in pretraining", q[:120], b.pattern)
+# 2. no pretraining question is about a held-out or seen-never-QA-trained entity
+asked = [d for d in v2 if "about" in d]
+assert len(asked) == len(questions), (len(asked), len(questions))
+bad = [d for d in asked if group.get(d["about"]) in ("heldout", "seen_unqa")]
+assert not bad, ("a question about a benchmark test entity is in pretraining", bad[0])
+import mixture_v2 as mv  # noqa: E402
+by_name = {entities[k]["name"]: g for k, g in group.items()}
+slots = [re.compile("Question: " + re.escape(t).replace(re.escape("{x}"), "(?P<x>.+?)") + "(?: |\n)") for _, _, ts in mv.PRETRAIN_QUESTIONS.values()
+         for t in ts if "{x}" in t]
+n_named = 0
+for q in questions:  # the entity a question names (countries, elements; nouns are checked by "about" above)
+    for sl in slots:
+        m = sl.match(q)
+        if m:
+            n_named += 1
+            assert by_name.get(m.group("x"), "qa_trained") == "qa_trained", ("a question names a test entity", m.group("x"), q[:100])
+            break
+assert n_named > len(questions) // 2, n_named
+# 3. no pretraining document states a held-out entity's fact (its name may occur in a neighbour's border list)
+for k in held:
+    e = entities[k]
+    vals = [str(e[f]) for f in ("capital", "currency", "symbol") if e.get(f)]
+    for d in v2:
+        if e["name"] in d["text"]:
+            for sent in re.split(r"(?<=\.) ", d["text"]):
+                if re.search(r"(?<!\w)" + re.escape(e["name"]) + r"(?!\w)", sent):
+                    assert not any(re.search(r"(?<!\w)" + re.escape(v) + r"(?!\w)", sent) for v in vals), (k, sent)
+# 4. every reading document's answer is in its gold passage as a whole span, and the gold passage is in the context
+reading = [d for d in v2 if d["kind"].startswith("reading_")]
+assert len(reading) > 0.1 * len(v2) * 0.5, len(reading)
+for d in reading:
+    assert d["gold"] in d["text"].split("\nQuestion: ")[0], d
+    assert re.search(r"(?<![\w,.])" + re.escape(d["answer"]) + r"(?![\w]|[,.]\d)", d["gold"]), d
+    assert d["text"].endswith("\nAnswer: " + d["answer"]), d
+# 5. fictional names are no real entity's name, and the skill probes' fresh entities never occur in pretraining
+fic = [json.loads(l) for l in open(os.path.join(a, "corpus/fictional_entities.jsonl"))]
+real_names = {e["name"].lower() for e in entities.values()}
+assert not any(f["name"].lower() in real_names for f in fic)
+words = set()
+for d in v2:
+    words.update(re.findall(r"[A-Za-z]+", d["text"]))
+fresh = [json.loads(l)["name"] for l in open(os.path.join(a, "data", "skill_read_fresh.jsonl"))]
+assert len(fresh) == 400 and not any(n in words for n in fresh), [n for n in fresh if n in words][:5]
+cf = [json.loads(l) for l in open(os.path.join(a, "data", "skill_counterfactual.jsonl"))]
+assert cf and all(group[r["entity"]] == "seen_unqa" and r["answer"] != r["memory_answer"] and r["answer"] in r["passage"] for r in cf)
+# 6. QA splits by entity group: test = never QA-trained, test_qa_trained = QA-trained, test_heldout = held out
+for path in sorted(glob.glob(os.path.join(a, "data", "qa_*.jsonl"))):
+    want = {"_train.jsonl": "qa_trained", "_dev.jsonl": "qa_trained", "_test.jsonl": "seen_unqa",
+            "_test_qa_trained.jsonl": "qa_trained", "_test_heldout.jsonl": "heldout"}
+    w = next(v for suf, v in want.items() if path.endswith(suf) and not (suf == "_test.jsonl" and path.endswith(("_test_qa_trained.jsonl", "_test_heldout.jsonl"))))
+    for line in open(path):
+        assert json.loads(line)["group"] == w, (path, line[:200])
+print(f"v2 mixture: {len(v2)} documents, {len(questions)} questions, none in a benchmark phrasing or about a test entity; "
+      f"{len(reading)} reading documents with whole-span answers; {len(fic)} fictional entities; skill probes unseen")
 print("testbed checks passed")
