@@ -381,6 +381,11 @@ def build_v2(a, entities, write_jsonl, tasks):
     rng.shuffle(docs)
     write_jsonl("corpus/pretrain_v2.jsonl", docs)
     write_jsonl("corpus/fictional_entities.jsonl", fictional)
+    # forgetting (docs/CLAIMS.md row i): perplexity on 1,000 pretraining documents, as an lm task
+    write_jsonl("data/pretrain_v2_sample.jsonl", [{"text": d["text"]} for d in docs[:1000]])
+    json.dump({"name": "pretrain_v2_sample", "type": "lm", "data": {"test": "../data/pretrain_v2_sample.jsonl"}, "text": "{text}",
+               "max_tokens": 256}, open(os.path.join(a.out, "tasks", "pretrain_v2_sample.json"), "w"), indent=1, sort_keys=True)
+    tasks.append("pretrain_v2_sample")
     counts = {}
     for d in docs:
         c = counts.setdefault(d["kind"], {"documents": 0, "words": 0})
@@ -601,8 +606,10 @@ def main():
     tasks.append("cls_larger")
 
     # mixtures for the harness (`--mixture`): every closed-book relation, every open-book one, every classification task
+    cls_names = ["cls_landlocked", "cls_metal", "cls_animal", "cls_larger"]
     for mix, names in (("closed_book", [f"closed_{r}" for r in RELATIONS]), ("open_book", [f"open_{r}" for r in RELATIONS]),
-                       ("classification", ["cls_landlocked", "cls_metal", "cls_animal", "cls_larger"])):
+                       ("classification", cls_names),
+                       ("multitask", [f"closed_{r}" for r in RELATIONS] + [f"open_{r}" for r in RELATIONS] + cls_names)):
         json.dump({"name": mix, "tasks": [n + ".json" for n in names], "cap": 400, "seed": a.seed},
                   open(os.path.join(a.out, "tasks", f"mix_{mix}.json"), "w"), indent=1, sort_keys=True)
         tasks.append(f"mix_{mix}")

@@ -30,7 +30,18 @@ struct TrainArgs {
   size_t train_limit = 0;
   std::string task_path, mixture_path, out_dir;
   bool skip_bad = false;
+  CLI::Option* lr_option = nullptr;  // prompt tuning / ID-PT: without --lr, default_prompt_lr (the embeddings' scale)
 };
+
+// Prompt tuning and ID-PT without --lr: the rate follows the frozen embeddings' scale (default_prompt_lr).
+TrainOptions prompt_train_options(const TrainArgs& a, const FrozenLM& lm) {
+  TrainOptions to = a.to;
+  if (a.lr_option && a.lr_option->count() == 0) {
+    to.lr = default_prompt_lr(lm);
+    std::fprintf(stderr, "[train] lr %g (default: 0.6 × the token embeddings' RMS %.4f; --lr to override)\n", to.lr, embedding_rms(lm));
+  }
+  return to;
+}
 
 void add_train_args(CLI::App* c, TrainArgs& a) {
   add_model_args(c, a.model);
@@ -46,7 +57,8 @@ void add_train_args(CLI::App* c, TrainArgs& a) {
   c->add_option("--steps", to.steps, "optimiser steps")->capture_default_str();
   c->add_option("--batch-size", to.batch_size, "examples per micro-batch")->capture_default_str();
   c->add_option("--grad-accum", to.grad_accum, "micro-batches per step")->capture_default_str();
-  c->add_option("--lr", to.lr, "peak learning rate (AdamW)")->capture_default_str();
+  a.lr_option = c->add_option("--lr", to.lr, "peak learning rate (AdamW); prompt tuning and ID-PT default to 0.6 × the RMS of the "
+                                             "frozen token embeddings (tinystories-656k: 0.3)");
   c->add_option("--weight-decay", to.weight_decay, "AdamW weight decay")->capture_default_str();
   c->add_option("--warmup", to.warmup, "linear warm-up steps")->capture_default_str();
   c->add_option("--schedule", to.schedule, "constant | linear | cosine")->capture_default_str()->check(CLI::IsMember({"constant", "linear", "cosine"}));
@@ -167,7 +179,7 @@ int cmd_prompt_tuning(const PromptTuningArgs& a) {
   auto lm = open_model(a.model);
   auto tok = open_tokenizer(a.model, *lm, false);
   TrainingSet set = load_training_set(a);
-  const TrainOptions& to = a.to;
+  const TrainOptions to = prompt_train_options(a, *lm);
   std::unique_ptr<PromptTuning> pt;
   if (const std::string ck = resume_checkpoint(a.out_dir, to); !ck.empty()) {
     pt = PromptTuning::load(ck, *lm);
@@ -195,7 +207,7 @@ int cmd_idpt(const IdptArgs& a) {
   auto lm = open_model(a.model);
   auto tok = open_tokenizer(a.model, *lm, false);
   TrainingSet set = load_training_set(a);
-  const TrainOptions& to = a.to;
+  const TrainOptions to = prompt_train_options(a, *lm);
   IdptConfig ic = a.ic;
   ic.seed = to.seed;
   const std::string ck = resume_checkpoint(a.out_dir, to);

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -125,6 +126,24 @@ std::unique_ptr<PromptTuning> PromptTuning::load(const std::string& dir, const F
   m->init_text_ = cfg.init_text;
   m->prompt_ = p.to(lm.device(), lm.compute_dtype()).contiguous().requires_grad_(true);
   return m;
+}
+
+double embedding_rms(const FrozenLM& lm) {
+  at::NoGradGuard ng;
+  double sum = 0;
+  const int64_t V = lm.vocab_size(), chunk = 4096;
+  for (int64_t b = 0; b < V; b += chunk) {
+    at::Tensor ids = at::arange(b, std::min(V, b + chunk), at::kLong).unsqueeze(0);
+    sum += lm.embed(ids).to(at::kDouble).pow(2).sum().item<double>();
+  }
+  return std::sqrt(sum / (double(V) * double(lm.dim())));
+}
+
+double default_prompt_lr(const FrozenLM& lm) {
+  const double lr = 0.6 * embedding_rms(lm);
+  if (!(lr > 0) || !std::isfinite(lr)) throw Error("default_prompt_lr: the token embeddings have RMS 0 or not finite; give --lr");
+  const double mag = std::pow(10.0, std::floor(std::log10(lr)) - 1);  // 2 significant digits
+  return std::round(lr / mag) * mag;
 }
 
 }  // namespace frozenlm

@@ -13,6 +13,15 @@
 
 namespace frozenlm {
 
+// The default peak learning rate for soft prompts (prompt tuning, ID-PT's prompts): 0.6 × the RMS of the frozen
+// token-embedding table, to 2 significant digits. A prompt is a set of vectors in the embedding space and Adam moves
+// each element by about lr per step whatever the gradient's scale, so the rate must follow the embeddings' scale.
+// Anchor: Lester et al.'s 0.3 is what worked on tinystories-656k (RMS 0.497 -> 0.30, docs/RESULTS.md); on the
+// testbed v1 base (RMS 0.067) a fixed 0.3 was 4.5× the embeddings' scale and prompt tuning reached 1.5% (-> 0.040).
+double default_prompt_lr(const FrozenLM& lm);
+// RMS of the frozen token-embedding table (any storage format), computed in chunks of rows.
+double embedding_rms(const FrozenLM& lm);
+
 enum class PromptInit { RandomUniform, SampledVocab, Text };  // PEFT: RANDOM, SAMPLE_VOCAB, TEXT
 
 class PromptTuning : public TrainableModule {
