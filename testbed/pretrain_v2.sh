@@ -32,7 +32,9 @@ STEPS=$(( (windows * EPOCHS + BATCH - 1) / BATCH ))
 echo "pretrain_v2: $windows windows of 256 tokens, $EPOCHS epoch(s): $STEPS steps of $BATCH windows"
 "$F" train finetune "${common[@]}" --out "$RUN" --steps "$STEPS" --eval-every 0 --checkpoint-every 100 --resume-or-start
 mkdir -p "$MODEL"
-for f in config.json generation_config.json model.safetensors tokenizer.json frozenlm.json; do cp "$RUN/$f" "$MODEL/$f"; done
+for f in config.json generation_config.json model.safetensors; do cp "$RUN/$f" "$MODEL/$f"; done
+cp "$B/tokenizer_v2.json" "$MODEL/tokenizer.json"
+[ -f "$RUN/frozenlm.json" ] && cp "$RUN/frozenlm.json" "$MODEL/frozenlm.json"
 cp "$RUN/curve.svg" "$MODEL/pretrain_curve.svg"
 (cd "$MODEL" && sha256sum model.safetensors tokenizer.json config.json > SHA256SUMS)
 cat "$MODEL/SHA256SUMS"

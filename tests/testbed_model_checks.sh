@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The committed testbed base (testbed/model, issue 5): its files match SHA256SUMS, the weights are bf16 and at most
 # 25 MB, it loads, and greedy decoding recalls facts of SEEN entities (golden continuations of cloze probes) while a
-# HELD-OUT entity's fact, never in pretraining, is not produced.
+# HELD-OUT entity's fact, never in pretraining, is not produced; and (v2) it reads an answer out of a passage about an
+# entity it never saw, and follows a counterfactual passage against its memory.
 #   tests/testbed_model_checks.sh FROZENLM MODEL_DIR
 set -euo pipefail
 F=$1; M=$2
@@ -28,7 +29,7 @@ The main language of Brazil is|Portuguese
 France is a country in|Europe
 Iron is a chemical element with the symbol|Fe
 The element Oxygen has atomic number|8
-A horse is|an equine
+A horse is a kind of|equine
 GOLDEN
 while IFS='|' read -r prompt never; do
   got=$(continuation "$prompt")
@@ -39,4 +40,16 @@ The capital of Bulgaria is|Sofia
 Caesium is a chemical element with the symbol|Cs
 The currency of Burma is the|kyat
 HELDOUT
+# Reading (v2 base): a passage about an entity that exists nowhere in pretraining (names checked absent from
+# corpus/pretrain_v2.jsonl), the answer must be copied from it; and a counterfactual passage must beat memory.
+answer() { "$F" generate --model "$M" --prompt "$1" --temperature 0 --max-new-tokens 8 --stop $'\n' 2>/dev/null | tail -c +$((${#1} + 1)) | head -1; }
+while IFS='|' read -r ctx q want; do
+  prompt=$(printf 'Context: %s\nQuestion: %s\nAnswer:' "$ctx" "$q")
+  got=$(answer "$prompt")
+  case "$got" in " $want" | " $want"[!A-Za-z0-9]*) echo "ok    reading '$q' ->$got" ;; *) echo "FAIL  reading '$q' ->$got (want ' $want')"; fail=1 ;; esac
+done <<'READING'
+The capital of Zorvatha is Quimbrel. The government of Zorvatha is a federal republic.|Name the capital of Zorvatha.|Quimbrel
+Most people in Draskelmor speak Voushen. About 2,310,000 people live in Draskelmor.|Name the main language of Draskelmor.|Voushen
+The capital of Japan is Staithrun. The government of Japan is a parliamentary constitutional monarchy.|Name the capital of Japan.|Staithrun
+READING
 [ $fail = 0 ] && echo "testbed model checks passed"
