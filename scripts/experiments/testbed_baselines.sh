@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# docs/RESULTS.md, "Knowledge testbed baselines" (issue 5): zero-shot, prompt tuning (one shared 20-token prompt per
+# docs/RESULTS.md, "Knowledge testbed baselines" (issue 5; the v1 base and splits — MODEL=a v1 model dir to rerun;
+# scripts/experiments/testbed_v2_baselines.sh is the current one): zero-shot, prompt tuning (one shared 20-token prompt per
 # mixture) and fine-tuning (every weight) of the frozen testbed base on three mixtures built by testbed/build.sh:
 #   closed-book QA (7 relations), classification (4 tasks), open-book QA (the gold passage in the input).
 # Each system is scored on `test` (seen entities; QA in the held-out third phrasing) and `test_heldout` (entities whose

@@ -24,7 +24,7 @@ PLR=$(/usr/bin/python3 -c "
 import json,struct,numpy as np,sys
 f=open('$M/model.safetensors','rb'); n=struct.unpack('<Q',f.read(8))[0]; h=json.loads(f.read(n)); v=h['model.embed_tokens.weight']
 s,e=v['data_offsets']; f.seek(8+n+s); a=(np.frombuffer(f.read(e-s),np.uint16).astype(np.uint32)<<16).view(np.float32).astype(np.float64)
-print('%.6g' % (3e-3 / float('%.2g' % (0.6*np.sqrt((a**2).mean()))))))")
+print('%.6g' % (3e-3 / float('%.2g' % (0.6*np.sqrt((a**2).mean())))))")
 
 for mix in closed_book open_book classification multitask; do
   MIX=$B/tasks/mix_$mix.json
