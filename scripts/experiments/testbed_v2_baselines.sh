@@ -28,7 +28,7 @@ print('%.6g' % (3e-3 / float('%.2g' % (0.6*np.sqrt((a**2).mean())))))")
 
 for mix in closed_book open_book classification multitask; do
   MIX=$B/tasks/mix_$mix.json
-  COMMON=(--mixture "$MIX" --steps "${STEPS[$mix]}" --batch-size 16 --eval-every 200 --eval-limit 50 --seed 0)
+  COMMON=(--mixture "$MIX" --steps "${STEPS[$mix]}" --batch-size 16 --eval-every 200 --eval-limit 50 --seed 0 --resume-or-start)
   trained "$R/${mix}_prompt" || "$F" train prompt-tuning --model "$M" --out "$R/${mix}_prompt" --virtual-tokens 20 "${COMMON[@]}"
   trained "$R/${mix}_idpt" || "$F" train idpt --model "$M" --out "$R/${mix}_idpt" --virtual-tokens 20 --encoder self --encoder-layer 1 \
       --gen-dim 64 --gen-blocks 1 --gen-heads 4 --gen-lr-scale "$PLR" "${COMMON[@]}"
