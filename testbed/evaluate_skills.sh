@@ -14,7 +14,9 @@ OUT=${4:-$(dirname "$M")/skills-$(basename "$M")}
 mkdir -p "$OUT"
 ev() {  # task split -> OUT/task.split.json (kept: rerunning reuses it)
   local o="$OUT/$(basename "$1" .json).$2.json"
-  [ -s "$o" ] || "$F" eval --model "$M" --task "$1" --split "$2" --limit "$LIMIT" --max-new-tokens 12 --per-example > "$o.tmp" && mv "$o.tmp" "$o"
+  [ -s "$o" ] && return 0
+  "$F" eval --model "$M" --task "$1" --split "$2" --limit "$LIMIT" --max-new-tokens 12 --per-example > "$o.tmp"
+  mv "$o.tmp" "$o"
 }
 RELS="capital currency language region symbol atomic_number hypernym"
 for rel in $RELS; do

@@ -189,10 +189,6 @@ TEST(PromptTuning, TrainingLowersTheLossAndLeavesTheLmUntouched) {
   EXPECT_NEAR(reloaded, loss_fn().item<double>(), 1e-5);
 }
 
-}  // namespace frozenlm::test
-
-namespace frozenlm::test {
-
 // The default prompt learning rate follows the frozen embeddings' scale: 0.6 × RMS, 2 significant digits. RMS values
 // computed independently with numpy from the safetensors files (tinystories-656k: lm_head = tied embeddings 0.4972;
 // testbed base v2: model.embed_tokens.weight 0.0660, bf16; v1 had 0.0670).

@@ -20,11 +20,8 @@ LIMIT=${LIMIT:-200}
 mkdir -p "$R"
 trained() { [ -f "$1/run.json" ]; }
 declare -A STEPS=([closed_book]=600 [open_book]=400 [classification]=400 [multitask]=1000)
-PLR=$(/usr/bin/python3 -c "
-import json,struct,numpy as np,sys
-f=open('$M/model.safetensors','rb'); n=struct.unpack('<Q',f.read(8))[0]; h=json.loads(f.read(n)); v=h['model.embed_tokens.weight']
-s,e=v['data_offsets']; f.seek(8+n+s); a=(np.frombuffer(f.read(e-s),np.uint16).astype(np.uint32)<<16).view(np.float32).astype(np.float64)
-print('%.6g' % (3e-3 / float('%.2g' % (0.6*np.sqrt((a**2).mean())))))")
+# The generator's scale relative to the prompts' default rate (`frozenlm info` reports it: 0.04 on the v2 base)
+PLR=$("$F" info --model "$M" --json | /usr/bin/python3 -c 'import json,sys; print("%.6g" % (3e-3 / json.load(sys.stdin)["default_prompt_lr"]))')
 
 for mix in closed_book open_book classification multitask; do
   MIX=$B/tasks/mix_$mix.json

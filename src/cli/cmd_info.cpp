@@ -8,6 +8,7 @@
 #include "cli/cli_common.h"
 #include "core/loader.h"
 #include "core/torch_pch.h"
+#include "modules/prompt_tuning.h"
 #include "modules/trainable_module.h"
 
 namespace frozenlm::cli {
@@ -85,7 +86,8 @@ int cmd_info(const ModelArgs& a, bool as_json, const std::string& module_dir) {
             {"bos_id", c.bos_id},
             {"eos_ids", c.eos_ids},
             {"weights_hash", lm->weights_hash()},
-            {"checkpoint_id", lm->checkpoint_id()}};
+            {"checkpoint_id", lm->checkpoint_id()},
+            {"default_prompt_lr", default_prompt_lr(*lm)}};
   if (as_json) {
     std::cout << j.dump(2) << "\n";
     return 0;
@@ -102,6 +104,7 @@ int cmd_info(const ModelArgs& a, bool as_json, const std::string& module_dir) {
   std::printf("weights      %s storage, fp32 compute, %s in memory, on %s\n", weight_format_name(lm->weight_format()),
               human_bytes(lm->weight_bytes()).c_str(), lm->device().str().c_str());
   std::printf("identity     checkpoint %s, stored weights hash %s\n", lm->checkpoint_id().c_str(), lm->weights_hash().c_str());
+  std::printf("prompt lr    %g by default for prompt tuning and ID-PT (0.6 × the token embeddings' RMS)\n", default_prompt_lr(*lm));
   return 0;
 }
 

@@ -18,10 +18,10 @@ namespace {
 
 constexpr size_t kMinCached = size_t(1) << 20;  // smaller blocks: straight to the system allocator
 
-// Size classes: 8 per power of two (≤ 12.5% waste). Training on variable-length batches asks for a different size
-// every step; rounding to a class makes those requests share blocks (with 64 KiB granules and near-exact matching,
-// the cache filled with sizes never asked for again and every miss page-faulted fresh memory: 28% of pretraining's
-// time went to the kernel, BENCHMARKS.md "Pretraining throughput").
+// Size classes: 8 per power of two (≤ 12.5% waste), and a request takes the smallest idle block that fits. Training
+// on variable-length batches asks for a different size every step; with 64 KiB granules and near-exact matching the
+// cache filled with sizes never asked for again and every miss page-faulted fresh memory (a quarter of pretraining's
+// time, BENCHMARKS.md "Pretraining throughput").
 size_t size_class(size_t n) {
   size_t p = size_t(1) << (63 - __builtin_clzll(n));  // largest power of two ≤ n
   if (p == n) return n;
@@ -44,7 +44,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      // Same class only (big blocks stay for big tensors).
+      // The smallest idle block that fits (the cap below bounds what idles).
       auto it = free_.lower_bound(size);
       if (it != free_.end()) {
         p = it->second;
@@ -113,7 +113,11 @@ void install_caching_cpu_allocator(size_t max_cached_bytes) {
     // Never destroyed: tensors freed during static destruction still find it.
     CachingCpuAllocator::instance_ = new CachingCpuAllocator(max_cached_bytes);
     c10::SetCPUAllocator(CachingCpuAllocator::instance_, /*priority=*/1);
-    if (std::getenv("FROZENLM_CPU_CACHE_STATS")) std::atexit([] { auto s = cpu_cache_stats(); std::fprintf(stderr, "[cpu cache] %zu MiB idle, %zu hits, %zu misses\n", s.cached_bytes >> 20, s.hits, s.misses); });
+    if (std::getenv("FROZENLM_CPU_CACHE_STATS"))  // diagnostics: how well the cache serves a run
+      std::atexit([] {
+        const CpuCacheStats s = cpu_cache_stats();
+        std::fprintf(stderr, "[cpu cache] %zu MiB idle, %zu hits, %zu misses\n", s.cached_bytes >> 20, s.hits, s.misses);
+      });
   });
 }
 

@@ -1,11 +1,10 @@
 #include "tasks/task.h"
 
-#include <map>
-#include <random>
-
 #include <algorithm>
 
 #include <fstream>
+#include <map>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
