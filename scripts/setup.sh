@@ -11,6 +11,7 @@ PKGS=(build-essential cmake ccache pkg-config
       libgtest-dev libbenchmark-dev             # tests, benchmarks
       python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)
       clang libclang-rt-14-dev                  # libFuzzer + sanitizers for fuzz/
+      libxapian-dev xapian-tools libhnswlib-dev # retrieval: BM25 (Xapian; xapian-tcpsrv for shard tests), HNSW graphs
       wordnet-base dict-elements)               # knowledge testbed sources (testbed/)
 # Node.js (for the Hugging Face `tokenizers` reference): Debian's, unless a Node with npm is already there.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

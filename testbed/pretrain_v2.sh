@@ -6,6 +6,9 @@
 #    so task token budgets are the same), 3. pretrains CONFIG from N(0, 0.02) on the whole mixture, documents packed
 #    whole into 256-token windows, 16 windows a step, EPOCHS passes, cosine schedule; resumable (rerun to continue),
 # 4. saves bf16 safetensors + tokenizer into MODEL_DIR with SHA256SUMS, the curve beside it.
+# The run (testbed/build/pretrain_v2_<config>/) keeps a snapshot every SNAPSHOT_EVERY=250 steps: probe the skills
+# along the way with testbed/probe_snapshots.sh RUN (docs/TESTBED.md "Skills during pretraining"). THREADS=N sets
+# the training threads (default: all cores).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -30,7 +33,8 @@ rm -rf "$B/pretrain_v2_count"
 [ -n "$windows" ] || { echo "could not count the packed windows" >&2; exit 1; }
 STEPS=$(( (windows * EPOCHS + BATCH - 1) / BATCH ))
 echo "pretrain_v2: $windows windows of 256 tokens, $EPOCHS epoch(s): $STEPS steps of $BATCH windows"
-"$F" train finetune "${common[@]}" --out "$RUN" --steps "$STEPS" --eval-every 0 --checkpoint-every 100 --resume-or-start
+"$F" train finetune "${common[@]}" --out "$RUN" --steps "$STEPS" --eval-every 0 --checkpoint-every 100 --resume-or-start \
+    --snapshot-every "${SNAPSHOT_EVERY:-250}" ${THREADS:+--threads "$THREADS"}
 mkdir -p "$MODEL"
 for f in config.json generation_config.json model.safetensors; do cp "$RUN/$f" "$MODEL/$f"; done
 cp "$B/tokenizer_v2.json" "$MODEL/tokenizer.json"

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -348,6 +349,41 @@ TEST(Training, PromptTuningThroughTheHarnessLearnsAndLeavesTheLmFrozen) {
 
 
 namespace frozenlm::test {
+
+// --snapshot-every keeps the module as it was at each multiple of N (not the best, not the last): the step-3 snapshot
+// of a 6-step run equals the output of a 3-step run with the same seed (constant schedule: the same trajectory), the
+// step-6 one equals the 6-step run's output, and they differ (training moved the prompt).
+TEST(Training, SnapshotsKeepTheModuleAsItWasAtTheirStep) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  Task task = load_task(task_file("sst2"));
+  ReadOptions ro;
+  ro.limit = 32;
+  auto train = task.examples("train", ro);
+  auto run = [&](int64_t steps, int64_t snapshot_every, const std::string& name) {
+    auto pt = PromptTuning::create(*lm, 4, PromptInit::SampledVocab, {}, 7);
+    TrainOptions o;
+    o.steps = steps;
+    o.batch_size = 4;
+    o.eval_every = 0;
+    o.snapshot_every = snapshot_every;
+    o.progress = false;
+    const std::string out = temp_dir(name);
+    train_module(*lm, *pt, *tok, task, train, {}, out, o);
+    return out;
+  };
+  const std::string six = run(6, 3, "snapshots-6"), three = run(3, 0, "snapshots-3");
+  auto prompt_of = [&](const std::string& dir) { return PromptTuning::load(dir, *lm)->prompt().detach().clone(); };
+  const at::Tensor s3 = prompt_of(six + "/snapshots/step-00000003"), s6 = prompt_of(six + "/snapshots/step-00000006");
+  EXPECT_TRUE(at::equal(s3, prompt_of(three))) << "step-3 snapshot differs from a 3-step run";
+  EXPECT_TRUE(at::equal(s6, prompt_of(six))) << "step-6 snapshot differs from the run's output";
+  EXPECT_GT((s6 - s3).abs().max().item<double>(), 0.0);
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(six + "/snapshots")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-00000003", "step-00000006"}));
+  EXPECT_FALSE(std::filesystem::exists(three + "/snapshots"));
+}
 
 TEST(Mixtures, ExamplesProportionalWithCapAndDeterministic) {
   Mixture m = load_mixture(task_file("classification_mix"));

@@ -51,4 +51,10 @@ done
 for mix in multitask; do
   for s in prompt idpt; do "$F" info --model "$M" --module "$R/${mix}_$s" --json > "$R/${mix}_${s}_info.json"; done
 done
+# Per-example multitask test scores, for paired comparisons (claims a, b: the same examples under two systems).
+PE=(--mixture "$B/tasks/mix_multitask.json" --split test --limit "$LIMIT" --max-new-tokens 12 --per-example)
+for s in prompt idpt; do
+  [ -s "$R/multitask_${s}_test_per_example.json" ] || "$F" eval --model "$M" --module "$R/multitask_$s" "${PE[@]}" > "$R/multitask_${s}_test_per_example.json"
+done
+[ -s "$R/multitask_finetune_test_per_example.json" ] || "$F" eval --model "$R/multitask_finetune" "${PE[@]}" > "$R/multitask_finetune_test_per_example.json"
 /usr/bin/python3 "$ROOT/scripts/experiments/testbed_v2_tables.py" "$R"

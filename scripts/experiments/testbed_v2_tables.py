@@ -55,3 +55,40 @@ for s in ("prompt", "idpt"):
     info = load(f"multitask_{s}_info")
     if info:
         print(f"\n{NAMES[s]} (multitask): " + json.dumps({k: info[k] for k in info if "param" in k}))
+
+# Paired comparisons on the multitask mixture (claims a, b): the same test examples scored by two systems
+# (`--per-example` reports); the difference of the mean-over-tasks score with a paired bootstrap 95% interval
+# (examples resampled within each task, the same draw for both systems).
+def per_example(name):
+    r = load(name)
+    if r is None:
+        return None
+    out = {}
+    for t in r["tasks"]:
+        xs = []
+        for e in t["examples"]:
+            xs.append(float(e["em"]) if "em" in e else float(e["prediction"] == e["label"]))
+        out[t["task"]] = xs
+    return out
+
+
+def paired(a, b, resamples=2000, seed=0):
+    import random
+    rng = random.Random(seed)
+    tasks = sorted(set(a) & set(b))
+    for t in tasks:
+        assert len(a[t]) == len(b[t]), t
+    diff = lambda idx: sum(sum(a[t][i] - b[t][i] for i in idx[t]) / len(idx[t]) for t in tasks) / len(tasks)
+    point = diff({t: range(len(a[t])) for t in tasks})
+    draws = sorted(diff({t: [rng.randrange(len(a[t])) for _ in a[t]] for t in tasks}) for _ in range(resamples))
+    return point, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+
+
+pe = {s: per_example(f"multitask_{s}_test_per_example") for s in ("prompt", "idpt", "finetune")}
+if all(pe.values()):
+    print("\n**Paired differences, multitask `test`** (mean over 18 tasks, points; paired bootstrap 95% interval)\n")
+    print("| comparison | difference [95% CI] |")
+    print("|---|---|")
+    for x, y in (("idpt", "prompt"), ("idpt", "finetune"), ("prompt", "finetune")):
+        d, lo, hi = paired(pe[x], pe[y])
+        print(f"| {NAMES[x]} − {NAMES[y]} | **{100 * d:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}] |")

@@ -58,5 +58,7 @@ void add_generate_command(CLI::App& app, Commands& cmds);  // cmd_generate.cpp
 void add_score_command(CLI::App& app, Commands& cmds);     // cmd_score.cpp
 void add_train_commands(CLI::App& app, Commands& cmds);    // cmd_train.cpp: prompt-tuning, idpt, finetune
 void add_eval_command(CLI::App& app, Commands& cmds);      // cmd_eval.cpp
+void add_index_commands(CLI::App& app, Commands& cmds);    // cmd_index.cpp: index build|add|embed|stats, retrieve
+void add_answer_command(CLI::App& app, Commands& cmds);    // cmd_answer.cpp: the frozen-reader pipeline
 
 }  // namespace frozenlm::cli

@@ -67,6 +67,8 @@ void add_train_args(CLI::App* c, TrainArgs& a) {
   c->add_option("--eval-limit", to.eval_limit, "dev examples per evaluation")->capture_default_str();
   c->add_option("--patience", to.patience, "early stopping after N evaluations without improvement (0: off)")->capture_default_str();
   c->add_option("--checkpoint-every", to.checkpoint_every, "checkpoint every N steps")->capture_default_str();
+  c->add_option("--snapshot-every", to.snapshot_every, "also keep the module as it is every N steps in OUT/snapshots/step-<N>, "
+                                                     "for probes during training (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--seed", to.seed, "seed (data order, initialisation)")->capture_default_str();
   c->add_flag("--resume", to.resume, "continue from OUT/checkpoint exactly (an error if there is none yet)");
   c->add_flag("--resume-or-start", to.resume_or_start, "resume when OUT has a checkpoint, start fresh when it has none (for supervisors)");

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   add_score_command(app, cmds);
   add_train_commands(app, cmds);
   add_eval_command(app, cmds);
+  add_index_commands(app, cmds);
+  add_answer_command(app, cmds);
   CLI11_PARSE(app, argc, argv);
   try {
     return cmds.run_parsed();

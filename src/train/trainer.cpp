@@ -344,6 +344,21 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     }
   };
 
+  // A snapshot is the module as it is at a step (not the best one), complete or absent: written as .tmp, renamed.
+  // A resumed run rewrites the snapshot of a step it repeats (the same weights: resume is exact).
+  auto save_snapshot = [&] {
+    char base[40];
+    std::snprintf(base, sizeof base, "step-%08lld", (long long)step);
+    const fs::path dir = fs::path(out_dir) / "snapshots", ver = dir / base, tmp = dir / (std::string(base) + ".tmp");
+    fs::create_directories(dir);
+    fs::remove_all(tmp);
+    module.save(tmp.string());
+    fsync_tree(tmp.string());
+    fs::remove_all(ver);
+    fs::rename(tmp, ver);
+    fsync_path(dir.string());
+  };
+
   auto batches = epoch_batches(data, opt.batch_size, opt.seed, epoch);
   const auto t_start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
@@ -419,6 +434,8 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       }
     }
     metrics.flush();
+    // The snapshot first: a kill between the two resumes from an earlier checkpoint and rewrites it, never skips it.
+    if (opt.snapshot_every > 0 && step % opt.snapshot_every == 0) save_snapshot();
     if ((opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) || last || res.stopped_early) save_checkpoint();
     if (kill_at && step == std::atoll(kill_at)) ::kill(::getpid(), SIGKILL);
     if (res.stopped_early) break;

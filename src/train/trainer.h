@@ -25,6 +25,8 @@ struct TrainOptions {
   size_t eval_limit = 200;      // dev examples per evaluation
   int64_t patience = 0;         // early stopping after this many evaluations without improvement (0: off)
   int64_t checkpoint_every = 50;
+  int64_t snapshot_every = 0;   // keep the module as it is every N steps in OUT/snapshots/step-<N> (0: off), for
+                                // probes during training (e.g. choosing a pretraining budget); never deleted
   uint64_t seed = 0;
   bool resume = false;          // continue from OUT/checkpoint; an error when there is none
   bool resume_or_start = false; // resume when OUT has a checkpoint, otherwise start fresh (for supervisors)

@@ -1,0 +1,55 @@
+#include "methods/reader/reranker.h"
+
+#include "core/torch_pch.h"
+#include "core/transformer.h"
+#include "data/records.h"
+#include "eval/evaluate.h"
+#include "eval/metrics.h"
+#include "modules/trainable_module.h"
+#include "tasks/task.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frozenlm {
+
+const char* const kRerankerInput = "Context: {passage}\nQuestion: {question} Does the context answer it?\nAnswer:";
+const char* const kLikelihoodPrefix = "Context: {passage}\nQuestion:";
+
+bool passage_has_answer(const Passage& p, const std::vector<std::string>& aliases) {
+  const std::vector<std::string> words = split_words(normalize_answer(p.title + " " + p.text));
+  for (const std::string& a : aliases) {
+    const std::vector<std::string> aw = split_words(normalize_answer(a));
+    if (aw.empty() || aw.size() > words.size()) continue;
+    for (size_t i = 0; i + aw.size() <= words.size(); ++i)
+      if (std::equal(aw.begin(), aw.end(), words.begin() + int64_t(i))) return true;
+  }
+  return false;
+}
+
+static int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id(); }
+
+std::vector<double> likelihood_scores(const FrozenLM& lm, const Tokenizer& tok, const std::string& question,
+                                      const std::vector<Passage>& passages, int64_t max_tokens, int64_t batch) {
+  std::vector<EncodedExample> items;
+  for (const Passage& p : passages)
+    items.push_back(encode_example(tok, bos_of(lm, tok), render_template(kLikelihoodPrefix, {{"passage", p.text}}, "likelihood re-ranker"),
+                                   " " + question, max_tokens));
+  return target_logprobs(lm, nullptr, items, batch);
+}
+
+std::vector<double> reranker_scores(const FrozenLM& lm, const TrainableModule& reranker, const Tokenizer& tok,
+                                    const std::string& question, const std::vector<Passage>& passages, int64_t max_tokens,
+                                    int64_t batch) {
+  std::vector<EncodedExample> items;
+  const int64_t room = max_tokens - reranker.prefix_length();
+  for (const Passage& p : passages) {
+    const std::string input = render_template(kRerankerInput, {{"passage", p.text}, {"question", question}}, "re-ranker");
+    items.push_back(encode_example(tok, bos_of(lm, tok), input, " yes", room));
+    items.push_back(encode_example(tok, bos_of(lm, tok), input, " no", room));
+  }
+  const std::vector<double> lp = target_logprobs(lm, &reranker, items, batch);
+  std::vector<double> out;
+  for (size_t i = 0; i < passages.size(); ++i) out.push_back(lp[2 * i] - lp[2 * i + 1]);
+  return out;
+}
+
+}  // namespace frozenlm
