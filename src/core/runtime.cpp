@@ -1,5 +1,7 @@
 #include "core/runtime.h"
 
+#include <sched.h>
+
 #include <cstdlib>
 #include <thread>
 
@@ -10,7 +12,14 @@
 namespace frozenlm {
 
 void set_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // "All cores" = the cores this process may run on (taskset, cpusets of containers), not every core of the machine:
+  // more OpenMP threads than cores spin-wait against each other.
+  if (n <= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   at::set_num_threads(n);
 }
 
