@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_common.h"
+#include "cli/reader_args.h"
 #include "core/error.h"
 #include "core/transformer.h"
 #include "methods/reader/reader_pipeline.h"
@@ -44,20 +45,24 @@ ReaderOptions reader_options(const std::string& reader_dir, const ReaderOptions&
       else if (n == "--rerank") o.rerank = cli.rerank;
       else if (n == "--reranker") o.reranker = cli.reranker;
       else if (n == "--max-new-tokens") o.max_new_tokens = cli.max_new_tokens;
+      else if (n == "--reader-tokens") o.reader_tokens = cli.reader_tokens;
     }
   }
   if (o.index.empty()) throw Error("no index: give --index (or a --reader trained with one)");
   return o;
 }
 
-std::vector<CLI::Option*> add_reader_pipeline_args(CLI::App* c, ReaderOptions& o) {
-  return {c->add_option("--index", o.index, "passage index directory (`frozenlm index build`)"),
+std::vector<CLI::Option*> add_reader_pipeline_args(CLI::App* c, ReaderOptions& o, bool with_max_new_tokens) {
+  std::vector<CLI::Option*> v{c->add_option("--index", o.index, "passage index directory (`frozenlm index build`)"),
           c->add_option("--retrieval", o.retrieval, "bm25 | dense | hybrid")->capture_default_str()->check(CLI::IsMember({"bm25", "dense", "hybrid"})),
           c->add_option("--candidates", o.candidates, "passages retrieved and re-ranked per question")->capture_default_str()->check(CLI::PositiveNumber),
           c->add_option("--rerank", o.rerank, "none | lm (the frozen LM's likelihood of the question) | trained (--reranker)")
               ->capture_default_str()->check(CLI::IsMember({"none", "lm", "trained"})),
           c->add_option("--reranker", o.reranker, "a trained re-ranker module (`frozenlm train reranker`)"),
-          c->add_option("--max-new-tokens", o.max_new_tokens, "answer budget (reserved in the context)")->capture_default_str()};
+          c->add_option("--reader-tokens", o.reader_tokens, "the reader's whole input in tokens, context included (0: the model's "
+                                                            "max_seq_len; give the length it was pretrained on)")->capture_default_str()};
+  if (with_max_new_tokens) v.push_back(c->add_option("--max-new-tokens", o.max_new_tokens, "answer budget (reserved in the context)")->capture_default_str());
+  return v;
 }
 
 void add_answer_command(CLI::App& app, Commands& cmds) {

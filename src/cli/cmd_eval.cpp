@@ -6,10 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_common.h"
+#include "cli/reader_args.h"
 #include "core/error.h"
 #include "core/torch_pch.h"
 #include "eval/evaluate.h"
 #include "eval/metrics.h"
+#include "methods/reader/reader_data.h"
+#include "methods/reader/reader_eval.h"
+#include "methods/reader/reader_pipeline.h"
 #include "modules/trainable_module.h"
 #include "tasks/mixture.h"
 #include "tasks/task.h"
@@ -25,7 +29,32 @@ struct EvalArgs {
   std::vector<std::string> module_for;
   EvalOptions eo;
   bool skip_bad = false;
+  // The frozen-reader pipeline (--reader DIR and/or --index IDX): open-domain QA over a passage index.
+  std::string reader;
+  ReaderOptions pipe;
+  std::vector<CLI::Option*> pipe_opts;
+  CLI::Option* max_new_opt = nullptr;
+  bool retrieval_only = false;
 };
+
+// Open-domain QA through the frozen reader: retrieval recall, answer in the packed context, EM / F1.
+json eval_reader(const EvalArgs& a, const FrozenLM& lm, const Tokenizer& tok) {
+  if (a.task_path.empty()) throw Error("eval --reader/--index: give --task QA_TASK (a generation task with a question field)");
+  ReaderOptions o = reader_options(a.reader, a.pipe, a.pipe_opts);
+  if (a.max_new_opt && a.max_new_opt->count()) o.max_new_tokens = a.eo.max_new_tokens;
+  std::unique_ptr<TrainableModule> reader;
+  if (!a.reader.empty()) reader = load_module(a.reader, lm);
+  ReaderPipeline pipe(lm, tok, o, reader.get());
+  const Task task = load_task(a.task_path);
+  ReaderEvalOptions ro;
+  ro.retrieval_only = a.retrieval_only;
+  ro.per_example = a.eo.per_example;
+  json r = evaluate_reader(pipe, read_qa_items(task, a.split, a.eo.limit), ro);
+  r["task"] = task.name;
+  r["split"] = a.split;
+  r["reader"] = a.reader;
+  return r;
+}
 
 int cmd_eval(const EvalArgs& a) {
   const std::string &task_path = a.task_path, &mixture_path = a.mixture_path, &eval_split = a.split;
@@ -38,7 +67,9 @@ int cmd_eval(const EvalArgs& a) {
   std::unique_ptr<TrainableModule> module;
   if (!a.module_dir.empty()) module = load_module(a.module_dir, *lm);
   json r;
-  if (!task_path.empty()) {
+  if (!a.reader.empty() || !a.pipe.index.empty()) {
+    r = eval_reader(a, *lm, *tok);
+  } else if (!task_path.empty()) {
     Task task = load_task(task_path);
     r = evaluate(*lm, module.get(), *tok, task, task.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo);
   } else {
@@ -105,7 +136,10 @@ void add_eval_command(CLI::App& app, Commands& cmds) {
   ev->add_option("--module", a->module_dir, "trained module directory");
   ev->add_option("--split", a->split, "task split")->capture_default_str();
   ev->add_option("--limit", a->eo.limit, "at most this many examples (0: all)")->capture_default_str();
-  ev->add_option("--max-new-tokens", a->eo.max_new_tokens, "generation tasks: tokens to generate")->capture_default_str();
+  a->max_new_opt = ev->add_option("--max-new-tokens", a->eo.max_new_tokens, "generation tasks: tokens to generate")->capture_default_str();
+  ev->add_option("--reader", a->reader, "a trained reader (`frozenlm train reader`): run the whole frozen-reader pipeline on --task");
+  a->pipe_opts = add_reader_pipeline_args(ev, a->pipe, false);
+  ev->add_flag("--retrieval-only", a->retrieval_only, "with --reader/--index: retrieval recall and packing only, no reading pass");
   ev->add_flag("--per-example", a->eo.per_example, "include every example's prediction in the report");
   ev->add_flag("--squad-v2-f1", a->eo.squad_v2_f1, "token F1 with SQuAD v2.0's rule: an empty prediction for an empty answer scores 1 "
                                                   "(default: SQuAD v1.1's official script, where it scores 0)");

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_common.h"
+#include "cli/train_common.h"
 #include "core/error.h"
 #include "core/hf_export.h"
 #include "core/loader.h"
@@ -19,19 +20,7 @@
 #include "train/trainer.h"
 
 namespace frozenlm::cli {
-namespace {
 using nlohmann::json;
-
-// Options every `train` subcommand shares.
-struct TrainArgs {
-  ModelArgs model;
-  TrainOptions to;
-  std::string train_split = "train", dev_split = "dev";
-  size_t train_limit = 0;
-  std::string task_path, mixture_path, out_dir;
-  bool skip_bad = false;
-  CLI::Option* lr_option = nullptr;  // prompt tuning / ID-PT: without --lr, default_prompt_lr (the embeddings' scale)
-};
 
 // Prompt tuning and ID-PT without --lr: the rate follows the frozen embeddings' scale (default_prompt_lr).
 TrainOptions prompt_train_options(const TrainArgs& a, const FrozenLM& lm) {
@@ -117,6 +106,8 @@ void print_train_result(const std::string& out_dir, const TrainResult& r) {
   std::printf("%s\n", json({{"out", out_dir}, {"steps", r.steps_done}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
                              {"best_dev_score", r.best_score}, {"nan_steps", r.nan_steps}, {"stopped_early", r.stopped_early}}).dump().c_str());
 }
+
+namespace {
 
 // The tokenizer files a saved Hugging Face directory should carry: tokenizer.json and its companions, or a llama2.c
 // tokenizer .bin.
@@ -265,6 +256,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   ft->add_option("--save-dtype", fa->save_dtype, "dtype of the saved best model: f32 | bf16")->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmds.add(ft, [fa] { return cmd_finetune(*fa); });
+
+  add_reader_train_commands(train, cmds);
 }
 
 }  // namespace frozenlm::cli

@@ -151,6 +151,14 @@ Passage Bm25Searcher::passage(uint32_t docid) const {
   return {j.at("id").get<std::string>(), j.at("title").get<std::string>(), j.at("text").get<std::string>()};
 }
 
+bool Bm25Searcher::find(const std::string& passage_id, Passage* out) const {
+  const std::string term = kIdPrefix + passage_id;
+  auto it = impl_->db.postlist_begin(term);
+  if (it == impl_->db.postlist_end(term)) return false;
+  if (out) *out = passage(*it);
+  return true;
+}
+
 uint64_t Bm25Searcher::size() const { return impl_->db.get_doccount(); }
 double Bm25Searcher::average_length() const { return impl_->db.get_avlength(); }
 uint64_t Bm25Searcher::distinct_terms() const {  // words only: the id terms ("Q" prefix) are skipped

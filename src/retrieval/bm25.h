@@ -54,6 +54,8 @@ class Bm25Searcher {
   // The k best passages, best first (ties: lower docid first). An empty query (no word) returns nothing.
   std::vector<RetrievalHit> search(const std::string& query, int64_t k, const Bm25Params& params) const;
   Passage passage(uint32_t docid) const;
+  // The passage with this id, if the index has it.
+  bool find(const std::string& passage_id, Passage* out) const;
   uint64_t size() const;
   double average_length() const;
   uint64_t distinct_terms() const;  // distinct indexed terms over all shards (walks the term list: for reports)

@@ -20,7 +20,7 @@ using nlohmann::json;
 
 json ReaderOptions::to_json() const {
   return {{"index", index}, {"retrieval", retrieval}, {"candidates", candidates}, {"rerank", rerank}, {"reranker", reranker},
-          {"input", input}, {"max_new_tokens", max_new_tokens},
+          {"input", input}, {"max_new_tokens", max_new_tokens}, {"reader_tokens", reader_tokens}, {"reader_prefix", reader_prefix},
           {"pack", {{"separator", pack.separator}, {"passage_format", pack.passage_format}}}};
 }
 
@@ -34,6 +34,8 @@ ReaderOptions ReaderOptions::from_json(const json& j, const std::string& where) 
     o.reranker = j.value("reranker", "");
     o.input = j.at("input").get<std::string>();
     o.max_new_tokens = j.at("max_new_tokens").get<int64_t>();
+    o.reader_prefix = j.value("reader_prefix", int64_t(0));
+    o.reader_tokens = j.value("reader_tokens", int64_t(0));
     o.pack.separator = j.at("pack").at("separator").get<std::string>();
     o.pack.passage_format = j.at("pack").at("passage_format").get<std::string>();
   } catch (const json::exception& e) {
@@ -79,7 +81,7 @@ std::vector<ReaderCandidate> ReaderPipeline::candidates(const std::string& quest
   if (opt_.rerank == "none" || out.empty()) return out;
   std::vector<Passage> ps;
   for (const auto& c : out) ps.push_back(c.passage);
-  const int64_t max_tokens = lm_.config().max_seq_len;
+  const int64_t max_tokens = this->max_tokens();
   const std::vector<double> s = opt_.rerank == "lm" ? likelihood_scores(lm_, tok_, question, ps, max_tokens)
                                                     : reranker_scores(lm_, *reranker_, tok_, question, ps, max_tokens);
   for (size_t i = 0; i < out.size(); ++i) out[i].rerank_score = s[i];
@@ -87,18 +89,22 @@ std::vector<ReaderCandidate> ReaderPipeline::candidates(const std::string& quest
   return out;
 }
 
+int64_t ReaderPipeline::max_tokens() const {
+  return opt_.reader_tokens > 0 ? std::min(opt_.reader_tokens, lm_.config().max_seq_len) : lm_.config().max_seq_len;
+}
+
 int64_t ReaderPipeline::context_budget(const std::string& question) const {
   // Everything but the context: BOS, the template with an empty context and the question, the module's prefix and
   // the answer budget.
   const std::string rest = render_template(opt_.input, {{"context", ""}, {"question", question}}, "reader input");
-  const int64_t used = 1 + int64_t(tok_.encode(rest, false).size()) + (reader_ ? reader_->prefix_length() : 0) + opt_.max_new_tokens;
-  return lm_.config().max_seq_len - used;
+  const int64_t used = 1 + int64_t(tok_.encode(rest, false).size()) + (reader_ ? reader_->prefix_length() : opt_.reader_prefix) + opt_.max_new_tokens;
+  return max_tokens() - used;
 }
 
 PackedContext ReaderPipeline::pack(const std::string& question, const std::vector<ReaderCandidate>& ranked) const {
   const int64_t budget = context_budget(question);
   if (budget < 1)
-    throw Error("the question leaves no room for a passage in the reader's " + std::to_string(lm_.config().max_seq_len) +
+    throw Error("the question leaves no room for a passage in the reader's " + std::to_string(max_tokens()) +
                 "-token context (" + std::to_string(-budget + 1) + " tokens too many): shorten it or lower the answer budget");
   std::vector<Passage> ps;
   for (const auto& c : ranked) ps.push_back(c.passage);

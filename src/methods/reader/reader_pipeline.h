@@ -26,6 +26,10 @@ struct ReaderOptions {
   std::string reranker;              // the trained re-ranker module's directory (rerank = trained)
   std::string input = "Context: {context}\nQuestion: {question}\nAnswer:";  // the reader's input
   int64_t max_new_tokens = 16;       // the answer budget reserved in the context
+  int64_t reader_tokens = 0;         // the reader's whole input incl. prefix and answer budget (0: the LM's
+                                     // max_seq_len; a model pretrained on shorter windows reads best within them)
+  int64_t reader_prefix = 0;         // positions reserved for the reader module's prefix when the pipeline runs
+                                     // without it (building the reader's training data); with one: its own length
   PackOptions pack;
 
   nlohmann::json to_json() const;
@@ -61,6 +65,8 @@ class ReaderPipeline {
   ReaderOutput answer(const std::string& question) const;
   int64_t context_budget(const std::string& question) const;
   const ReaderOptions& options() const { return opt_; }
+  const Bm25Searcher& bm25() const { return *bm25_; }
+  int64_t max_tokens() const;  // the reader's whole input: reader_tokens, at most the LM's max_seq_len
 
  private:
   const FrozenLM& lm_;

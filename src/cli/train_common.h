@@ -1,0 +1,34 @@
+// What the `train` subcommands share (cmd_train.cpp), for the commands that train modules of a method on data they
+// build first (cmd_reader.cpp: the re-ranker and the reader).
+#pragma once
+#include <string>
+
+#include "cli/cli_common.h"
+#include "train/trainer.h"
+
+namespace frozenlm::cli {
+
+// Options every `train` subcommand shares.
+struct TrainArgs {
+  ModelArgs model;
+  TrainOptions to;
+  std::string train_split = "train", dev_split = "dev";
+  size_t train_limit = 0;
+  std::string task_path, mixture_path, out_dir;
+  bool skip_bad = false;
+  CLI::Option* lr_option = nullptr;  // prompt tuning / ID-PT: without --lr, default_prompt_lr (the embeddings' scale)
+};
+
+// Prompt tuning and ID-PT without --lr: the rate follows the frozen embeddings' scale (default_prompt_lr).
+TrainOptions prompt_train_options(const TrainArgs& a, const FrozenLM& lm);
+// --model..., --task/--mixture, --out, the splits and every TrainOptions flag.
+void add_train_args(CLI::App* c, TrainArgs& a);
+// The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).
+TrainingSet load_training_set(const TrainArgs& a);
+size_t dev_size(const TrainingSet& s);
+void print_train_result(const std::string& out_dir, const TrainResult& r);
+
+// `train reranker` and `train reader` (cmd_reader.cpp), under the `train` command.
+void add_reader_train_commands(CLI::App* train, Commands& cmds);
+
+}  // namespace frozenlm::cli
