@@ -39,21 +39,45 @@ struct EvalArgs {
 
 // Open-domain QA through the frozen reader: retrieval recall, answer in the packed context, EM / F1.
 json eval_reader(const EvalArgs& a, const FrozenLM& lm, const Tokenizer& tok) {
-  if (a.task_path.empty()) throw Error("eval --reader/--index: give --task QA_TASK (a generation task with a question field)");
   ReaderOptions o = reader_options(a.reader, a.pipe, a.pipe_opts);
   if (a.max_new_opt && a.max_new_opt->count()) o.max_new_tokens = a.eo.max_new_tokens;
   std::unique_ptr<TrainableModule> reader;
   if (!a.reader.empty()) reader = load_module(a.reader, lm);
   ReaderPipeline pipe(lm, tok, o, reader.get());
-  const Task task = load_task(a.task_path);
   ReaderEvalOptions ro;
   ro.retrieval_only = a.retrieval_only;
   ro.per_example = a.eo.per_example;
-  json r = evaluate_reader(pipe, read_qa_items(task, a.split, a.eo.limit), ro);
-  r["task"] = task.name;
-  r["split"] = a.split;
-  r["reader"] = a.reader;
-  return r;
+  if (!a.task_path.empty()) {
+    const Task task = load_task(a.task_path);
+    json r = evaluate_reader(pipe, read_qa_items(task, a.split, a.eo.limit), ro);
+    r["task"] = task.name;
+    r["split"] = a.split;
+    r["reader"] = a.reader;
+    return r;
+  }
+  // A mixture: every generation task that has the split; the mean over tasks with a bootstrap interval of it.
+  const Mixture m = load_mixture(a.mixture_path);
+  ro.keep_scores = true;
+  json per_task = json::array();
+  std::vector<std::vector<double>> scores;
+  double sum = 0;
+  for (const Task& t : m.tasks) {
+    if (t.type != TaskType::Generation || !t.splits.count(a.split)) continue;
+    std::fprintf(stderr, "[eval] %s\n", t.name.c_str());
+    json r = evaluate_reader(pipe, read_qa_items(t, a.split, a.eo.limit), ro);
+    scores.push_back(r["example_scores"].get<std::vector<double>>());
+    r.erase("example_scores");
+    r.erase("options");
+    r["task"] = t.name;
+    const double s = a.retrieval_only ? r["answer_in_context"]["value"].get<double>() : r["score"].get<double>();
+    sum += s;
+    per_task.push_back(r);
+  }
+  if (scores.empty()) throw Error(a.mixture_path + ": no generation task with a '" + a.split + "' split");
+  const auto [lo, hi] = bootstrap_ci_of_task_average(scores);
+  return {{"mixture", m.name}, {"split", a.split}, {"reader", a.reader}, {"options", o.to_json()},
+          {"metric", a.retrieval_only ? "answer_in_context" : "exact_match"}, {"score", sum / double(scores.size())},
+          {"ci95", {lo, hi}}, {"tasks", per_task}};
 }
 
 int cmd_eval(const EvalArgs& a) {

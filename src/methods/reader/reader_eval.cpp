@@ -70,6 +70,7 @@ json evaluate_reader(const ReaderPipeline& pipe, const std::vector<QaItem>& item
     r["ci95"] = {lo, hi};
   }
   if (opt.per_example) r["examples"] = per;
+  if (opt.keep_scores) r["example_scores"] = opt.retrieval_only ? in_context : em;
   return r;
 }
 

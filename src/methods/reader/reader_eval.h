@@ -14,6 +14,7 @@ class ReaderPipeline;
 struct ReaderEvalOptions {
   bool retrieval_only = false;  // recall only: no reading pass
   bool per_example = false;
+  bool keep_scores = false;     // "example_scores": per question EM (answer in context with retrieval_only)
   bool progress = true;
 };
 

@@ -1,0 +1,47 @@
+#!/usr/bin/python3
+"""Tables of scripts/experiments/frozen_reader.sh (docs/RESULTS.md "Frozen readers", docs/CLAIMS.md rows d, e):
+retrieval recall and the readers' exact match by entity group, mean over the 7 relations with bootstrap 95% intervals.
+Missing runs are shown as "–". Usage: frozen_reader_tables.py RUNS_DIR"""
+import json
+import os
+import sys
+
+R = sys.argv[1]
+SPLITS = {"test": "seen, never QA-trained", "test_heldout": "held out (reading only)"}
+
+
+def load(name):
+    p = os.path.join(R, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else None
+
+
+def cell(r, key=None):
+    if r is None:
+        return "–"
+    if key is None:
+        return "**%.1f** [%.1f, %.1f]" % (100 * r["score"], 100 * r["ci95"][0], 100 * r["ci95"][1])
+    vals = [t[key[0]][key[1]]["value"] if len(key) == 2 else t[key[0]]["value"] for t in r["tasks"]]
+    return "%.1f" % (100 * sum(vals) / len(vals))
+
+
+print("**Retrieval** (mean over relations, %; 20 candidates; packed = answer inside the reader's 256-token input)\n")
+print("| retrieval | split | recall@1 | @2 | @4 | @8 | @20 | answer in packed context |")
+print("|---|---|---|---|---|---|---|---|")
+for name, label in (("bm25", "BM25"), ("bm25_lm", "BM25 + LM-likelihood re-rank"), ("bm25_trained", "BM25 + trained re-ranker"),
+                    ("dense", "dense (frozen LM, layer 4)"), ("hybrid", "hybrid (BM25 + dense, RRF)")):
+    for s in SPLITS:
+        r = load(f"retrieval_{name}_{s}")
+        cells = [cell(r, ("recall_at", k)) for k in ("1", "2", "4", "8", "20")] + [cell(r, ("answer_in_context",))]
+        print(f"| {label} | {s} | " + " | ".join(cells) + " |")
+
+print("\n**Open-domain QA** (exact match, mean over relations, %, bootstrap 95% interval)\n")
+print("| system | " + " | ".join(SPLITS.values()) + " |")
+print("|---|---|---|")
+for name, label in (("closed_book_prompt", "closed book, prompt tuning"), ("closed_book_finetune", "closed book, fine-tuning"),
+                    ("zero_shot_bm25", "frozen LM reads BM25 passages, no prompt"), ("bm25_reader", "BM25 + prompt-tuned frozen reader"),
+                    ("bm25_lm_reranked_reader", "BM25 + LM re-rank + prompt-tuned reader"),
+                    ("bm25_reranked_reader", "BM25 + trained re-ranker + prompt-tuned reader"),
+                    ("dense_reader", "dense + prompt-tuned reader"), ("hybrid_reader", "hybrid + prompt-tuned reader"),
+                    ("bm25_finetuned_reader", "BM25 + fine-tuned reader (every weight)"),
+                    ("gold_passage_prompt", "gold passage (oracle) + prompt-tuned reader")):
+    print(f"| {label} | " + " | ".join(cell(load(f"{name}_{s}")) for s in SPLITS) + " |")
