@@ -39,14 +39,22 @@ Batch make_batch(const std::vector<EncodedExample>& items, const at::Device& dev
   return b;
 }
 
-static at::Tensor batch_logits(const FrozenLM& lm, const TrainableModule* module, const Batch& b) {
+// Final hidden states [B, T, d] of the batch's own positions (after the module's prefix, if any).
+static at::Tensor batch_hidden(const FrozenLM& lm, const TrainableModule* module, const Batch& b) {
+  ForwardOptions fo;
+  fo.logits = false;
+  fo.hidden = true;
+  ForwardInput in;
   if (!module) {
-    ForwardInput in;
     in.ids = b.ids;
     in.mask = b.mask;
-    return lm.forward(in).logits;
+    return lm.forward(in, nullptr, fo).hidden;
   }
-  return module_forward_logits(lm, *module, module_input(lm, b.ids, b.mask, b.input_mask));
+  ModuleInput x = module->apply(lm, module_input(lm, b.ids, b.mask, b.input_mask));
+  in.embeds = x.embeds;
+  in.mask = x.mask;
+  at::Tensor h = lm.forward(in, nullptr, fo).hidden;
+  return h.narrow(1, module->prefix_length(), h.size(1) - module->prefix_length());
 }
 
 std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& items,
@@ -56,10 +64,15 @@ std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* m
   for (size_t s = 0; s < items.size(); s += batch_size) {
     std::vector<EncodedExample> chunk(items.begin() + s, items.begin() + std::min(items.size(), s + batch_size));
     Batch b = make_batch(chunk, lm.device());
-    at::Tensor lp = at::log_softmax(batch_logits(lm, module, b), -1);                      // [B, T, V]
-    at::Tensor keep = b.targets != -100;
-    at::Tensor picked = lp.gather(2, b.targets.clamp_min(0).unsqueeze(2)).squeeze(2);    // [B, T]
-    at::Tensor sums = (picked * keep).sum(1).to(at::kCPU, at::kDouble);
+    // The LM head and its softmax only where a target token is predicted (a choice or a question after a long input
+    // is a few positions of many): [N, d] -> [N, V].
+    at::Tensor keep = b.targets != -100;                                                   // [B, T]
+    at::Tensor where = keep.nonzero();                                                     // [N, 2]
+    at::Tensor h = batch_hidden(lm, module, b).index({where.select(1, 0), where.select(1, 1)});  // [N, d]
+    at::Tensor lp = at::log_softmax(lm.head(h), -1);                                       // [N, V]
+    at::Tensor tgt = b.targets.index({where.select(1, 0), where.select(1, 1)});            // [N]
+    at::Tensor picked = lp.gather(1, tgt.unsqueeze(1)).squeeze(1).to(at::kDouble);         // [N]
+    at::Tensor sums = at::zeros({b.ids.size(0)}, picked.options()).index_add_(0, where.select(1, 0), picked).to(at::kCPU);
     at::Tensor counts = keep.sum(1).to(at::kCPU);
     for (int64_t r = 0; r < sums.size(0); ++r) {
       out.push_back(sums[r].item<double>());
