@@ -82,6 +82,27 @@ std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* m
   return out;
 }
 
+at::Tensor next_token_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& prompts,
+                               int64_t batch_size) {
+  at::NoGradGuard ng;
+  std::vector<at::Tensor> out;
+  for (size_t s = 0; s < prompts.size(); s += batch_size) {
+    std::vector<EncodedExample> chunk;
+    for (size_t i = s; i < std::min(prompts.size(), s + batch_size); ++i) {
+      EncodedExample e = prompts[i];
+      e.ids.resize(size_t(e.target_start));  // the prompt alone: its last position predicts the next token
+      e.target_start = int64_t(e.ids.size());
+      chunk.push_back(std::move(e));
+    }
+    Batch b = make_batch(chunk, lm.device());
+    at::Tensor last = b.mask.sum(1) - 1;                                                   // [B] right padding
+    at::Tensor h = batch_hidden(lm, module, b);                                            // [B, T, d]
+    at::Tensor hl = h.index({at::arange(h.size(0), last.options()), last});               // [B, d]
+    out.push_back(at::log_softmax(lm.head(hl), -1).to(at::kCPU, at::kFloat));
+  }
+  return out.empty() ? at::zeros({0, lm.vocab_size()}) : at::cat(out, 0);
+}
+
 json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
               const std::vector<Example>& all, const EvalOptions& opt) {
   std::vector<Example> ex(all.begin(), all.begin() + (opt.limit ? std::min(opt.limit, all.size()) : all.size()));

@@ -30,6 +30,11 @@ nlohmann::json evaluate(const FrozenLM& lm, const TrainableModule* module, const
 std::vector<double> target_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& items,
                                     int64_t batch_size, std::vector<int64_t>* n_tokens = nullptr);
 
+// log p(next token | prompt) over the whole vocabulary after each prompt (its ids; target ignored): [N, V] fp32 CPU.
+// Scoring several one-token continuations of the same prompt (a re-ranker's " yes" / " no") in one forward.
+at::Tensor next_token_logprobs(const FrozenLM& lm, const TrainableModule* module, const std::vector<EncodedExample>& prompts,
+                               int64_t batch_size);
+
 // The padded batch tensors for encoded examples: ids [B, T] (right-padded), mask, targets (-100 outside the target).
 struct Batch {
   at::Tensor ids, mask, targets;

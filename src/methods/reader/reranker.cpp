@@ -41,13 +41,20 @@ std::vector<double> reranker_scores(const FrozenLM& lm, const TrainableModule& r
                                     int64_t batch) {
   std::vector<EncodedExample> items;
   const int64_t room = max_tokens - reranker.prefix_length();
+  const std::vector<int64_t> yes = tok.encode_continuation(" yes"), no = tok.encode_continuation(" no");
+  const bool one_token = yes.size() == 1 && no.size() == 1;
   for (const Passage& p : passages) {
     const std::string input = render_template(kRerankerInput, {{"passage", p.text}, {"question", question}}, "re-ranker");
     items.push_back(encode_example(tok, bos_of(lm, tok), input, " yes", room));
-    items.push_back(encode_example(tok, bos_of(lm, tok), input, " no", room));
+    if (!one_token) items.push_back(encode_example(tok, bos_of(lm, tok), input, " no", room));
+  }
+  std::vector<double> out;
+  if (one_token) {  // both answers from one forward: the next-token distribution after the input
+    const at::Tensor lp = next_token_logprobs(lm, &reranker, items, batch);  // [N, V]
+    for (int64_t i = 0; i < lp.size(0); ++i) out.push_back(lp[i][yes[0]].item<double>() - lp[i][no[0]].item<double>());
+    return out;
   }
   const std::vector<double> lp = target_logprobs(lm, &reranker, items, batch);
-  std::vector<double> out;
   for (size_t i = 0; i < passages.size(); ++i) out.push_back(lp[2 * i] - lp[2 * i + 1]);
   return out;
 }
