@@ -80,6 +80,16 @@ TEST(DenseRetrieval, GraphSearchFindsTheExactNeighboursAndRefusesAnotherModel) {
   const auto self = dense.search(*lm, *tok, texts[6], 1);
   EXPECT_EQ(self[0].docid, 7u);
   EXPECT_NEAR(self[0].score, 1.0, 1e-5);
+  // Passages added later would have no vectors: refused, and the index keeps its 12.
+  const std::string more = dir + "-more.jsonl";
+  std::ofstream(more) << "{\"id\": \"new\", \"text\": \"a zebra\"}\n";
+  try {
+    add_to_index(dir, more, false);
+    ADD_FAILURE() << "adding to an index with dense vectors was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("has dense vectors"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_index_manifest(dir).passages, 12);
   // Another model is refused, naming both checkpoints.
   auto other = load_model(stories260k());
   try {
