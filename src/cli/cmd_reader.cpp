@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "cli/reader_args.h"
@@ -102,6 +103,24 @@ void add_common(CLI::App* c, ReaderTrainArgs& a) {
   c->add_option("--dev-limit", a.dev_limit, "dev questions per task for the data (0: all)")->capture_default_str();
 }
 
+// Opens the model, builds the data of `kind` through a pipeline with options `o` (make_task: the task file's text;
+// write_rows: the rows of a split), saves `save_options` when given (the reader's reader.json), then prompt-tunes.
+int build_and_train(const ReaderTrainArgs& a, const std::string& kind, ReaderOptions o, bool save_options,
+                    const std::function<std::string(const ReaderPipeline&)>& make_task,
+                    const std::function<json(const ReaderPipeline&, const std::vector<QaItem>&, const std::string&)>& write_rows) {
+  if (o.index.empty()) throw Error("train " + kind + ": give --index");
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+  ReaderPipeline pipe(*lm, *tok, o, nullptr);
+  const std::string task = build_data(a, kind, data_identity(a, *lm, o), make_task(pipe),
+                                      [&](const std::vector<QaItem>& items, const std::string& path) { return write_rows(pipe, items, path); });
+  if (save_options) {
+    fs::create_directories(a.out_dir);
+    write_file_atomically(a.out_dir + "/reader.json", o.to_json().dump(2) + "\n");
+  }
+  return train_prompt_on(a, task, *lm, *tok);
+}
+
 }  // namespace
 
 void add_reader_train_commands(CLI::App* train, Commands& cmds) {
@@ -111,36 +130,25 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   add_common(rr, *ra);
   rr->add_option("--negatives", ra->negatives, "hard negatives per question")->capture_default_str();
   cmds.add(rr, [ra] {
-    const ReaderTrainArgs& a = *ra;
-    if (a.pipe.index.empty()) throw Error("train reranker: give --index");
-    auto lm = open_model(a.model);
-    auto tok = open_tokenizer(a.model, *lm, false);
-    ReaderOptions o = a.pipe;
+    ReaderOptions o = ra->pipe;
     o.rerank = "none";  // candidates come from retrieval alone
-    ReaderPipeline pipe(*lm, *tok, o, nullptr);
     RerankerDataOptions ro;
-    ro.negatives = a.negatives;
-    const std::string task = build_data(a, "reranker", data_identity(a, *lm, o), reranker_task_json("reranker_train.jsonl", "reranker_dev.jsonl", pipe.max_tokens()),
-                                        [&](const std::vector<QaItem>& items, const std::string& path) { return write_reranker_rows(pipe, items, path, ro, true); });
-    return train_prompt_on(a, task, *lm, *tok);
+    ro.negatives = ra->negatives;
+    return build_and_train(
+        *ra, "reranker", o, false,
+        [](const ReaderPipeline& p) { return reranker_task_json("reranker_train.jsonl", "reranker_dev.jsonl", p.max_tokens()); },
+        [ro](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reranker_rows(p, items, path, ro, true); });
   });
 
   auto da = std::make_shared<ReaderTrainArgs>();
   auto* rd = train->add_subcommand("reader", "prompt-tune the frozen LM to read packed retrieved passages (the frozen reader)");
   add_common(rd, *da);
   cmds.add(rd, [da] {
-    const ReaderTrainArgs& a = *da;
-    if (a.pipe.index.empty()) throw Error("train reader: give --index");
-    auto lm = open_model(a.model);
-    auto tok = open_tokenizer(a.model, *lm, false);
-    ReaderOptions o = a.pipe;
-    o.reader_prefix = a.virtual_tokens;  // the packed contexts leave room for the prompt being trained
-    ReaderPipeline pipe(*lm, *tok, o, nullptr);
-    const std::string task = build_data(a, "reader", data_identity(a, *lm, o), reader_task_json(pipe, "reader_train.jsonl", "reader_dev.jsonl"),
-                                        [&](const std::vector<QaItem>& items, const std::string& path) { return write_reader_rows(pipe, items, path, true); });
-    fs::create_directories(a.out_dir);
-    write_file_atomically(a.out_dir + "/reader.json", o.to_json().dump(2) + "\n");
-    return train_prompt_on(a, task, *lm, *tok);
+    ReaderOptions o = da->pipe;
+    o.reader_prefix = da->virtual_tokens;  // the packed contexts leave room for the prompt being trained
+    return build_and_train(
+        *da, "reader", o, true, [](const ReaderPipeline& p) { return reader_task_json(p, "reader_train.jsonl", "reader_dev.jsonl"); },
+        [](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reader_rows(p, items, path, true); });
   });
 }
 
