@@ -15,6 +15,7 @@
 #include "core/transformer.h"
 #include "methods/reader/reader_data.h"
 #include "methods/reader/reader_pipeline.h"
+#include "methods/reader/reranker.h"
 #include "modules/prompt_tuning.h"
 #include "tasks/mixture.h"
 #include "tokenizer/tokenizer.h"
@@ -28,6 +29,7 @@ struct ReaderTrainArgs : TrainArgs {
   ReaderOptions pipe;
   std::vector<CLI::Option*> pipe_opts;
   int64_t virtual_tokens = 20, negatives = 3;
+  bool balanced = true;
   size_t dev_limit = 100;
   std::string question_field = "question";
 };
@@ -104,20 +106,21 @@ void add_common(CLI::App* c, ReaderTrainArgs& a) {
 }
 
 // Opens the model, builds the data of `kind` through a pipeline with options `o` (make_task: the task file's text;
-// write_rows: the rows of a split), saves `save_options` when given (the reader's reader.json), then prompt-tunes.
-int build_and_train(const ReaderTrainArgs& a, const std::string& kind, ReaderOptions o, bool save_options,
+// write_rows: the rows of a split), saves OUT/<kind>.json = `saved` (what reading with the module needs: the reader's
+// pipeline options, the re-ranker's input template), then prompt-tunes.
+int build_and_train(const ReaderTrainArgs& a, const std::string& kind, ReaderOptions o, const json& saved,
                     const std::function<std::string(const ReaderPipeline&)>& make_task,
                     const std::function<json(const ReaderPipeline&, const std::vector<QaItem>&, const std::string&)>& write_rows) {
   if (o.index.empty()) throw Error("train " + kind + ": give --index");
   auto lm = open_model(a.model);
   auto tok = open_tokenizer(a.model, *lm, false);
   ReaderPipeline pipe(*lm, *tok, o, nullptr);
-  const std::string task = build_data(a, kind, data_identity(a, *lm, o), make_task(pipe),
+  json identity = data_identity(a, *lm, o);
+  if (kind == "reranker") identity["balanced"] = a.balanced;
+  const std::string task = build_data(a, kind, identity, make_task(pipe),
                                       [&](const std::vector<QaItem>& items, const std::string& path) { return write_rows(pipe, items, path); });
-  if (save_options) {
-    fs::create_directories(a.out_dir);
-    write_file_atomically(a.out_dir + "/reader.json", o.to_json().dump(2) + "\n");
-  }
+  fs::create_directories(a.out_dir);
+  write_file_atomically(a.out_dir + "/" + kind + ".json", saved.dump(2) + "\n");
   return train_prompt_on(a, task, *lm, *tok);
 }
 
@@ -129,13 +132,17 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
                                                "retrieved passage answers the question (positives contain a gold answer; hard negatives from retrieval)");
   add_common(rr, *ra);
   rr->add_option("--negatives", ra->negatives, "hard negatives per question")->capture_default_str();
+  rr->add_flag("--balanced,!--no-balanced", ra->balanced,
+               "write the positive once per negative, so the classes are 1 : 1 (default); --no-balanced writes it once")
+      ->capture_default_str();
   cmds.add(rr, [ra] {
     ReaderOptions o = ra->pipe;
     o.rerank = "none";  // candidates come from retrieval alone
     RerankerDataOptions ro;
     ro.negatives = ra->negatives;
+    ro.balanced = ra->balanced;
     return build_and_train(
-        *ra, "reranker", o, false,
+        *ra, "reranker", o, json{{"input", kRerankerInput}},
         [](const ReaderPipeline& p) { return reranker_task_json("reranker_train.jsonl", "reranker_dev.jsonl", p.max_tokens()); },
         [ro](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reranker_rows(p, items, path, ro, true); });
   });
@@ -147,7 +154,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
     ReaderOptions o = da->pipe;
     o.reader_prefix = da->virtual_tokens;  // the packed contexts leave room for the prompt being trained
     return build_and_train(
-        *da, "reader", o, true, [](const ReaderPipeline& p) { return reader_task_json(p, "reader_train.jsonl", "reader_dev.jsonl"); },
+        *da, "reader", o, o.to_json(), [](const ReaderPipeline& p) { return reader_task_json(p, "reader_train.jsonl", "reader_dev.jsonl"); },
         [](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reader_rows(p, items, path, true); });
   });
 }

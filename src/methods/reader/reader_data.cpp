@@ -95,9 +95,13 @@ json write_reranker_rows(const ReaderPipeline& pipe, const std::vector<QaItem>& 
     }
     if (!positive) { ++skipped; prog.tick(qi + 1); continue; }
     ++used;
-    f << json{{"passage", positive->text}, {"question", q.question}, {"label", 1}, {"question_index", qi}}.dump() << "\n";
-    for (const Passage* n : negatives) f << json{{"passage", n->text}, {"question", q.question}, {"label", 0}, {"question_index", qi}}.dump() << "\n";
-    rows += 1 + int64_t(negatives.size());
+    const std::string pos = json{{"passage", positive->text}, {"question", q.question}, {"label", 1}, {"question_index", qi}}.dump();
+    if (!opt.balanced || negatives.empty()) f << pos << "\n", ++rows;
+    for (const Passage* n : negatives) {
+      if (opt.balanced) f << pos << "\n", ++rows;
+      f << json{{"passage", n->text}, {"question", q.question}, {"label", 0}, {"question_index", qi}}.dump() << "\n";
+      ++rows;
+    }
     prog.tick(qi + 1);
   }
   f.close();

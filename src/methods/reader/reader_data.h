@@ -31,10 +31,11 @@ std::vector<QaItem> read_qa_items(const Task& task, const std::string& split, si
 struct RerankerDataOptions {
   int64_t negatives = 3;        // hard negatives per question
   bool gold_if_missing = true;  // no retrieved passage has an answer: use the row's gold passage as the positive
+  bool balanced = true;         // the positive written once per negative (classes 1 : 1, so the "no" prior is no answer)
 };
 
 // Writes the re-ranker's rows {passage, question, label (1 relevant, 0 not), question_index} for `items` to `path`
-// (JSONL); returns counts. The pipeline's retrieval gives the candidates (its re-ranking is not used).
+// (JSONL): the positive, then each negative (balanced: before each negative, its own copy of the positive); returns counts. The pipeline's retrieval gives the candidates (its re-ranking is not used).
 nlohmann::json write_reranker_rows(const ReaderPipeline& pipe, const std::vector<QaItem>& items, const std::string& path,
                                    const RerankerDataOptions& opt, bool progress);
 // The classification task over such rows (train / dev files relative to the task file's directory).

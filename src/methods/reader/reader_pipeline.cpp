@@ -63,7 +63,10 @@ ReaderPipeline::ReaderPipeline(const FrozenLM& lm, const Tokenizer& tok, ReaderO
   bm25_params_ = read_index_manifest(opt_.index).bm25;  // names a missing or damaged index now, not at the first question
   bm25_ = std::make_unique<Bm25Searcher>(std::vector<std::string>{opt_.index + "/bm25"});
   if (opt_.retrieval != "bm25") dense_ = std::make_unique<DenseSearcher>(opt_.index, lm_);
-  if (opt_.rerank == "trained") reranker_ = load_module(opt_.reranker, lm_);
+  if (opt_.rerank == "trained") {
+    reranker_input_ = reranker_input_of(opt_.reranker);
+    reranker_ = load_module(opt_.reranker, lm_);
+  }
 }
 
 ReaderPipeline::~ReaderPipeline() = default;
@@ -83,7 +86,7 @@ std::vector<ReaderCandidate> ReaderPipeline::candidates(const std::string& quest
   for (const auto& c : out) ps.push_back(c.passage);
   const int64_t max_tokens = this->max_tokens();
   const std::vector<double> s = opt_.rerank == "lm" ? likelihood_scores(lm_, tok_, question, ps, max_tokens)
-                                                    : reranker_scores(lm_, *reranker_, tok_, question, ps, max_tokens);
+                                                    : reranker_scores(lm_, *reranker_, tok_, question, ps, max_tokens, 16, reranker_input_);
   for (size_t i = 0; i < out.size(); ++i) out[i].rerank_score = s[i];
   std::stable_sort(out.begin(), out.end(), [](const ReaderCandidate& a, const ReaderCandidate& b) { return a.rerank_score > b.rerank_score; });
   return out;

@@ -74,6 +74,7 @@ class ReaderPipeline {
   ReaderOptions opt_;
   const TrainableModule* reader_;
   std::unique_ptr<TrainableModule> reranker_;
+  std::string reranker_input_;  // the template the trained re-ranker read in training
   Bm25Params bm25_params_;
   std::unique_ptr<Bm25Searcher> bm25_;
   std::unique_ptr<DenseSearcher> dense_;

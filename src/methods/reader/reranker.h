@@ -30,6 +30,9 @@ std::vector<double> likelihood_scores(const FrozenLM& lm, const Tokenizer& tok, 
                                       const std::vector<Passage>& passages, int64_t max_tokens, int64_t batch = 16);
 std::vector<double> reranker_scores(const FrozenLM& lm, const TrainableModule& reranker, const Tokenizer& tok,
                                     const std::string& question, const std::vector<Passage>& passages, int64_t max_tokens,
-                                    int64_t batch = 16);
+                                    int64_t batch = 16, const std::string& input_template = kRerankerInput);
+// The input template a trained re-ranker was trained with (MODULE_DIR/reranker.json, written by `train reranker`);
+// an error naming the directory when it is missing or has no {passage} / {question}.
+std::string reranker_input_of(const std::string& module_dir);
 
 }  // namespace frozenlm
