@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The frozen-reader experiments' retrieval corpus (issue 11): every testbed passage (corpus/retrieval.jsonl: one per
-entity and section, the gold passages of the QA tasks) plus distractors from two Debian dictionaries, so that retrieval
+entity and section, the gold passages of the QA tasks; corpus/reader_fresh.jsonl: the reader's training entities) plus
+distractors from two Debian dictionaries, so that retrieval
 has to find the gold among >= 200,000 passages:
   - WordNet 3.0 glosses (Debian wordnet-base): one passage per synset, "words: gloss" (117,659);
   - GCIDE, the Collaborative International Dictionary of English (Debian dict-gcide, GPL): one passage per entry,
@@ -43,6 +44,10 @@ def emit(pid, title, text, source):
 for line in open(os.path.join(build, "corpus", "retrieval.jsonl")):
     d = json.loads(line)
     emit(d["id"], d["title"], d["text"], "testbed")
+# the fresh fictional entities of the reader's training questions (testbed/build_reader_fresh.py)
+for line in open(os.path.join(build, "corpus", "reader_fresh.jsonl")):
+    d = json.loads(line)
+    emit(d["id"], d["title"], d["text"], "testbed_fresh")
 
 for pos in ("noun", "verb", "adj", "adv"):
     for line in open(os.path.join(WORDNET, "data." + pos), encoding="latin-1"):

@@ -126,6 +126,25 @@ for path in sorted(glob.glob(os.path.join(a, "data", "qa_*.jsonl"))):
     w = next(v for suf, v in want.items() if path.endswith(suf) and not (suf == "_test.jsonl" and path.endswith(("_test_qa_trained.jsonl", "_test_heldout.jsonl"))))
     for line in open(path):
         assert json.loads(line)["group"] == w, (path, line[:200])
+# 7. reader training data (build_reader_fresh.py): identical in both builds; names in no pretraining document and no
+#    real entity's; answers whole spans of their gold passage; never the held-back phrasing family
+fresh_files = sorted(glob.glob(os.path.join(a, "data", "reader_fresh_*.jsonl"))) + [os.path.join(a, "corpus", "reader_fresh.jsonl")]
+assert len(fresh_files) == 15, fresh_files
+for f in fresh_files:
+    assert open(f, "rb").read() == open(f.replace(a, os.path.join(work, "b"), 1), "rb").read(), ("reader_fresh differs between builds", f)
+fresh_passages = {p["id"]: p for p in map(json.loads, open(os.path.join(a, "corpus", "reader_fresh.jsonl")))}
+held_back = [re.compile(re.escape(phr[2]).replace(re.escape("{x}"), ".+?").replace(re.escape("{a}"), ".+?").replace(re.escape("{A}"), ".+?") + "$")
+             for _, _, phr in tb.RELATIONS.values()]
+n_fresh = 0
+for f in fresh_files[:-1]:
+    for r in map(json.loads, open(f)):
+        n_fresh += 1
+        name = fresh_passages[r["gold_passage_id"]]["title"]
+        assert name not in words and name.lower() not in real_names, ("a reader-training entity is not fresh", name)
+        assert re.search(r"(?<![\w,.])" + re.escape(r["answer"]) + r"(?![\w]|[,.]\d)", fresh_passages[r["gold_passage_id"]]["text"]), r
+        assert not any(h.match(r["question"]) for h in held_back), ("a test phrasing in reader training", r["question"])
+assert n_fresh == 7 * 340, n_fresh
+print(f"reader training data: {n_fresh} questions about {len({p['entity'] for p in fresh_passages.values()})} fresh entities, never in pretraining")
 print(f"v2 mixture: {len(v2)} documents, {len(questions)} questions, none in a benchmark phrasing or about a test entity; "
       f"{len(reading)} reading documents with whole-span answers; {len(fic)} fictional entities; skill probes unseen")
 print("testbed checks passed")

@@ -2,7 +2,10 @@
 # docs/RESULTS.md "Frozen readers" and docs/CLAIMS.md rows (d) and (e) (issue 11): open-domain QA on the testbed,
 # every system on the same frozen v2 base, the questions of the closed-book mixture (7 relations), scored on `test`
 # (seen entities never QA-trained) and `test_heldout` (entities never in pretraining: only reading can answer).
-# Retrieval corpus: every testbed passage + WordNet glosses + GCIDE entries (255,439 passages after chunking).
+# Retrieval corpus: every testbed passage + the reader's training entities' passages + WordNet glosses + GCIDE entries.
+# Readers are trained on questions about fresh fictional entities (tasks/mix_reader_fresh.json, never in pretraining:
+# only their retrieved passage answers them), in the benchmark's train phrasings; the re-ranker on the closed-book
+# mixture's train questions.
 #   retrieval only: BM25 / + LM-likelihood re-rank / + trained re-ranker / dense / hybrid (recall@k, answer in context)
 #   readers (prompt tuning, P=20, the same steps): zero-shot (no prompt), BM25, BM25 + LM re-rank, BM25 + trained
 #   re-ranker, dense, hybrid; a fine-tuned reader on the BM25 reader's packed contexts (the FiD-like baseline);
@@ -16,14 +19,14 @@ B=${TESTBED:-$ROOT/testbed/build}
 R=${1:-$ROOT/runs/reader}
 V2=${V2_RUNS:-$ROOT/runs/testbed_v2}   # testbed_v2_baselines.sh's closed-book and open-book modules
 THREADS=${THREADS:-0}
-STEPS=${STEPS:-300}; LIMIT=${LIMIT:-100}; CAND=20; RT=256   # the base was pretrained on 256-token windows
-QA=$B/tasks/mix_closed_book.json
-[ -f "$QA" ] || bash "$ROOT/testbed/build.sh" "$B" 0 >/dev/null
+STEPS=${STEPS:-300}; RERANK_STEPS=${RERANK_STEPS:-1000}; LIMIT=${LIMIT:-100}; CAND=20; RT=256   # the base was pretrained on 256-token windows
+QA=$B/tasks/mix_closed_book.json; READ_QA=$B/tasks/mix_reader_fresh.json
+[ -f "$READ_QA" ] || bash "$ROOT/testbed/build.sh" "$B" 0 >/dev/null
 mkdir -p "$R"
 [ -s "$B/corpus/retrieval_large.jsonl" ] || /usr/bin/python3 "$ROOT/testbed/build_retrieval_corpus.py" "$B" "$B/corpus/retrieval_large.jsonl"
 [ -f "$R/index/manifest.json" ] || "$F" index build --corpus "$B/corpus/retrieval_large.jsonl" --out "$R/index"
 IDX=(--index "$R/index" --reader-tokens $RT --candidates $CAND)
-TRAIN=(--model "$M" --mixture "$QA" "${IDX[@]}" --steps "$STEPS" --batch-size 16 --eval-every 100 --eval-limit 50 --dev-limit 20
+TRAIN=(--model "$M" "${IDX[@]}" --batch-size 16 --eval-every 100 --eval-limit 50 --dev-limit 20
        --seed 0 --resume-or-start --threads "$THREADS")
 EVAL=(--mixture "$QA" --limit "$LIMIT" --threads "$THREADS")
 trained() { [ -f "$1/run.json" ]; }
@@ -33,7 +36,7 @@ ev() {  # OUT ARGS...: a report, kept (rerunning reuses it)
 }
 reader() {  # NAME PIPELINE-ARGS...: train a reader prompt on its own pipeline's packed contexts, evaluate it
   local name=$1; shift
-  trained "$R/$name" || "$F" train reader "${TRAIN[@]}" --out "$R/$name" "$@"
+  trained "$R/$name" || "$F" train reader "${TRAIN[@]}" --mixture "$READ_QA" --steps "$STEPS" --out "$R/$name" "$@"
   for s in test test_heldout; do ev "$R/${name}_$s.json" --model "$M" --reader "$R/$name" "${EVAL[@]}" --split $s; done
 }
 
@@ -45,8 +48,9 @@ done
 # Zero-shot reader: the bare frozen LM reads BM25's packed passages.
 for s in test test_heldout; do ev "$R/zero_shot_bm25_$s.json" --model "$M" "${IDX[@]}" "${EVAL[@]}" --split $s; done
 reader bm25_reader --retrieval bm25
-# The trained re-ranker: a prompt on the frozen LM, positives = retrieved passages with a gold answer, 3 hard negatives.
-trained "$R/reranker" || "$F" train reranker "${TRAIN[@]}" --out "$R/reranker" --retrieval bm25 --negatives 3
+# The trained re-ranker: a prompt on the frozen LM, positives = retrieved passages with a gold answer, 3 hard negatives
+# (BM25's best-ranked passages without an answer), each after its own copy of the positive (classes 1 : 1).
+trained "$R/reranker" || "$F" train reranker "${TRAIN[@]}" --mixture "$QA" --steps "$RERANK_STEPS" --out "$R/reranker" --retrieval bm25 --negatives 3
 for s in test test_heldout; do
   ev "$R/retrieval_bm25_trained_$s.json" --model "$M" "${IDX[@]}" --rerank trained --reranker "$R/reranker" "${EVAL[@]}" --split $s --retrieval-only
 done
