@@ -40,13 +40,10 @@ reader() {  # NAME PIPELINE-ARGS...: train a reader prompt on its own pipeline's
   for s in test test_heldout; do ev "$R/${name}_$s.json" --model "$M" --reader "$R/$name" "${EVAL[@]}" --split $s; done
 }
 
+# (In order of what the claims need first: BM25, the prompt-tuned reader, the trained re-ranker and its reader, the
+# fine-tuned reader; then the zero-shot and LM-likelihood rows, dense and hybrid.)
 # Retrieval alone (no reading pass): how often the answer is among the first k candidates / inside the packed context.
-for s in test test_heldout; do
-  ev "$R/retrieval_bm25_$s.json" --model "$M" "${IDX[@]}" "${EVAL[@]}" --split $s --retrieval-only
-  ev "$R/retrieval_bm25_lm_$s.json" --model "$M" "${IDX[@]}" --rerank lm "${EVAL[@]}" --split $s --retrieval-only
-done
-# Zero-shot reader: the bare frozen LM reads BM25's packed passages.
-for s in test test_heldout; do ev "$R/zero_shot_bm25_$s.json" --model "$M" "${IDX[@]}" "${EVAL[@]}" --split $s; done
+for s in test test_heldout; do ev "$R/retrieval_bm25_$s.json" --model "$M" "${IDX[@]}" "${EVAL[@]}" --split $s --retrieval-only; done
 reader bm25_reader --retrieval bm25
 # The trained re-ranker: a prompt on the frozen LM, positives = retrieved passages with a gold answer, 3 hard negatives
 # (BM25's best-ranked passages without an answer), each after its own copy of the positive (classes 1 : 1).
@@ -55,12 +52,17 @@ for s in test test_heldout; do
   ev "$R/retrieval_bm25_trained_$s.json" --model "$M" "${IDX[@]}" --rerank trained --reranker "$R/reranker" "${EVAL[@]}" --split $s --retrieval-only
 done
 reader bm25_reranked_reader --retrieval bm25 --rerank trained --reranker "$R/reranker"
-reader bm25_lm_reranked_reader --retrieval bm25 --rerank lm
 # The fine-tuned reader (every weight) on exactly the BM25 reader's packed contexts; it reads through the same pipeline.
 FT=$R/bm25_finetuned_reader
 trained "$FT" || "$F" train finetune --model "$M" --task "$R/bm25_reader/data/reader_task.json" --out "$FT" --lr 3e-4 --steps "$STEPS" \
     --batch-size 16 --eval-every 100 --eval-limit 50 --seed 0 --resume-or-start --threads "$THREADS"
 for s in test test_heldout; do ev "$R/bm25_finetuned_reader_$s.json" --model "$FT" "${IDX[@]}" "${EVAL[@]}" --split $s; done
+# Zero-shot reader: the bare frozen LM reads BM25's packed passages. In-Context RALM's LM-likelihood re-ranking.
+for s in test test_heldout; do
+  ev "$R/zero_shot_bm25_$s.json" --model "$M" "${IDX[@]}" "${EVAL[@]}" --split $s
+  ev "$R/retrieval_bm25_lm_$s.json" --model "$M" "${IDX[@]}" --rerank lm "${EVAL[@]}" --split $s --retrieval-only
+done
+reader bm25_lm_reranked_reader --retrieval bm25 --rerank lm
 # Dense retrieval on the frozen LM's own states (layer 4 of 8), then dense and hybrid readers.
 grep -q '"checkpoint_id"' "$R/index/manifest.json" || "$F" index embed --index "$R/index" --model "$M" --layer 4 --batch 128 --threads "$THREADS"
 for s in test test_heldout; do
