@@ -173,6 +173,15 @@ TEST(PassageIndex, BuildAddAndStatsKeepCountsAndRefuseDuplicatesWithoutLosingThe
   const std::string dir2 = fresh_dir("index-dup");
   EXPECT_NE(error_of([&] { build_index(dup, dir2, quiet()); }).find("dup.jsonl:3: duplicate passage id 'a'"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir2));
+  EXPECT_FALSE(fs::exists(dir2 + ".partial"));
+  // A build killed midway leaves DIR.partial (its half-written database), not DIR: the next build replaces it.
+  const std::string dir3 = fresh_dir("index-interrupted");
+  fs::create_directories(dir3 + ".partial/bm25");
+  fs::copy(data("bm25_corpus.jsonl"), dir3 + ".partial/bm25/leftover");
+  EXPECT_EQ(build_index(data("bm25_corpus.jsonl"), dir3, quiet()).passages, 12);
+  EXPECT_FALSE(fs::exists(dir3 + ".partial"));
+  EXPECT_FALSE(fs::exists(dir3 + "/bm25/leftover"));
+  EXPECT_EQ(read_index_manifest(dir3).passages, 12);
   // add: new passages land; one already in the index makes the whole add fail and changes nothing.
   const std::string more = write_file("corpus/more.jsonl", "{\"id\": \"q1\", \"text\": \"a zebra and a camel\"}\n");
   EXPECT_EQ(add_to_index(dir, more, false).passages, 13);

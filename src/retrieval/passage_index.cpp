@@ -80,25 +80,33 @@ IndexManifest build_index(const std::string& corpus, const std::string& dir, con
   if (opt.chunk_words < 0) throw Error("chunk size must be >= 0 words (0: never cut)");
   if (fs::exists(dir) && !(fs::is_directory(dir) && fs::is_empty(dir)))
     throw Error(dir + ": already exists (build into a new directory, or add to it with `frozenlm index add`)");
-  const bool created = !fs::exists(dir);
-  fs::create_directories(dir);
+  // Built beside its destination and renamed in when complete: a killed build leaves DIR.partial (removed by the next
+  // build), never a DIR that looks like an index.
+  const std::string partial = dir + ".partial";
+  if (fs::exists(partial)) {
+    if (opt.progress) std::fprintf(stderr, "[index] removing %s (an interrupted build)\n", partial.c_str());
+    fs::remove_all(partial);
+  }
+  fs::create_directories(partial);
   try {
     IndexManifest m;
     m.chunk_words = opt.chunk_words;
     m.bm25 = opt.bm25;
     Progress prog{opt.progress};
     {
-      Bm25Writer w(dir + "/bm25", true);
+      Bm25Writer w(partial + "/bm25", true);
       m.documents = add_corpus(w, corpus, opt.chunk_words, prog, m.passages);
       w.commit();
     }
     prog.tick(m.passages, true);
-    fsync_tree(dir);
-    write_index_manifest(dir, m);  // last: an index without one is incomplete
+    write_index_manifest(partial, m);
+    fsync_tree(partial);
+    if (fs::exists(dir)) fs::remove(dir);  // empty (checked above)
+    fs::rename(partial, dir);
+    fsync_path(fs::path(dir).parent_path().empty() ? "." : fs::path(dir).parent_path().string());
     return m;
   } catch (...) {
-    if (created) fs::remove_all(dir);
-    else for (const auto& e : fs::directory_iterator(dir)) fs::remove_all(e.path());
+    fs::remove_all(partial);
     throw;
   }
 }
