@@ -259,6 +259,34 @@ TEST(Packing, WholePassagesInOrderUntilTheNextDoesNotFit) {
   EXPECT_NE(error_of([&] { pack_passages(ranked, 0, words_and_newlines); }).find("no room for any passage"), std::string::npos);
 }
 
+// At most max_passages; best_last lists the same chosen passages worst first (the best next to the question), and
+// when the reversed text no longer fits (a tokenizer that counts a separator differently) the lowest-ranked goes.
+TEST(Packing, MaxPassagesAndBestLastOrder) {
+  const std::vector<Passage> ranked{{"a", "A", "one two three four"}, {"b", "B", "five six seven"}, {"c", "C", "eight nine"},
+                                    {"d", "D", "tiny"}};
+  PackOptions o;
+  o.max_passages = 2;
+  PackedContext p = pack_passages(ranked, 100, words_and_newlines, o);
+  EXPECT_EQ(p.included, (std::vector<size_t>{0, 1}));
+  o.max_passages = 0;
+  o.best_last = true;
+  p = pack_passages(ranked, 100, words_and_newlines, o);
+  EXPECT_EQ(p.included, (std::vector<size_t>{0, 1, 2, 3}));  // chosen best first
+  EXPECT_EQ(p.context, "tiny\neight nine\nfive six seven\none two three four");
+  EXPECT_EQ(p.tokens, 4 + 3 + 3 + 2 + 1);
+  p = pack_passages(ranked, 9, words_and_newlines, o);
+  EXPECT_EQ(p.context, "five six seven\none two three four");
+  // A count in which a text ending on the best passage after a newline costs 3 more: best first, all four fit 13
+  // exactly; reversed, 4 passages (13 + 3) and then 3 (11 + 3) overflow, so d and then c go.
+  auto odd = [](const std::string& s) { return words_and_newlines(s) + (s.size() >= 4 && s.substr(s.size() - 4) == "four" && s.find('\n') != std::string::npos ? 3 : 0); };
+  p = pack_passages(ranked, 13, odd, o);
+  EXPECT_EQ(p.included, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(p.context, "five six seven\none two three four");
+  EXPECT_LE(p.tokens, 13);
+  o.max_passages = -1;
+  EXPECT_NE(error_of([&] { pack_passages(ranked, 9, words_and_newlines, o); }).find("max_passages must be >= 0"), std::string::npos);
+}
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

@@ -50,11 +50,10 @@ std::string TextArgs::get() const {
   return out;
 }
 
-int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id(); }
 
 std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text) {
   std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
-  const int64_t bos = bos_of(lm, tok);
+  const int64_t bos = bos_for(lm.config(), tok);
   if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);  // as training and eval encode
   if (ids.empty()) throw Error("the prompt encodes to no tokens and the model has no BOS token: give --prompt");
   return ids;

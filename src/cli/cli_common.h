@@ -37,7 +37,6 @@ struct TextArgs {
 };
 void add_text_args(CLI::App* app, TextArgs& a, const std::string& what);
 
-int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok);
 // A generation prompt's ids, BOS first when the model has one (as training and eval encode; BOS alone for an empty
 // prompt), whether or not the tokenizer adds it.
 std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text);

@@ -46,6 +46,8 @@ ReaderOptions reader_options(const std::string& reader_dir, const ReaderOptions&
       else if (n == "--reranker") o.reranker = cli.reranker;
       else if (n == "--max-new-tokens") o.max_new_tokens = cli.max_new_tokens;
       else if (n == "--reader-tokens") o.reader_tokens = cli.reader_tokens;
+      else if (n == "--max-passages") o.pack.max_passages = cli.pack.max_passages;
+      else if (n == "--pack-order") o.pack.best_last = cli.pack.best_last;
     }
   }
   if (o.index.empty()) throw Error("no index: give --index (or a --reader trained with one)");
@@ -60,7 +62,12 @@ std::vector<CLI::Option*> add_reader_pipeline_args(CLI::App* c, ReaderOptions& o
               ->capture_default_str()->check(CLI::IsMember({"none", "lm", "trained"})),
           c->add_option("--reranker", o.reranker, "a trained re-ranker module (`frozenlm train reranker`)"),
           c->add_option("--reader-tokens", o.reader_tokens, "the reader's whole input in tokens, context included (0: the model's "
-                                                            "max_seq_len; give the length it was pretrained on)")->capture_default_str()};
+                                                            "max_seq_len; give the length it was pretrained on)")->capture_default_str(),
+          c->add_option("--max-passages", o.pack.max_passages, "at most this many passages in the reader's context (0: as many as fit)")
+              ->capture_default_str()->check(CLI::NonNegativeNumber),
+          c->add_option_function<std::string>("--pack-order", [&o](const std::string& v) { o.pack.best_last = v == "best_last"; },
+                                              "best_first | best_last: where the best passage stands in the context (best_last: next "
+                                              "to the question)")->default_str("best_first")->check(CLI::IsMember({"best_first", "best_last"}))};
   if (with_max_new_tokens) v.push_back(c->add_option("--max-new-tokens", o.max_new_tokens, "answer budget (reserved in the context)")->capture_default_str());
   return v;
 }

@@ -30,7 +30,7 @@ void add_score_command(CLI::App& app, Commands& cmds) {
     auto lm = open_model(a->model);
     auto tok = open_tokenizer(a->model, *lm, true);
     std::vector<int64_t> ids = tok->encode(text, true);
-    const int64_t bos = bos_of(*lm, *tok);
+    const int64_t bos = bos_for(lm->config(), *tok);
     if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
     if (ids.size() < 2) throw Error("--text encodes to fewer than 2 tokens: nothing to score");
     at::NoGradGuard ng;

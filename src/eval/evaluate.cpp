@@ -106,7 +106,7 @@ at::Tensor next_token_logprobs(const FrozenLM& lm, const TrainableModule* module
 json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
               const std::vector<Example>& all, const EvalOptions& opt) {
   std::vector<Example> ex(all.begin(), all.begin() + (opt.limit ? std::min(opt.limit, all.size()) : all.size()));
-  const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
+  const int64_t bos = bos_for(lm.config(), tok);
   const int64_t prefix = module ? module->prefix_length() : 0;
   const int64_t room = task.max_tokens - prefix;
   // What the input keeps: max_tokens minus the module's prefix (and, for generation, the tokens to generate); BOS and at

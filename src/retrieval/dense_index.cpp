@@ -28,7 +28,7 @@ at::Tensor embed_texts(const FrozenLM& lm, const Tokenizer& tok, const std::vect
   if (opt.layer < -1 || opt.layer > L)
     throw Error("dense layer " + std::to_string(opt.layer) + " out of range (0.." + std::to_string(L) + ", -1: all)");
   if (opt.max_tokens < 2) throw Error("dense max_tokens must be at least 2");
-  const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
+  const int64_t bos = bos_for(lm.config(), tok);
   std::vector<std::vector<int64_t>> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     std::vector<int64_t> t = tok.encode(texts[size_t(i)], false);

@@ -12,8 +12,10 @@ std::string render_passage(const Passage& p, const std::string& format) {
 PackedContext pack_passages(const std::vector<Passage>& ranked, int64_t budget,
                             const std::function<int64_t(const std::string&)>& count_tokens, const PackOptions& opt) {
   if (budget < 1) throw Error("no room for any passage: the reader's context budget is " + std::to_string(budget) + " tokens");
+  if (opt.max_passages < 0) throw Error("max_passages must be >= 0 (0: as many as fit)");
   PackedContext out;
   for (size_t i = 0; i < ranked.size(); ++i) {
+    if (opt.max_passages > 0 && int64_t(out.included.size()) == opt.max_passages) break;
     const std::string piece = render_passage(ranked[i], opt.passage_format);
     const std::string candidate = out.included.empty() ? piece : out.context + opt.separator + piece;
     const int64_t n = count_tokens(candidate);
@@ -44,6 +46,22 @@ PackedContext pack_passages(const std::vector<Passage>& ranked, int64_t budget,
       }
     }
     break;
+  }
+  if (opt.best_last && out.included.size() > 1) {
+    // The same passages in reverse; counted again (merges at the separators may differ), and should the reversed
+    // text not fit, the lowest-ranked passage goes until it does.
+    while (true) {
+      std::string ctx;
+      for (auto it = out.included.rbegin(); it != out.included.rend(); ++it)
+        ctx += (ctx.empty() ? "" : opt.separator) + render_passage(ranked[*it], opt.passage_format);
+      const int64_t n = count_tokens(ctx);
+      if (n <= budget || out.included.size() == 1) {
+        out.context = ctx;
+        out.tokens = n;
+        break;
+      }
+      out.included.pop_back();
+    }
   }
   return out;
 }

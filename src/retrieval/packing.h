@@ -3,6 +3,8 @@
 // packing — except when it is the very first one, which is then cut at the end (at a word boundary) to fill the budget,
 // so a reader never gets an empty context. Counted in the reader's own tokens, on the whole context string (so
 // merges across the separator are counted as the reader will see them). Deterministic. No LibTorch here.
+// Options: at most max_passages passages; and where they stand — best first, or best last (next to the question that
+// follows the context: a small reader copies from the nearest matching sentence, docs/RESULTS.md "Frozen readers").
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -16,11 +18,14 @@ namespace frozenlm {
 struct PackOptions {
   std::string separator = "\n";          // between passages (the testbed's reading documents use a newline)
   std::string passage_format = "{text}";  // {title} and {text}; e.g. "{title}: {text}"
+  int64_t max_passages = 0;               // 0: as many as fit
+  bool best_last = false;                 // the context lists the chosen passages worst first, the best one last
 };
 
 struct PackedContext {
   std::string context;
-  std::vector<size_t> included;  // indices into the ranked passages, in packing order
+  std::vector<size_t> included;  // indices into the ranked passages, in the order chosen (best first; the context
+                                 // lists them in reverse when best_last)
   int64_t tokens = 0;            // of `context`
   bool first_cut = false;        // the first passage alone overflowed and was cut
 };

@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/model_config.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/llama2c_tokenizer.h"
 #include "tokenizer/unicode.h"
 
 namespace frozenlm {
+
+int64_t bos_for(const ModelConfig& model, const Tokenizer& tok) { return model.bos_id >= 0 ? model.bos_id : tok.bos_id(); }
 
 static bool exists(const std::string& p) {
   struct stat st;

@@ -29,6 +29,12 @@ class Tokenizer {
 
 // `path` is a tokenizer.json (Hugging Face) or a llama2.c tokenizer.bin. Errors name the file and the problem.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+struct ModelConfig;
+// The BOS id every encoded input starts with: the checkpoint's bos_token_id when it has one, else the tokenizer's
+// (-1: none). One rule for training, evaluation, generation prompts, retrieval and re-ranking.
+int64_t bos_for(const ModelConfig& model, const Tokenizer& tok);
+
 // The tokenizer that goes with a model: `tokenizer_path` if given, else MODEL_DIR/tokenizer.json for a Hugging Face
 // directory, else tokenizer.bin / tok<vocab>.bin next to a llama2.c checkpoint.
 std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path, const std::string& tokenizer_path,

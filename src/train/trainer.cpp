@@ -163,7 +163,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   const std::string ckpt = resume_checkpoint(out_dir, opt);  // "" : a fresh start
   fs::create_directories(out_dir);
   const std::string hash_before = lm.weights_hash();
-  const int64_t bos = lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id();
+  const int64_t bos = bos_for(lm.config(), tok);
   // Generation targets end with EOS (where generation stops), so that a trained module also learns to stop.
   const int64_t eos = !lm.config().eos_ids.empty() ? lm.config().eos_ids.front() : tok.eos_id();
   std::vector<EncodedExample> data;

@@ -21,7 +21,8 @@ using nlohmann::json;
 json ReaderOptions::to_json() const {
   return {{"index", index}, {"retrieval", retrieval}, {"candidates", candidates}, {"rerank", rerank}, {"reranker", reranker},
           {"input", input}, {"max_new_tokens", max_new_tokens}, {"reader_tokens", reader_tokens}, {"reader_prefix", reader_prefix},
-          {"pack", {{"separator", pack.separator}, {"passage_format", pack.passage_format}}}};
+          {"pack", {{"separator", pack.separator}, {"passage_format", pack.passage_format}, {"max_passages", pack.max_passages},
+                    {"order", pack.best_last ? "best_last" : "best_first"}}}};
 }
 
 ReaderOptions ReaderOptions::from_json(const json& j, const std::string& where) {
@@ -38,6 +39,10 @@ ReaderOptions ReaderOptions::from_json(const json& j, const std::string& where) 
     o.reader_tokens = j.value("reader_tokens", int64_t(0));
     o.pack.separator = j.at("pack").at("separator").get<std::string>();
     o.pack.passage_format = j.at("pack").at("passage_format").get<std::string>();
+    o.pack.max_passages = j.at("pack").value("max_passages", int64_t(0));  // (reader.json files older than these two)
+    const std::string order = j.at("pack").value("order", std::string("best_first"));
+    if (order != "best_first" && order != "best_last") throw Error(where + ": pack.order must be best_first or best_last (not '" + order + "')");
+    o.pack.best_last = order == "best_last";
   } catch (const json::exception& e) {
     throw Error(where + ": bad reader options (" + e.what() + ")");
   }
@@ -124,7 +129,7 @@ ReaderOutput ReaderPipeline::answer(const std::string& question) const {
   out.packed = pack(question, out.ranked);
   out.input = reader_input(question, out.packed);
   std::vector<int64_t> ids = tok_.encode(out.input, false);
-  const int64_t bos = lm_.config().bos_id >= 0 ? lm_.config().bos_id : tok_.bos_id();
+  const int64_t bos = bos_for(lm_.config(), tok_);
   if (bos >= 0) ids.insert(ids.begin(), bos);
   at::NoGradGuard ng;
   ModuleInput mi = module_input(lm_, at::tensor(ids, at::kLong).view({1, -1}).to(lm_.device()));

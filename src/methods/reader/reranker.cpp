@@ -31,13 +31,12 @@ bool passage_has_answer(const Passage& p, const std::vector<std::string>& aliase
   return false;
 }
 
-static int64_t bos_of(const FrozenLM& lm, const Tokenizer& tok) { return lm.config().bos_id >= 0 ? lm.config().bos_id : tok.bos_id(); }
 
 std::vector<double> likelihood_scores(const FrozenLM& lm, const Tokenizer& tok, const std::string& question,
                                       const std::vector<Passage>& passages, int64_t max_tokens, int64_t batch) {
   std::vector<EncodedExample> items;
   for (const Passage& p : passages)
-    items.push_back(encode_example(tok, bos_of(lm, tok), render_template(kLikelihoodPrefix, {{"passage", p.text}}, "likelihood re-ranker"),
+    items.push_back(encode_example(tok, bos_for(lm.config(), tok), render_template(kLikelihoodPrefix, {{"passage", p.text}}, "likelihood re-ranker"),
                                    " " + question, max_tokens));
   return target_logprobs(lm, nullptr, items, batch);
 }
@@ -51,8 +50,8 @@ std::vector<double> reranker_scores(const FrozenLM& lm, const TrainableModule& r
   const bool one_token = yes.size() == 1 && no.size() == 1;
   for (const Passage& p : passages) {
     const std::string input = render_template(input_template, {{"passage", p.text}, {"question", question}}, "re-ranker");
-    items.push_back(encode_example(tok, bos_of(lm, tok), input, " yes", room));
-    if (!one_token) items.push_back(encode_example(tok, bos_of(lm, tok), input, " no", room));
+    items.push_back(encode_example(tok, bos_for(lm.config(), tok), input, " yes", room));
+    if (!one_token) items.push_back(encode_example(tok, bos_for(lm.config(), tok), input, " no", room));
   }
   std::vector<double> out;
   if (one_token) {  // both answers from one forward: the next-token distribution after the input
