@@ -5,7 +5,9 @@
 
 #include "core/loader.h"
 #include "eval/evaluate.h"
+#include "core/error.h"
 #include "methods/reader/reader_data.h"
+#include "methods/reader/reader_pipeline.h"
 #include "methods/reader/reranker.h"
 #include "modules/prompt_tuning.h"
 #include "tasks/task.h"
@@ -98,6 +100,38 @@ TEST(Reader, ARerankerPromptLearnsARelevanceTask) {
   for (size_t i = 0; i < facts.size(); ++i) {
     const auto s = reranker_scores(*lm, *pt, *tok, "Tell me about " + facts[i].first + ".", ps, 256);
     EXPECT_EQ(size_t(std::max_element(s.begin(), s.end()) - s.begin()), i) << facts[i].first;
+  }
+}
+
+}  // namespace frozenlm::test
+
+namespace frozenlm::test {
+
+// reader.json keeps every pipeline option (the packing ones too); a reader.json from before max_passages / order
+// existed reads with the old behaviour; a bad order is an error naming the file.
+TEST(Reader, PipelineOptionsRoundTripThroughReaderJson) {
+  ReaderOptions o;
+  o.index = "idx";
+  o.candidates = 7;
+  o.pack.max_passages = 3;
+  o.pack.best_last = true;
+  const ReaderOptions back = ReaderOptions::from_json(o.to_json(), "reader.json");
+  EXPECT_EQ(back.to_json(), o.to_json());
+  EXPECT_EQ(back.pack.max_passages, 3);
+  EXPECT_TRUE(back.pack.best_last);
+  nlohmann::json old = o.to_json();
+  old["pack"].erase("max_passages");
+  old["pack"].erase("order");
+  const ReaderOptions legacy = ReaderOptions::from_json(old, "old/reader.json");
+  EXPECT_EQ(legacy.pack.max_passages, 0);
+  EXPECT_FALSE(legacy.pack.best_last);
+  nlohmann::json bad = o.to_json();
+  bad["pack"]["order"] = "middle";
+  try {
+    ReaderOptions::from_json(bad, "bad/reader.json");
+    FAIL() << "a bad pack order was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad/reader.json: pack.order must be best_first or best_last (not 'middle')"), std::string::npos) << e.what();
   }
 }
 
