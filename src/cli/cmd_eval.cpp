@@ -65,9 +65,8 @@ json eval_reader(const EvalArgs& a, const FrozenLM& lm, const Tokenizer& tok) {
     if (t.type != TaskType::Generation || !t.splits.count(a.split)) continue;
     std::fprintf(stderr, "[eval] %s\n", t.name.c_str());
     json r = evaluate_reader(pipe, read_qa_items(t, a.split, a.eo.limit), ro);
-    scores.push_back(r["example_scores"].get<std::vector<double>>());
-    r.erase("example_scores");
-    r.erase("options");
+    scores.push_back(r["example_scores"].get<std::vector<double>>());  // kept in the report: paired comparisons of
+    r.erase("options");                                                 // two pipelines on the same questions
     r["task"] = t.name;
     const double s = a.retrieval_only ? r["answer_in_context"]["value"].get<double>() : r["score"].get<double>();
     sum += s;
