@@ -6,6 +6,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired_bootstrap import paired  # noqa: E402
+
 R = sys.argv[1]
 SPLITS = {"test": "seen, never QA-trained", "test_heldout": "held out (reading only)"}
 
@@ -39,9 +42,38 @@ print("| system | " + " | ".join(SPLITS.values()) + " |")
 print("|---|---|---|")
 for name, label in (("closed_book_prompt", "closed book, prompt tuning"), ("closed_book_finetune", "closed book, fine-tuning"),
                     ("zero_shot_bm25", "frozen LM reads BM25 passages, no prompt"), ("bm25_reader", "BM25 + prompt-tuned frozen reader"),
+                    ("bm25_reader_best_last", "BM25 + prompt-tuned reader, best passage last (next to the question)"),
+                    ("bm25_reader_top2", "BM25 + prompt-tuned reader, top 2 passages only, best last"),
                     ("bm25_lm_reranked_reader", "BM25 + LM re-rank + prompt-tuned reader"),
                     ("bm25_reranked_reader", "BM25 + trained re-ranker + prompt-tuned reader"),
                     ("dense_reader", "dense + prompt-tuned reader"), ("hybrid_reader", "hybrid + prompt-tuned reader"),
                     ("bm25_finetuned_reader", "BM25 + fine-tuned reader (every weight)"),
                     ("gold_passage_prompt", "gold passage (oracle) + prompt-tuned reader")):
     print(f"| {label} | " + " | ".join(cell(load(f"{name}_{s}")) for s in SPLITS) + " |")
+
+
+# Paired differences on the same questions (each report keeps every task's per-question scores).
+def scores(name):
+    r = load(name)
+    if r is None or not all("example_scores" in t for t in r["tasks"]):
+        return None
+    return {t["task"]: t["example_scores"] for t in r["tasks"]}
+
+
+rows = []
+for a, b, what in (("bm25_reranked_reader", "bm25_reader", "(e) trained re-ranker − no re-ranking"),
+                   ("bm25_lm_reranked_reader", "bm25_reader", "(e) LM-likelihood re-ranking − no re-ranking"),
+                   ("bm25_reranked_reader", "bm25_finetuned_reader", "(d) frozen reader with trained re-ranker − fine-tuned reader"),
+                   ("bm25_reader", "bm25_finetuned_reader", "(d) frozen reader, no re-ranker − fine-tuned reader"),
+                   ("bm25_reader_best_last", "bm25_reader", "best passage last − best first"),
+                   ("bm25_reader_top2", "bm25_reader_best_last", "top 2 only − as many as fit (best last)")):
+    for s in SPLITS:
+        x, y = scores(f"{a}_{s}"), scores(f"{b}_{s}")
+        if x and y:
+            d, lo, hi = paired(x, y)
+            rows.append(f"| {what} | {s} | **{100 * d:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+if rows:
+    print("\n**Paired differences** (exact match points, mean over relations; paired bootstrap 95% interval)\n")
+    print("| comparison | split | difference [95% CI] |")
+    print("|---|---|---|")
+    print("\n".join(rows))

@@ -56,6 +56,9 @@ for s in ("prompt", "idpt"):
     if info:
         print(f"\n{NAMES[s]} (multitask): " + json.dumps({k: info[k] for k in info if "param" in k}))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired_bootstrap import paired  # noqa: E402
+
 # Paired comparisons on the multitask mixture (claims a, b): the same test examples scored by two systems
 # (`--per-example` reports); the difference of the mean-over-tasks score with a paired bootstrap 95% interval
 # (examples resampled within each task, the same draw for both systems).
@@ -70,18 +73,6 @@ def per_example(name):
             xs.append(float(e["em"]) if "em" in e else float(e["prediction"] == e["label"]))
         out[t["task"]] = xs
     return out
-
-
-def paired(a, b, resamples=2000, seed=0):
-    import random
-    rng = random.Random(seed)
-    tasks = sorted(set(a) & set(b))
-    for t in tasks:
-        assert len(a[t]) == len(b[t]), t
-    diff = lambda idx: sum(sum(a[t][i] - b[t][i] for i in idx[t]) / len(idx[t]) for t in tasks) / len(tasks)
-    point = diff({t: range(len(a[t])) for t in tasks})
-    draws = sorted(diff({t: [rng.randrange(len(a[t])) for _ in a[t]] for t in tasks}) for _ in range(resamples))
-    return point, draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
 
 
 pe = {s: per_example(f"multitask_{s}_test_per_example") for s in ("prompt", "idpt", "finetune")}
