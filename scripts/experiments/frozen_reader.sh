@@ -57,6 +57,10 @@ FT=$R/bm25_finetuned_reader
 trained "$FT" || "$F" train finetune --model "$M" --task "$R/bm25_reader/data/reader_task.json" --out "$FT" --lr 3e-4 --steps "$STEPS" \
     --batch-size 16 --eval-every 100 --eval-limit 50 --seed 0 --resume-or-start --threads "$THREADS"
 for s in test test_heldout; do ev "$R/bm25_finetuned_reader_$s.json" --model "$FT" "${IDX[@]}" "${EVAL[@]}" --split $s; done
+# Where the passages stand: a small reader copies from the nearest matching sentence, so the best passage goes last,
+# next to the question; and only the top 2 (In-Context RALM's choice), best last.
+reader bm25_reader_best_last --retrieval bm25 --pack-order best_last
+reader bm25_reader_top2 --retrieval bm25 --pack-order best_last --max-passages 2
 # Zero-shot reader: the bare frozen LM reads BM25's packed passages. In-Context RALM's LM-likelihood re-ranking.
 for s in test test_heldout; do
   ev "$R/zero_shot_bm25_$s.json" --model "$M" "${IDX[@]}" "${EVAL[@]}" --split $s
