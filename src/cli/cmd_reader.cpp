@@ -133,8 +133,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   add_common(rr, *ra);
   rr->add_option("--negatives", ra->negatives, "hard negatives per question")->capture_default_str();
   rr->add_flag("--balanced,!--no-balanced", ra->balanced,
-               "write the positive once per negative, so the classes are 1 : 1 (default); --no-balanced writes it once")
-      ->capture_default_str();
+               "write the positive once per negative, so the classes are 1 : 1 (default); --no-balanced writes it once");
   cmds.add(rr, [ra] {
     ReaderOptions o = ra->pipe;
     o.rerank = "none";  // candidates come from retrieval alone

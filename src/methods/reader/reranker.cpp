@@ -31,7 +31,6 @@ bool passage_has_answer(const Passage& p, const std::vector<std::string>& aliase
   return false;
 }
 
-
 std::vector<double> likelihood_scores(const FrozenLM& lm, const Tokenizer& tok, const std::string& question,
                                       const std::vector<Passage>& passages, int64_t max_tokens, int64_t batch) {
   std::vector<EncodedExample> items;
