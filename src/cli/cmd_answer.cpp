@@ -41,6 +41,7 @@ ReaderOptions reader_options(const std::string& reader_dir, const ReaderOptions&
       const std::string n = opt->get_name();
       if (n == "--index") o.index = cli.index;
       else if (n == "--retrieval") o.retrieval = cli.retrieval;
+      else if (n == "--dense-projection") o.dense_projection = cli.dense_projection;
       else if (n == "--candidates") o.candidates = cli.candidates;
       else if (n == "--rerank") o.rerank = cli.rerank;
       else if (n == "--reranker") o.reranker = cli.reranker;
@@ -57,6 +58,7 @@ ReaderOptions reader_options(const std::string& reader_dir, const ReaderOptions&
 std::vector<CLI::Option*> add_reader_pipeline_args(CLI::App* c, ReaderOptions& o, bool with_max_new_tokens) {
   std::vector<CLI::Option*> v{c->add_option("--index", o.index, "passage index directory (`frozenlm index build`)"),
           c->add_option("--retrieval", o.retrieval, "bm25 | dense | hybrid")->capture_default_str()->check(CLI::IsMember({"bm25", "dense", "hybrid"})),
+          c->add_flag("--dense-projection", o.dense_projection, "dense / hybrid: search the index's trained projection (`frozenlm index project`)"),
           c->add_option("--candidates", o.candidates, "passages retrieved and re-ranked per question")->capture_default_str()->check(CLI::PositiveNumber),
           c->add_option("--rerank", o.rerank, "none | lm (the frozen LM's likelihood of the question) | trained (--reranker)")
               ->capture_default_str()->check(CLI::IsMember({"none", "lm", "trained"})),

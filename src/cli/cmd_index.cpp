@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/transformer.h"
 #include "retrieval/dense_index.h"
+#include "retrieval/dense_projection.h"
 #include "retrieval/passage_index.h"
 #include "retrieval/rank_fusion.h"
 #include "tokenizer/tokenizer.h"
@@ -17,7 +18,7 @@ namespace {
 using nlohmann::json;
 
 struct IndexArgs {
-  std::string corpus, out, index;
+  std::string corpus, out, index, projection;
   int64_t chunk_words = 100;
   double k1 = 1.2, b = 0.75;
   bool json_out = false;
@@ -30,7 +31,7 @@ struct RetrieveArgs {
   std::string query, method = "bm25";
   int64_t k = 10, ef = 0, candidates = 100;
   double k1 = -1, b = -1;  // <0: the index's own
-  bool json_out = false;
+  bool json_out = false, projected = false;
   int64_t snippet = 160;
   ModelArgs model;
   CLI::Option* model_opt = nullptr;
@@ -52,6 +53,7 @@ int run_retrieve(const RetrieveArgs& a) {
   if (a.b >= 0) p.b = a.b;
   Bm25Searcher s(shards);
   std::vector<RetrievalHit> hits;
+  if (a.projected && a.method == "bm25") throw Error("--projection applies to --method dense or hybrid");
   if (a.method == "bm25") {
     hits = s.search(a.query, a.k, p);
   } else {
@@ -59,7 +61,7 @@ int run_retrieve(const RetrieveArgs& a) {
     if (a.indexes.size() != 1 || shards[0] != a.indexes[0] + "/bm25") throw Error("--method " + a.method + " searches one local index (dense vectors are not sharded)");
     auto lm = open_model(a.model);
     auto tok = open_tokenizer(a.model, *lm, true);
-    DenseSearcher dense(a.indexes[0], *lm);
+    DenseSearcher dense(a.indexes[0], *lm, a.projected);
     if (a.method == "dense") {
       hits = dense.search(*lm, *tok, a.query, a.k, a.ef);
     } else {  // hybrid: reciprocal-rank fusion of the two candidate lists
@@ -68,7 +70,7 @@ int run_retrieve(const RetrieveArgs& a) {
     }
   }
   if (a.json_out) {
-    json out = {{"query", a.query}, {"method", a.method}, {"k", a.k}, {"bm25", {{"k1", p.k1}, {"b", p.b}}}, {"hits", json::array()}};
+    json out = {{"query", a.query}, {"method", a.method}, {"projection", a.projected}, {"k", a.k}, {"bm25", {{"k1", p.k1}, {"b", p.b}}}, {"hits", json::array()}};
     for (size_t r = 0; r < hits.size(); ++r) {
       const Passage ps = s.passage(hits[r].docid);
       out["hits"].push_back({{"rank", r + 1}, {"id", ps.id}, {"score", hits[r].score}, {"title", ps.title}, {"text", ps.text}});
@@ -148,6 +150,20 @@ void add_index_commands(CLI::App& app, Commands& cmds) {
     return 0;
   });
 
+  auto* project = index->add_subcommand("project", "search the dense vectors through a trained projection (`frozenlm train dense-projection`): "
+                                                   "projects the cached vectors and builds their HNSW graph beside the raw one");
+  project->add_option("--index", a.index, "index directory (with dense vectors)")->required();
+  project->add_option("--projection", a.projection, "the trained projection's directory")->required();
+  project->add_option("--hnsw-m", a.dense.hnsw_m, "HNSW graph degree")->capture_default_str()->check(CLI::PositiveNumber);
+  project->add_option("--ef-construction", a.dense.ef_construction, "HNSW build beam")->capture_default_str()->check(CLI::PositiveNumber);
+  cmds.add(project, [] {
+    const DenseProjection p = DenseProjection::load(a.projection);
+    build_projected_graph(a.index, p, a.dense);
+    std::printf("projected %s through %s (%lld -> %lld)\n", a.index.c_str(), a.projection.c_str(), (long long)p.weight.size(1),
+                (long long)p.weight.size(0));
+    return 0;
+  });
+
   static RetrieveArgs r;
   auto* ret = app.add_subcommand("retrieve", "the best passages of an index for a query");
   ret->add_option("--index", r.indexes, "index directory; repeat it (or give host:port of a xapian-tcpsrv shard) to search several as one")
@@ -158,6 +174,7 @@ void add_index_commands(CLI::App& app, Commands& cmds) {
   ret->add_option("--b", r.b, "BM25 b (default: the index's)")->check(CLI::Range(0.0, 1.0));
   ret->add_option("--method", r.method, "bm25 | dense (needs --model) | hybrid (reciprocal-rank fusion of both)")
       ->capture_default_str()->check(CLI::IsMember({"bm25", "dense", "hybrid"}));
+  ret->add_flag("--projection", r.projected, "dense / hybrid: search through the index's trained projection (`index project`)");
   ret->add_option("--ef", r.ef, "dense: HNSW search beam (default: k)");
   ret->add_option("--candidates", r.candidates, "hybrid: candidates from each retriever before fusion")->capture_default_str();
   add_model_args(ret, r.model);

@@ -2,6 +2,8 @@
 // its data from QA tasks and a passage index into OUT/data/ (a task file and JSONL rows: inspectable, reused when the
 // options are the same), then prompt-tunes the frozen LM on it with the usual harness (checkpoints, --resume, best
 // module on dev). The reader also saves its pipeline options (OUT/reader.json) for `answer` and `eval --reader`.
+// frozenlm train dense-projection: the dense retriever's small trained projection (retrieval/dense_projection.h) on
+// question–positive-passage pairs found by the pipeline's retrieval; `index project` puts it into an index.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "methods/reader/reader_pipeline.h"
 #include "methods/reader/reranker.h"
 #include "modules/prompt_tuning.h"
+#include "retrieval/dense_projection.h"
 #include "tasks/mixture.h"
 #include "tokenizer/tokenizer.h"
 
@@ -35,10 +38,10 @@ struct ReaderTrainArgs : TrainArgs {
 };
 
 // The QA items of --task or every generation task of --mixture, `limit` per task (0: all).
-std::vector<QaItem> qa_items(const TrainArgs& a, const std::string& split, size_t limit) {
+std::vector<QaItem> qa_items(const std::string& task_path, const std::string& mixture_path, const std::string& split, size_t limit) {
   std::vector<Task> tasks;
-  if (!a.task_path.empty()) tasks.push_back(load_task(a.task_path));
-  else if (!a.mixture_path.empty()) tasks = load_mixture(a.mixture_path).tasks;
+  if (!task_path.empty()) tasks.push_back(load_task(task_path));
+  else if (!mixture_path.empty()) tasks = load_mixture(mixture_path).tasks;
   else throw Error("give --task QA_TASK or --mixture QA_MIXTURE (the questions to build the data from)");
   std::vector<QaItem> items;
   for (const Task& t : tasks) {
@@ -64,8 +67,8 @@ std::string build_data(const ReaderTrainArgs& a, const std::string& kind, const 
       return task;
     }
   }
-  const json train = write_rows(qa_items(a, a.train_split, a.train_limit), dir + "/" + kind + "_train.jsonl");
-  const json dev = a.dev_split.empty() ? json() : write_rows(qa_items(a, a.dev_split, a.dev_limit), dir + "/" + kind + "_dev.jsonl");
+  const json train = write_rows(qa_items(a.task_path, a.mixture_path, a.train_split, a.train_limit), dir + "/" + kind + "_train.jsonl");
+  const json dev = a.dev_split.empty() ? json() : write_rows(qa_items(a.task_path, a.mixture_path, a.dev_split, a.dev_limit), dir + "/" + kind + "_dev.jsonl");
   if (a.dev_split.empty()) std::ofstream(dir + "/" + kind + "_dev.jsonl");
   std::fprintf(stderr, "[%s] data: train %s; dev %s\n", kind.c_str(), train.dump().c_str(), dev.dump().c_str());
   write_file_atomically(task, task_json_text);
@@ -124,6 +127,65 @@ int build_and_train(const ReaderTrainArgs& a, const std::string& kind, ReaderOpt
   return train_prompt_on(a, task, *lm, *tok);
 }
 
+struct ProjectionArgs {
+  ModelArgs model;
+  ReaderOptions pipe;
+  std::string task_path, mixture_path, out_dir, train_split = "train", dev_split = "dev";
+  size_t train_limit = 0, dev_limit = 0;
+  ProjectionOptions po;
+};
+
+// Pairs of `split`, their questions embedded as the index's passages were, their positives as rows of the cached vectors.
+struct EmbeddedPairs {
+  at::Tensor questions;
+  std::vector<int64_t> rows;
+  json counts;
+};
+
+EmbeddedPairs embedded_pairs(const ProjectionArgs& a, const ReaderPipeline& pipe, const FrozenLM& lm, const Tokenizer& tok,
+                             const std::string& split, size_t limit) {
+  const ProjectionPairs pairs = projection_pairs(pipe, qa_items(a.task_path, a.mixture_path, split, limit), true);
+  EmbeddedPairs e;
+  e.counts = pairs.counts;
+  for (uint32_t d : pairs.docids) e.rows.push_back(int64_t(d) - 1);
+  DenseOptions o = index_dense_options(a.pipe.index, lm);
+  o.progress = false;
+  e.questions = pairs.questions.empty() ? at::zeros({0, lm.dim()}) : embed_texts(lm, tok, pairs.questions, o);
+  return e;
+}
+
+int run_train_projection(const ProjectionArgs& a) {
+  if (a.out_dir.empty()) throw Error("train dense-projection: give --out");
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+  ReaderOptions o = a.pipe;
+  o.rerank = "none";
+  o.dense_projection = false;
+  ReaderPipeline pipe(*lm, *tok, o, nullptr);
+  const at::Tensor corpus = read_dense_vectors(o.index);  // [N, d], checked against the manifest
+  const EmbeddedPairs train = embedded_pairs(a, pipe, *lm, *tok, a.train_split, a.train_limit);
+  const EmbeddedPairs dev = a.dev_split.empty() ? EmbeddedPairs{at::zeros({0, lm->dim()}), {}, json()}
+                                                : embedded_pairs(a, pipe, *lm, *tok, a.dev_split, a.dev_limit);
+  std::fprintf(stderr, "[projection] pairs: train %s; dev %s\n", train.counts.dump().c_str(), dev.counts.dump().c_str());
+  const std::vector<int64_t> ks{1, 5, 20, 100};
+  const json before = positive_recall(at::Tensor(), dev.questions, corpus, dev.rows, ks);
+  DenseProjection p = train_dense_projection(train.questions, train.rows, dev.questions, dev.rows, corpus, a.po);
+  const json after = positive_recall(p.weight, dev.questions, corpus, dev.rows, ks);
+  const json m = index_dense_options(o.index, *lm).layer;
+  p.info["checkpoint_id"] = lm->checkpoint_id();
+  p.info["layer"] = m;
+  p.info["source"] = {{"index", o.index}, {"qa", a.task_path.empty() ? a.mixture_path : a.task_path}, {"retrieval", o.retrieval},
+                      {"candidates", o.candidates}, {"train", train.counts}, {"dev", dev.counts}};
+  p.info["dev_positive_recall_before"] = before;
+  p.info["dev_positive_recall_after"] = after;
+  p.save(a.out_dir);
+  std::printf("dense projection %lld -> %lld saved to %s\n", (long long)p.weight.size(1), (long long)p.weight.size(0), a.out_dir.c_str());
+  std::printf("dev: contrastive loss %s -> %s; the positive among the nearest k of %lld passages before %s, after %s\n",
+              p.info["dev_loss_before"].dump().c_str(), p.info["dev_loss_after"].dump().c_str(), (long long)corpus.size(0),
+              before.dump().c_str(), after.dump().c_str());
+  return 0;
+}
+
 }  // namespace
 
 void add_reader_train_commands(CLI::App* train, Commands& cmds) {
@@ -144,6 +206,31 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
         *ra, "reranker", o, json{{"input", kRerankerInput}},
         [](const ReaderPipeline& p) { return reranker_task_json("reranker_train.jsonl", "reranker_dev.jsonl", p.max_tokens()); },
         [ro](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reranker_rows(p, items, path, ro, true); });
+  });
+
+  auto pa = std::make_shared<ProjectionArgs>();
+  auto* dp = train->add_subcommand("dense-projection", "a small projection of the frozen LM's pooled states for dense retrieval, trained "
+                                                       "contrastively on question-positive passage pairs (in-batch negatives); "
+                                                       "add it to an index with `index project`");
+  add_model_args(dp, pa->model);
+  add_reader_pipeline_args(dp, pa->pipe, false);
+  dp->add_option("--task", pa->task_path, "a QA task: the questions to find positives for");
+  dp->add_option("--mixture", pa->mixture_path, "or a mixture (every generation task)");
+  dp->add_option("--out", pa->out_dir, "output directory (projection.safetensors, projection.json)")->required();
+  dp->add_option("--train-split", pa->train_split, "split to train on")->capture_default_str();
+  dp->add_option("--dev-split", pa->dev_split, "split that picks the best step and reports recall ('' for none)")->capture_default_str();
+  dp->add_option("--train-limit", pa->train_limit, "train questions per task (0: all)")->capture_default_str();
+  dp->add_option("--dev-limit", pa->dev_limit, "dev questions per task (0: all)")->capture_default_str();
+  dp->add_option("--dim", pa->po.dim, "output width k (0: the LM's width; starts as the identity)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  dp->add_option("--steps", pa->po.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
+  dp->add_option("--batch-size", pa->po.batch, "pairs per step (each question's negatives: the other passages)")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  dp->add_option("--lr", pa->po.lr, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  dp->add_option("--temperature", pa->po.temperature, "softmax temperature")->capture_default_str()->check(CLI::PositiveNumber);
+  dp->add_option("--eval-every", pa->po.eval_every, "steps between dev evaluations (the best step is kept)")->capture_default_str()->check(CLI::PositiveNumber);
+  dp->add_option("--seed", pa->po.seed, "batch order")->capture_default_str();
+  cmds.add(dp, [pa] {
+    if (pa->task_path.empty() == pa->mixture_path.empty()) throw Error("train dense-projection: give --task or --mixture (one of them)");
+    return run_train_projection(*pa);
   });
 
   auto da = std::make_shared<ReaderTrainArgs>();

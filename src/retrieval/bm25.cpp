@@ -159,6 +159,12 @@ bool Bm25Searcher::find(const std::string& passage_id, Passage* out) const {
   return true;
 }
 
+uint32_t Bm25Searcher::docid_of(const std::string& passage_id) const {
+  const std::string term = kIdPrefix + passage_id;
+  auto it = impl_->db.postlist_begin(term);
+  return it == impl_->db.postlist_end(term) ? 0 : *it;
+}
+
 uint64_t Bm25Searcher::size() const { return impl_->db.get_doccount(); }
 double Bm25Searcher::average_length() const { return impl_->db.get_avlength(); }
 uint64_t Bm25Searcher::distinct_terms() const {  // words only: the id terms ("Q" prefix) are skipped

@@ -56,6 +56,8 @@ class Bm25Searcher {
   Passage passage(uint32_t docid) const;
   // The passage with this id, if the index has it.
   bool find(const std::string& passage_id, Passage* out) const;
+  // The docid of the passage with this id (0: none).
+  uint32_t docid_of(const std::string& passage_id) const;
   uint64_t size() const;
   double average_length() const;
   uint64_t distinct_terms() const;  // distinct indexed terms over all shards (walks the term list: for reports)

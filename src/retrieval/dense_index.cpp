@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/torch_pch.h"
 #include "core/transformer.h"
+#include "retrieval/dense_projection.h"
 #include "retrieval/passage_index.h"
 #include "tokenizer/tokenizer.h"
 
@@ -125,29 +126,109 @@ void build_dense_index(const std::string& dir, const FrozenLM& lm, const Tokeniz
   write_index_manifest(dir, m);
 }
 
-struct DenseSearcher::Impl {
-  DenseOptions opt;
-  int64_t dim = 0, n = 0;
-  std::unique_ptr<hnswlib::InnerProductSpace> space;
-  std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph;
-};
-
-DenseSearcher::DenseSearcher(const std::string& dir, const FrozenLM& lm) : impl_(std::make_unique<Impl>()) {
+DenseOptions index_dense_options(const std::string& dir, const FrozenLM& lm) {
   const IndexManifest m = read_index_manifest(dir);
   if (m.dense.is_null()) throw Error(dir + ": has no dense vectors (add them with `frozenlm index embed`)");
+  DenseOptions o;
   try {
     const std::string id = m.dense.at("checkpoint_id").get<std::string>();
     if (id != lm.checkpoint_id())
       throw Error(dir + ": its dense vectors came from another model (checkpoint id " + id + "), not this one (" + lm.checkpoint_id() +
                   "): embed the index again with this model, or retrieve with that one");
-    impl_->opt.layer = m.dense.at("layer").get<int64_t>();
-    impl_->opt.max_tokens = m.dense.at("max_tokens").get<int64_t>();
+    o.layer = m.dense.at("layer").get<int64_t>();
+    o.max_tokens = m.dense.at("max_tokens").get<int64_t>();
+  } catch (const json::exception& e) {
+    throw Error(dir + "/manifest.json: corrupt \"dense\" entry (" + e.what() + ")");
+  }
+  return o;
+}
+
+at::Tensor read_dense_vectors(const std::string& dir) {
+  const IndexManifest m = read_index_manifest(dir);
+  if (m.dense.is_null()) throw Error(dir + ": has no dense vectors (add them with `frozenlm index embed`)");
+  const int64_t n = m.dense.value("passages", int64_t(0)), d = m.dense.value("dim", int64_t(0));
+  const std::string path = dir + "/dense/vectors.f32";
+  std::error_code ec;
+  const uintmax_t bytes = fs::file_size(path, ec);
+  if (ec) throw Error(path + ": missing (the dense part of the index is incomplete)");
+  if (bytes != uintmax_t(n) * uintmax_t(d) * sizeof(float))
+    throw Error(path + ": " + std::to_string(bytes) + " bytes, the manifest's " + std::to_string(n) + " x " + std::to_string(d) + " vectors need " +
+                std::to_string(uintmax_t(n) * uintmax_t(d) * sizeof(float)));
+  at::Tensor v = at::empty({n, d}, at::kFloat);
+  std::ifstream f(path, std::ios::binary);
+  f.read(reinterpret_cast<char*>(v.data_ptr<float>()), std::streamsize(bytes));
+  if (!f) throw Error(path + ": read failed");
+  return v;
+}
+
+void build_projected_graph(const std::string& dir, const DenseProjection& projection, const DenseOptions& opt) {
+  IndexManifest m = read_index_manifest(dir);
+  if (m.dense.is_null()) throw Error(dir + ": has no dense vectors to project (add them with `frozenlm index embed` first)");
+  const std::string id = m.dense.value("checkpoint_id", ""), pid = projection.info.value("checkpoint_id", "");
+  if (id != pid)
+    throw Error(dir + ": the projection was trained on another model's vectors (checkpoint id " + pid + "), the index's are " + id);
+  if (projection.info.value("layer", int64_t(-2)) != m.dense.value("layer", int64_t(-3)))
+    throw Error(dir + ": the projection was trained on layer " + projection.info.value("layer", json()).dump() + ", the index's vectors are layer " +
+                m.dense.value("layer", json()).dump());
+  const at::Tensor raw = read_dense_vectors(dir);
+  const int64_t n = raw.size(0), k = projection.weight.size(0);
+  if (projection.weight.size(1) != raw.size(1))
+    throw Error(dir + ": the projection reads " + std::to_string(projection.weight.size(1)) + "-wide vectors, the index's are " + std::to_string(raw.size(1)));
+  const fs::path tmp = fs::path(dir) / "dense" / "projected.tmp", final_dir = fs::path(dir) / "dense" / "projected";
+  fs::remove_all(tmp);
+  projection.save(tmp.string());
+  hnswlib::InnerProductSpace space(static_cast<size_t>(k));
+  hnswlib::HierarchicalNSW<float> graph(&space, size_t(std::max<int64_t>(n, 1)), size_t(opt.hnsw_m), size_t(opt.ef_construction), size_t(opt.seed));
+  at::NoGradGuard ng;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t chunk = 16384;
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t e = std::min(n, s + chunk);
+    const at::Tensor v = projection.apply(raw.narrow(0, s, e - s)).contiguous();
+    for (int64_t i = s; i < e; ++i) graph.addPoint(v[i - s].data_ptr<float>(), hnswlib::labeltype(i + 1));
+    if (opt.progress) {
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "[project] %lld/%lld passages in the graph, ETA %.0fs\n", (long long)e, (long long)n,
+                   double(n - e) * sec / std::max<double>(double(e), 1));
+    }
+  }
+  graph.saveIndex((tmp / "hnsw.bin").string());
+  fsync_tree(tmp.string());
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  m.dense["projection"] = {{"dim", k}, {"hnsw", {{"M", opt.hnsw_m}, {"ef_construction", opt.ef_construction}, {"seed", opt.seed}}},
+                           {"trained", {{"train_pairs", projection.info.value("train_pairs", json())},
+                                        {"dev_loss_before", projection.info.value("dev_loss_before", json())},
+                                        {"dev_loss_after", projection.info.value("dev_loss_after", json())},
+                                        {"source", projection.info.value("source", json())}}}};
+  write_index_manifest(dir, m);
+}
+
+struct DenseSearcher::Impl {
+  DenseOptions opt;
+  int64_t dim = 0, n = 0;
+  std::unique_ptr<DenseProjection> projection;
+  std::unique_ptr<hnswlib::InnerProductSpace> space;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph;
+};
+
+DenseSearcher::DenseSearcher(const std::string& dir, const FrozenLM& lm, bool projected) : impl_(std::make_unique<Impl>()) {
+  const IndexManifest m = read_index_manifest(dir);
+  impl_->opt = index_dense_options(dir, lm);
+  try {
     impl_->dim = m.dense.at("dim").get<int64_t>();
     impl_->n = m.dense.at("passages").get<int64_t>();
   } catch (const json::exception& e) {
     throw Error(dir + "/manifest.json: corrupt \"dense\" entry (" + e.what() + ")");
   }
-  const std::string path = dir + "/dense/hnsw.bin";
+  std::string path = dir + "/dense/hnsw.bin";
+  if (projected) {
+    if (!m.dense.contains("projection"))
+      throw Error(dir + ": has no trained dense projection (train one with `frozenlm train dense-projection`, add it with `frozenlm index project`)");
+    impl_->projection = std::make_unique<DenseProjection>(DenseProjection::load(dir + "/dense/projected"));
+    impl_->dim = impl_->projection->weight.size(0);
+    path = dir + "/dense/projected/hnsw.bin";
+  }
   if (!fs::is_regular_file(path)) throw Error(path + ": missing (the dense part of the index is incomplete)");
   impl_->space = std::make_unique<hnswlib::InnerProductSpace>(size_t(impl_->dim));
   try {
@@ -167,7 +248,9 @@ std::vector<RetrievalHit> DenseSearcher::search(const FrozenLM& lm, const Tokeni
   if (k <= 0 || impl_->n == 0) return {};
   DenseOptions o = impl_->opt;
   o.progress = false;
-  at::Tensor q = embed_texts(lm, tok, {query}, o).contiguous();
+  at::Tensor q = embed_texts(lm, tok, {query}, o);
+  if (impl_->projection) q = impl_->projection->apply(q);
+  q = q.contiguous();
   impl_->graph->setEf(size_t(std::max(k, ef)));
   auto pq = impl_->graph->searchKnn(q.data_ptr<float>(), size_t(std::min(k, impl_->n)));
   std::vector<RetrievalHit> hits;

@@ -1,9 +1,11 @@
 // Dense retrieval on the frozen LM's own representations, so the whole pipeline rests on one frozen model: a text's
 // vector is the mean of the LM's hidden states after layer L over its tokens (BOS excluded), L2-normalised; passages
 // and queries are embedded the same way and compared by inner product in an HNSW graph (hnswlib).
-// Files in the index directory: dense/vectors.f32 (N × d raw pooled vectors, docid order, for later projection
-// training), dense/hnsw.bin (the graph); the manifest's "dense" records the model's checkpoint id, the layer and the
-// graph's parameters, and an index is refused with another model.
+// Files in the index directory: dense/vectors.f32 (N × d raw pooled vectors, docid order, for projection training),
+// dense/hnsw.bin (the graph); the manifest's "dense" records the model's checkpoint id, the layer and the graph's
+// parameters, and an index is refused with another model. With a trained projection (retrieval/dense_projection.h,
+// `index project`): dense/projected/{projection.*, hnsw.bin}, the graph over the projected vectors, and the manifest's
+// "dense"."projection"; searching it is a choice (projected = true), so both graphs stay comparable.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -41,10 +43,22 @@ at::Tensor embed_texts(const FrozenLM& lm, const Tokenizer& tok, const std::vect
 // manifest's "dense" entry. Replaces earlier dense vectors. Progress on stderr.
 void build_dense_index(const std::string& dir, const FrozenLM& lm, const Tokenizer& tok, const DenseOptions& opt);
 
+// The options the index's passages were embedded with (layer, max_tokens), for embedding questions the same way; an
+// error when the index has no dense vectors or `lm` is not their model.
+DenseOptions index_dense_options(const std::string& dir, const FrozenLM& lm);
+// dense/vectors.f32 as an [N, d] fp32 tensor (row i = docid i + 1); an error when its size is not N × d.
+at::Tensor read_dense_vectors(const std::string& dir);
+
+struct DenseProjection;
+// Projects the cached vectors with `projection` (trained on this model and layer: checked) and builds their HNSW graph
+// in dense/projected/ (replacing an earlier one); records it in the manifest. Progress on stderr.
+void build_projected_graph(const std::string& dir, const DenseProjection& projection, const DenseOptions& opt);
+
 class DenseSearcher {
  public:
-  // Opens dir/dense; an error when it has none, or when `lm` is not the model its vectors came from.
-  DenseSearcher(const std::string& dir, const FrozenLM& lm);
+  // Opens dir/dense (projected: dir/dense/projected, the trained projection's graph); an error when it has none, or
+  // when `lm` is not the model its vectors came from.
+  DenseSearcher(const std::string& dir, const FrozenLM& lm, bool projected = false);
   ~DenseSearcher();
   // The k nearest passages by inner product (score = cosine similarity), best first. ef: the search beam (>= k).
   std::vector<RetrievalHit> search(const FrozenLM& lm, const Tokenizer& tok, const std::string& query, int64_t k,

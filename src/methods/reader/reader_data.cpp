@@ -110,6 +110,29 @@ json write_reranker_rows(const ReaderPipeline& pipe, const std::vector<QaItem>& 
           {"skipped_no_positive", skipped}, {"rows", rows}};
 }
 
+ProjectionPairs projection_pairs(const ReaderPipeline& pipe, const std::vector<QaItem>& items, bool progress) {
+  ProjectionPairs out;
+  int64_t retrieved = 0, gold = 0, skipped = 0;
+  Progress prog{progress, "projection pairs", items.size()};
+  for (size_t qi = 0; qi < items.size(); ++qi) {
+    const QaItem& q = items[qi];
+    uint32_t docid = 0;
+    for (const auto& c : pipe.candidates(q.question))
+      if (passage_has_answer(c.passage, q.answers)) { docid = c.docid; break; }
+    if (docid) ++retrieved;
+    else if (!q.gold_passage_id.empty() && (docid = pipe.bm25().docid_of(q.gold_passage_id))) ++gold;
+    if (docid) {
+      out.questions.push_back(q.question);
+      out.docids.push_back(docid);
+    } else {
+      ++skipped;
+    }
+    prog.tick(qi + 1);
+  }
+  out.counts = {{"questions", items.size()}, {"positive_retrieved", retrieved}, {"positive_from_gold", gold}, {"skipped_no_positive", skipped}};
+  return out;
+}
+
 std::string reranker_task_json(const std::string& train_file, const std::string& dev_file, int64_t max_tokens) {
   return json{{"name", "reranker"}, {"type", "classification"}, {"data", {{"train", train_file}, {"dev", dev_file}}},
               {"input", kRerankerInput}, {"choices", {" no", " yes"}}, {"label_field", "label"}, {"max_tokens", max_tokens}}

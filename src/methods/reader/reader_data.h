@@ -41,6 +41,16 @@ nlohmann::json write_reranker_rows(const ReaderPipeline& pipe, const std::vector
 // The classification task over such rows (train / dev files relative to the task file's directory).
 std::string reranker_task_json(const std::string& train_file, const std::string& dev_file, int64_t max_tokens);
 
+// Question–positive-passage pairs for the dense projection (retrieval/dense_projection.h): per question, the
+// best-ranked retrieved candidate that contains an answer (none: the row's gold passage, when it names one); questions
+// with neither are skipped. docids index the pipeline's database.
+struct ProjectionPairs {
+  std::vector<std::string> questions;
+  std::vector<uint32_t> docids;
+  nlohmann::json counts;  // questions, positive_retrieved, positive_from_gold, skipped_no_positive
+};
+ProjectionPairs projection_pairs(const ReaderPipeline& pipe, const std::vector<QaItem>& items, bool progress);
+
 // Writes the reader's rows {context, question, answer, aliases, answer_in_context, passages} for `items` (the
 // pipeline's candidates, re-ranked, packed); returns counts.
 nlohmann::json write_reader_rows(const ReaderPipeline& pipe, const std::vector<QaItem>& items, const std::string& path, bool progress);

@@ -19,7 +19,7 @@ namespace frozenlm {
 using nlohmann::json;
 
 json ReaderOptions::to_json() const {
-  return {{"index", index}, {"retrieval", retrieval}, {"candidates", candidates}, {"rerank", rerank}, {"reranker", reranker},
+  return {{"index", index}, {"retrieval", retrieval}, {"dense_projection", dense_projection}, {"candidates", candidates}, {"rerank", rerank}, {"reranker", reranker},
           {"input", input}, {"max_new_tokens", max_new_tokens}, {"reader_tokens", reader_tokens}, {"reader_prefix", reader_prefix},
           {"pack", {{"separator", pack.separator}, {"passage_format", pack.passage_format}, {"max_passages", pack.max_passages},
                     {"order", pack.best_last ? "best_last" : "best_first"}}}};
@@ -30,6 +30,7 @@ ReaderOptions ReaderOptions::from_json(const json& j, const std::string& where) 
   try {
     o.index = j.at("index").get<std::string>();
     o.retrieval = j.at("retrieval").get<std::string>();
+    o.dense_projection = j.value("dense_projection", false);
     o.candidates = j.at("candidates").get<int64_t>();
     o.rerank = j.at("rerank").get<std::string>();
     o.reranker = j.value("reranker", "");
@@ -56,6 +57,7 @@ static void check(const ReaderOptions& o) {
     throw Error("reader: rerank must be none, lm or trained (not '" + o.rerank + "')");
   if (o.rerank == "trained" && o.reranker.empty()) throw Error("reader: rerank = trained needs the re-ranker module's directory");
   if (o.candidates < 1) throw Error("reader: candidates must be >= 1");
+  if (o.dense_projection && o.retrieval == "bm25") throw Error("reader: the dense projection needs retrieval dense or hybrid (not bm25)");
   const auto fields = template_fields(o.input, "reader input");
   for (const char* f : {"context", "question"})
     if (std::find(fields.begin(), fields.end(), f) == fields.end())
@@ -67,7 +69,7 @@ ReaderPipeline::ReaderPipeline(const FrozenLM& lm, const Tokenizer& tok, ReaderO
   check(opt_);
   bm25_params_ = read_index_manifest(opt_.index).bm25;  // names a missing or damaged index now, not at the first question
   bm25_ = std::make_unique<Bm25Searcher>(std::vector<std::string>{opt_.index + "/bm25"});
-  if (opt_.retrieval != "bm25") dense_ = std::make_unique<DenseSearcher>(opt_.index, lm_);
+  if (opt_.retrieval != "bm25") dense_ = std::make_unique<DenseSearcher>(opt_.index, lm_, opt_.dense_projection);
   if (opt_.rerank == "trained") {
     reranker_input_ = reranker_input_of(opt_.reranker);
     reranker_ = load_module(opt_.reranker, lm_);
@@ -85,7 +87,7 @@ std::vector<ReaderCandidate> ReaderPipeline::candidates(const std::string& quest
                                    dense_->search(lm_, tok_, question, opt_.candidates)},
                                   opt_.candidates);
   std::vector<ReaderCandidate> out;
-  for (const auto& h : hits) out.push_back({bm25_->passage(h.docid), h.score, h.score});
+  for (const auto& h : hits) out.push_back({bm25_->passage(h.docid), h.score, h.score, h.docid});
   if (opt_.rerank == "none" || out.empty()) return out;
   std::vector<Passage> ps;
   for (const auto& c : out) ps.push_back(c.passage);

@@ -21,6 +21,7 @@ class TrainableModule;
 struct ReaderOptions {
   std::string index;                 // passage index directory
   std::string retrieval = "bm25";    // bm25 | dense | hybrid
+  bool dense_projection = false;     // dense / hybrid search the trained projection's graph (`index project`)
   int64_t candidates = 20;           // passages retrieved (and re-ranked) per question
   std::string rerank = "none";       // none | lm | trained
   std::string reranker;              // the trained re-ranker module's directory (rerank = trained)
@@ -40,6 +41,7 @@ struct ReaderCandidate {
   Passage passage;
   double retrieval_score = 0;
   double rerank_score = 0;  // = retrieval_score without re-ranking
+  uint32_t docid = 0;       // in the index's database
 };
 
 struct ReaderOutput {
