@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -98,6 +99,15 @@ int main(int argc, char** argv) {
   if (!m.dense.is_null()) {
     DenseSearcher dense(index, *lm);
     report("dense top-20 (query embedding + HNSW)", time_each(q.size(), [&](size_t i) { dense.search(*lm, *tok, q[i].question, candidates); }));
+    report("dense top-100", time_each(q.size(), [&](size_t i) { dense.search(*lm, *tok, q[i].question, 100); }));
+    if (m.dense.contains("projection")) {
+      DenseSearcher projected(index, *lm, true);
+      report("dense top-20 through the trained projection", time_each(q.size(), [&](size_t i) { projected.search(*lm, *tok, q[i].question, candidates); }));
+    }
+    // The graph's size in memory: hnswlib keeps every vector and its links.
+    std::error_code ec;
+    const auto graph_bytes = std::filesystem::file_size(index + "/dense/hnsw.bin", ec);
+    if (!ec) std::printf("dense graph on disk and in memory: %.1f MiB\n", double(graph_bytes) / (1 << 20));
   }
   const size_t nq = std::min<size_t>(q.size(), 50);  // the LM-side costs: fewer queries
   std::vector<std::vector<Passage>> cands(nq);

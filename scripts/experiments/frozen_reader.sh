@@ -86,8 +86,6 @@ for s in test test_heldout; do
   ev "$R/retrieval_dense_$s.json" --model "$M" "${IDX[@]}" --retrieval dense "${EVAL[@]}" --split $s --retrieval-only
   ev "$R/retrieval_hybrid_$s.json" --model "$M" "${IDX[@]}" --retrieval hybrid "${EVAL[@]}" --split $s --retrieval-only
 done
-reader dense_reader --retrieval dense
-reader hybrid_reader --retrieval hybrid
 # The trained projection of the same states (contrastive, in-batch negatives; positives as the re-ranker's, from the
 # closed-book mixture's train questions), its own graph in the index, then dense and hybrid through it.
 [ -f "$R/dense_projection/projection.json" ] || "$F" train dense-projection --model "$M" --index "$R/index" --candidates $CAND \
@@ -97,6 +95,8 @@ for s in test test_heldout; do
   ev "$R/retrieval_dense_projected_$s.json" --model "$M" "${IDX[@]}" --retrieval dense --dense-projection "${EVAL[@]}" --split $s --retrieval-only
   ev "$R/retrieval_hybrid_projected_$s.json" --model "$M" "${IDX[@]}" --retrieval hybrid --dense-projection "${EVAL[@]}" --split $s --retrieval-only
 done
+reader dense_reader --retrieval dense
+reader hybrid_reader --retrieval hybrid
 reader dense_projected_reader --retrieval dense --dense-projection
 fi
 if part closed; then

@@ -31,7 +31,9 @@ print("**Retrieval** (mean over relations, %; 20 candidates; packed = answer ins
 print("| retrieval | split | recall@1 | @2 | @4 | @8 | @20 | answer in packed context |")
 print("|---|---|---|---|---|---|---|---|")
 for name, label in (("bm25", "BM25"), ("bm25_lm", "BM25 + LM-likelihood re-rank"), ("bm25_trained", "BM25 + trained re-ranker"),
-                    ("dense", "dense (frozen LM, layer 4)"), ("hybrid", "hybrid (BM25 + dense, RRF)")):
+                    ("dense", "dense (frozen LM, layer 4)"), ("hybrid", "hybrid (BM25 + dense, RRF)"),
+                    ("dense_projected", "dense through the trained projection"),
+                    ("hybrid_projected", "hybrid (BM25 + projected dense, RRF)")):
     for s in SPLITS:
         r = load(f"retrieval_{name}_{s}")
         cells = [cell(r, ("recall_at", k)) for k in ("1", "2", "4", "8", "20")] + [cell(r, ("answer_in_context",))]
@@ -47,6 +49,7 @@ for name, label in (("closed_book_prompt", "closed book, prompt tuning"), ("clos
                     ("bm25_lm_reranked_reader", "BM25 + LM re-rank + prompt-tuned reader"),
                     ("bm25_reranked_reader", "BM25 + trained re-ranker + prompt-tuned reader"),
                     ("dense_reader", "dense + prompt-tuned reader"), ("hybrid_reader", "hybrid + prompt-tuned reader"),
+                    ("dense_projected_reader", "dense (trained projection) + prompt-tuned reader"),
                     ("bm25_finetuned_reader", "BM25 + fine-tuned reader (every weight)"),
                     ("gold_passage_prompt", "gold passage (oracle) + prompt-tuned reader")):
     print(f"| {label} | " + " | ".join(cell(load(f"{name}_{s}")) for s in SPLITS) + " |")
@@ -66,6 +69,9 @@ for a, b, what in (("bm25_reranked_reader", "bm25_reader", "(e) trained re-ranke
                    ("bm25_reranked_reader", "bm25_finetuned_reader", "(d) frozen reader with trained re-ranker − fine-tuned reader"),
                    ("bm25_reader", "bm25_finetuned_reader", "(d) frozen reader, no re-ranker − fine-tuned reader"),
                    ("bm25_reader_best_last", "bm25_reader", "best passage last − best first"),
+                   ("dense_reader", "bm25_reader", "dense − BM25 retrieval (same reader recipe)"),
+                   ("hybrid_reader", "bm25_reader", "hybrid − BM25 retrieval"),
+                   ("dense_projected_reader", "dense_reader", "trained projection − raw dense states"),
                    ("bm25_reader_top2", "bm25_reader_best_last", "top 2 only − as many as fit (best last)")):
     for s in SPLITS:
         x, y = scores(f"{a}_{s}"), scores(f"{b}_{s}")
