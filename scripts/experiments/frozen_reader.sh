@@ -98,6 +98,7 @@ done
 reader dense_reader --retrieval dense
 reader hybrid_reader --retrieval hybrid
 reader dense_projected_reader --retrieval dense --dense-projection
+reader hybrid_projected_reader --retrieval hybrid --dense-projection
 fi
 if part closed; then
 # Closed book and the oracle (gold passage in the input), from the testbed v2 baselines' modules, on the same questions.

@@ -50,6 +50,7 @@ for name, label in (("closed_book_prompt", "closed book, prompt tuning"), ("clos
                     ("bm25_reranked_reader", "BM25 + trained re-ranker + prompt-tuned reader"),
                     ("dense_reader", "dense + prompt-tuned reader"), ("hybrid_reader", "hybrid + prompt-tuned reader"),
                     ("dense_projected_reader", "dense (trained projection) + prompt-tuned reader"),
+                    ("hybrid_projected_reader", "hybrid (BM25 + projected dense) + prompt-tuned reader"),
                     ("bm25_finetuned_reader", "BM25 + fine-tuned reader (every weight)"),
                     ("gold_passage_prompt", "gold passage (oracle) + prompt-tuned reader")):
     print(f"| {label} | " + " | ".join(cell(load(f"{name}_{s}")) for s in SPLITS) + " |")
@@ -72,6 +73,7 @@ for a, b, what in (("bm25_reranked_reader", "bm25_reader", "(e) trained re-ranke
                    ("dense_reader", "bm25_reader", "dense − BM25 retrieval (same reader recipe)"),
                    ("hybrid_reader", "bm25_reader", "hybrid − BM25 retrieval"),
                    ("dense_projected_reader", "dense_reader", "trained projection − raw dense states"),
+                   ("hybrid_projected_reader", "bm25_reader", "hybrid with the projection − BM25 retrieval"),
                    ("bm25_reader_top2", "bm25_reader_best_last", "top 2 only − as many as fit (best last)")):
     for s in SPLITS:
         x, y = scores(f"{a}_{s}"), scores(f"{b}_{s}")
