@@ -107,24 +107,29 @@ TEST(Reader, ARerankerPromptLearnsARelevanceTask) {
 
 namespace frozenlm::test {
 
-// reader.json keeps every pipeline option (the packing ones too); a reader.json from before max_passages / order
-// existed reads with the old behaviour; a bad order is an error naming the file.
+// reader.json keeps every pipeline option (the packing ones and the dense projection too); a reader.json from before
+// max_passages / order / dense_projection existed reads with the old behaviour; a bad order is an error naming the file.
 TEST(Reader, PipelineOptionsRoundTripThroughReaderJson) {
   ReaderOptions o;
   o.index = "idx";
   o.candidates = 7;
   o.pack.max_passages = 3;
   o.pack.best_last = true;
+  o.retrieval = "hybrid";
+  o.dense_projection = true;
   const ReaderOptions back = ReaderOptions::from_json(o.to_json(), "reader.json");
   EXPECT_EQ(back.to_json(), o.to_json());
   EXPECT_EQ(back.pack.max_passages, 3);
   EXPECT_TRUE(back.pack.best_last);
+  EXPECT_TRUE(back.dense_projection);
   nlohmann::json old = o.to_json();
   old["pack"].erase("max_passages");
   old["pack"].erase("order");
+  old.erase("dense_projection");
   const ReaderOptions legacy = ReaderOptions::from_json(old, "old/reader.json");
   EXPECT_EQ(legacy.pack.max_passages, 0);
   EXPECT_FALSE(legacy.pack.best_last);
+  EXPECT_FALSE(legacy.dense_projection);
   nlohmann::json bad = o.to_json();
   bad["pack"]["order"] = "middle";
   try {
