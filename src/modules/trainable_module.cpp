@@ -7,6 +7,7 @@
 #include "core/text_file.h"
 #include "core/torch_pch.h"
 #include "modules/idpt.h"
+#include "modules/neural_recursion.h"
 #include "modules/peft_config.h"
 #include "modules/prompt_tuning.h"
 
@@ -22,9 +23,10 @@ std::unique_ptr<TrainableModule> load_module(const std::string& dir, const Froze
       throw Error(dir + ": a fine-tuned model (a full Hugging Face directory), not a module: pass it as --model " + dir);
   }
   if (std::ifstream(dir + "/idpt_config.json")) return IdPromptTuning::load(dir, lm);
+  if (std::ifstream(dir + "/recursion_config.json")) return NeuralRecursion::load(dir, lm);
   std::string cfg_text;
   if (!read_text_file(dir + "/adapter_config.json", &cfg_text))
-    throw Error(dir + ": no adapter_config.json (prompt tuning) or idpt_config.json (ID-PT): not a saved module directory");
+    throw Error(dir + ": no adapter_config.json (prompt tuning), idpt_config.json (ID-PT) or recursion_config.json (neural recursion): not a saved module directory");
   const std::string type = peft_type_of(cfg_text);
   if (type == "PROMPT_TUNING") return PromptTuning::load(dir, lm);
   throw Error(dir + "/adapter_config.json: unsupported module type '" + type + "' (supported: PROMPT_TUNING)");
