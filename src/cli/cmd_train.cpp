@@ -13,6 +13,7 @@
 #include "core/torch_pch.h"
 #include "modules/finetune.h"
 #include "modules/idpt.h"
+#include "modules/neural_recursion.h"
 #include "modules/prompt_tuning.h"
 #include "tasks/mixture.h"
 #include "tasks/task.h"
@@ -213,6 +214,68 @@ int cmd_idpt(const IdptArgs& a) {
   return 0;
 }
 
+struct RecursionArgs : TrainArgs {
+  RecursionConfig rc;
+  int64_t pretrain_steps = 0;
+  std::string pretrain_task, pretrain_split = "train";
+  size_t pretrain_limit = 0;
+};
+
+// Neural recursion in two stages (modules/neural_recursion.h):
+//   A (--connector-pretrain-steps N > 0): plain language modelling through LM–C–LM on --pretrain-task (an lm task),
+//     every position passed on; into OUT/stage_a (resumable on its own), no dev selection (the last step is kept);
+//   B: the task, the input's positions passed on, starting from stage A's module; into OUT.
+int cmd_recursive_neural(const RecursionArgs& a) {
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+  const TrainOptions to = prompt_train_options(a, *lm);
+  RecursionConfig rc = a.rc;
+  rc.seed = to.seed;
+  std::unique_ptr<NeuralRecursion> m;
+  const std::string ck = resume_checkpoint(a.out_dir, to);
+  if (!ck.empty()) {
+    m = NeuralRecursion::load(ck, *lm);  // stage B was under way: stage A (if any) is inside it
+  } else if (a.pretrain_steps > 0) {
+    if (a.pretrain_task.empty()) throw Error("train recursive-neural: --connector-pretrain-steps needs --pretrain-task (an lm task of plain text)");
+    const std::string stage_a = a.out_dir + "/stage_a";
+    Task lm_task = load_task(a.pretrain_task);
+    if (lm_task.type != TaskType::LanguageModel) throw Error(a.pretrain_task + ": stage A needs an lm task (plain text), this one is not");
+    ReadOptions ro;
+    ro.limit = a.pretrain_limit;
+    TrainOptions ta = to;
+    ta.steps = a.pretrain_steps;
+    ta.eval_every = 0;
+    ta.patience = 0;
+    ta.resume_or_start = true;  // stage A resumes on its own: a finished stage A is reused
+    ta.resume = false;
+    std::unique_ptr<NeuralRecursion> s;
+    const std::string cka = resume_checkpoint(stage_a, ta);
+    if (!cka.empty()) s = NeuralRecursion::load(cka, *lm);
+    else s = NeuralRecursion::create(*lm, rc, a.model.model);
+    s->set_positions("all");
+    if (!std::ifstream(stage_a + "/run.json")) {
+      std::fprintf(stderr, "[train] stage A: %lld steps of language modelling through LM-C-LM on %s (%lld trainable parameters)\n",
+                   (long long)a.pretrain_steps, a.pretrain_task.c_str(), (long long)s->num_parameters());
+      train_module(*lm, *s, *tok, lm_task, lm_task.examples(a.pretrain_split, ro), {}, stage_a, ta);
+    }
+    m = NeuralRecursion::load(stage_a, *lm);
+    m->set_positions(rc.positions);
+    const json run = json::parse(std::ifstream(stage_a + "/run.json"), nullptr, false);
+    m->add_stage({{"stage", "A"}, {"task", a.pretrain_task}, {"steps", a.pretrain_steps},
+                  {"first_loss", run.is_object() ? run.value("first_loss", json()) : json()},
+                  {"last_loss", run.is_object() ? run.value("last_loss", json()) : json()}});
+  } else {
+    m = NeuralRecursion::create(*lm, rc, a.model.model);
+  }
+  TrainingSet set = load_training_set(a);
+  std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; neural recursion P1=%lld P2=%lld, %s connector %lld wide (%lld trainable parameters, %.2f%% of the LM)\n",
+               set.name.c_str(), set.train.size(), dev_size(set), (long long)m->config().pass1_prompt, (long long)m->config().pass2_prompt,
+               m->config().connector.c_str(), (long long)m->config().dim, (long long)m->num_parameters(), 100.0 * m->num_parameters() / lm->num_parameters());
+  TrainResult r = train_module(*lm, *m, *tok, set, a.out_dir, to);
+  print_train_result(a.out_dir, r);
+  return 0;
+}
+
 }  // namespace
 
 void add_train_commands(CLI::App& app, Commands& cmds) {
@@ -242,6 +305,26 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   idpt->add_option("--gen-ffn-mult", ic.ffn_mult, "generator FFN width / generator width")->capture_default_str();
   idpt->add_option("--gen-lr-scale", ic.generator_lr_scale, "generator weights train at lr × this (prompts at lr)")->capture_default_str();
   cmds.add(idpt, [ia] { return cmd_idpt(*ia); });
+
+  auto ra = std::make_shared<RecursionArgs>();
+  RecursionConfig& rc = ra->rc;
+  auto* rn = train->add_subcommand("recursive-neural", "Neural recursion: the frozen LM twice, a trained connector maps pass 1's output "
+                                                       "vectors to pass 2's input vectors (LM-Connector-LM)");
+  add_train_args(rn, *ra);
+  rn->add_option("--virtual-tokens", rc.pass2_prompt, "pass-2 soft-prompt length")->capture_default_str();
+  rn->add_option("--pass1-tokens", rc.pass1_prompt, "pass-1 soft-prompt length")->capture_default_str();
+  rn->add_option("--connector", rc.connector, "mlp | transformer")->capture_default_str()->check(CLI::IsMember({"mlp", "transformer"}));
+  rn->add_option("--connector-dim", rc.dim, "connector width")->capture_default_str();
+  rn->add_option("--connector-blocks", rc.blocks, "transformer connector: blocks")->capture_default_str();
+  rn->add_option("--connector-heads", rc.heads, "transformer connector: attention heads")->capture_default_str();
+  rn->add_flag("--residual,!--no-residual", rc.residual, "pass 2 reads embedding + connector output (default) instead of the connector output alone");
+  rn->add_option("--connector-lr-scale", rc.connector_lr_scale, "connector weights train at lr × this (prompts at lr)")->capture_default_str();
+  rn->add_option("--connector-pretrain-steps", ra->pretrain_steps, "stage A: steps of language modelling through LM-C-LM first (0: none)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  rn->add_option("--pretrain-task", ra->pretrain_task, "stage A's lm task (plain text, e.g. the pretraining corpus)");
+  rn->add_option("--pretrain-split", ra->pretrain_split, "stage A's split")->capture_default_str();
+  rn->add_option("--pretrain-limit", ra->pretrain_limit, "stage A: read at most this many rows (0: all)")->capture_default_str();
+  cmds.add(rn, [ra] { return cmd_recursive_neural(*ra); });
 
   auto fa = std::make_shared<FinetuneArgs>();
   fa->to.lr = 1e-4;
