@@ -1,7 +1,8 @@
 // Neural recursion (LM – Connector – LM, modules/neural_recursion.h): gradients of every tensor through both passes
 // of the frozen LM against finite differences (fp64), for the MLP and the transformer connector; a fresh module is
 // exactly prompt tuning with its pass-2 prompt; the target never reaches pass 1 or the connector (nothing leaks into
-// the input's positions); save/load round trip and the refusals.
+// the input's positions); save/load round trip and the refusals; and a task one shared prompt cannot fit (an arbitrary
+// partition of 64 words: the answer depends on the input in a way no fixed prefix provides) that the connector learns.
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
@@ -9,8 +10,15 @@
 #include "core/error.h"
 #include "core/loader.h"
 #include "core/losses.h"
+#include "eval/evaluate.h"
 #include "modules/neural_recursion.h"
+#include "modules/prompt_tuning.h"
+#include "tasks/task.h"
 #include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#include "train/trainer.h"
+
+#include <random>
 
 namespace frozenlm::test {
 
@@ -157,6 +165,52 @@ TEST(NeuralRecursion, SaveLoadRoundTripAndRefusals) {
   bad = c;
   bad.positions = "some";
   EXPECT_THROW(NeuralRecursion::create(*lm, bad), Error);
+}
+
+TEST(NeuralRecursion, LearnsAnInputDependentTaskOneSharedPromptCannotFit) {
+  auto lm = load_model(tinystories());
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  const char* words[] = {"cat", "dog", "ball", "tree", "sun", "moon", "car", "boat", "bird", "fish", "cake", "milk", "bed", "box",
+                         "hat", "shoe", "book", "door", "girl", "boy", "mom", "dad", "park", "house", "toy", "bear", "duck", "frog",
+                         "apple", "flower", "rain", "snow", "star", "sky", "hill", "road", "kite", "doll", "cup", "spoon", "chair",
+                         "table", "bike", "train", "bus", "farm", "cow", "pig", "horse", "sheep", "lion", "mouse", "bee", "ant",
+                         "king", "queen", "rock", "sand", "sea", "lake", "leaf", "stick", "cookie", "bread"};
+  std::vector<int> labels(64);
+  for (int i = 0; i < 64; ++i) labels[i] = i % 2;
+  std::shuffle(labels.begin(), labels.end(), std::mt19937(11));
+  const std::string dir = temp_dir("recursion-partition");
+  std::string data;
+  for (int i = 0; i < 64; ++i) data += nlohmann::json({{"word", words[i]}, {"label", labels[i]}}).dump() + "\n";
+  write_file(dir + "/words.jsonl", data);
+  write_file(dir + "/task.json", R"({"name": "partition", "type": "classification", "data": {"train": "words.jsonl"},
+    "input": "Word: {word}\nAnswer:", "label_field": "label", "verbalizers": {"0": " no", "1": " yes"}, "max_tokens": 32})");
+  Task task = load_task(dir + "/task.json");
+  auto ex = task.examples("train");
+  TrainOptions o;
+  o.steps = 300;
+  o.batch_size = 16;
+  o.eval_every = 0;
+  o.progress = false;
+  o.lr = 0.3;
+  EvalOptions eo;
+  auto accuracy = [&](TrainableModule& m) { return evaluate(*lm, &m, *tok, task, ex, eo)["score"].get<double>(); };
+  auto pt = PromptTuning::create(*lm, 8, PromptInit::SampledVocab, {}, 1);
+  train_module(*lm, *pt, *tok, task, ex, {}, temp_dir("recursion-partition-pt"), o);
+  RecursionConfig c;
+  c.pass1_prompt = 4;
+  c.pass2_prompt = 8;
+  c.dim = 64;
+  c.connector_lr_scale = 0.01;
+  auto nr = NeuralRecursion::create(*lm, c);
+  const std::string out = temp_dir("recursion-partition-nr");
+  train_module(*lm, *nr, *tok, task, ex, {}, out, o);
+  auto run = read_json(out + "/run.json");
+  EXPECT_EQ(run["frozen_weights_hash_before"], run["frozen_weights_hash_after"]);
+  EXPECT_EQ(run["module"], "neural_recursion");
+  const double a_pt = accuracy(*pt), a_nr = accuracy(*nr);
+  std::printf("[ learning ] arbitrary partition of 64 words, 300 steps: shared prompt %.3f, neural recursion %.3f (chance 0.5)\n", a_pt, a_nr);
+  EXPECT_GE(a_nr, 0.95);
+  EXPECT_LE(a_pt, 0.80);
 }
 
 }  // namespace frozenlm::test
