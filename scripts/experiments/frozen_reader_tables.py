@@ -69,6 +69,7 @@ for a, b, what in (("bm25_reranked_reader", "bm25_reader", "(e) trained re-ranke
                    ("bm25_lm_reranked_reader", "bm25_reader", "(e) LM-likelihood re-ranking − no re-ranking"),
                    ("bm25_reranked_reader", "bm25_finetuned_reader", "(d) frozen reader with trained re-ranker − fine-tuned reader"),
                    ("bm25_reader", "bm25_finetuned_reader", "(d) frozen reader, no re-ranker − fine-tuned reader"),
+                   ("hybrid_projected_reader", "bm25_finetuned_reader", "(d) best frozen reader (hybrid with the projection) − fine-tuned reader"),
                    ("bm25_reader_best_last", "bm25_reader", "best passage last − best first"),
                    ("dense_reader", "bm25_reader", "dense − BM25 retrieval (same reader recipe)"),
                    ("hybrid_reader", "bm25_reader", "hybrid − BM25 retrieval"),
