@@ -107,11 +107,13 @@ TEST(IdPt, TheMaskMakeBatchBuildsHidesTheTarget) {
   for (int64_t r = 0; r < 2; ++r)
     for (int64_t i = 0; i < b.ids.size(1); ++i)
       EXPECT_EQ(b.input_mask[r][i].item<bool>(), i < items[r].target_start) << "row " << r << " position " << i;
+  // Rows of one batch may take different GEMM code paths (edge tiles, thread splits): a few fp32 ulps apart (3.6e-6
+  // measured at 1 thread); a target that leaked would move the prompt by orders of magnitude more.
   at::Tensor p = m->generate_prompt(*lm, module_input(*lm, b.ids, b.mask, b.input_mask));
-  EXPECT_TRUE(at::allclose(p[0], p[1], 1e-6, 1e-6)) << (p[0] - p[1]).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(p[0], p[1], 1e-5, 1e-5)) << (p[0] - p[1]).abs().max().item<double>();
   // The same through apply(): the prompt part of what the LM reads.
   ModuleInput x = m->apply(*lm, module_input(*lm, b.ids, b.mask, b.input_mask));
-  EXPECT_TRUE(at::allclose(x.embeds[0].narrow(0, 0, 4), x.embeds[1].narrow(0, 0, 4), 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(x.embeds[0].narrow(0, 0, 4), x.embeds[1].narrow(0, 0, 4), 1e-5, 1e-5));
 
   // No BOS and an empty input: every position is target. Two different texts must give the same prompt.
   std::vector<EncodedExample> lm_rows = {encode_example(*tok, -1, "", "Once upon a time there was a cat.", 64),
