@@ -14,11 +14,11 @@
 #include "modules/neural_recursion.h"
 #include "modules/prompt_tuning.h"
 #include "tasks/task.h"
+#include "partition_task.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
-#include <random>
 
 namespace frozenlm::test {
 
@@ -170,44 +170,16 @@ TEST(NeuralRecursion, SaveLoadRoundTripAndRefusals) {
 TEST(NeuralRecursion, LearnsAnInputDependentTaskOneSharedPromptCannotFit) {
   auto lm = load_model(tinystories());
   auto tok = load_tokenizer_for_model(tinystories(), "");
-  const char* words[] = {"cat", "dog", "ball", "tree", "sun", "moon", "car", "boat", "bird", "fish", "cake", "milk", "bed", "box",
-                         "hat", "shoe", "book", "door", "girl", "boy", "mom", "dad", "park", "house", "toy", "bear", "duck", "frog",
-                         "apple", "flower", "rain", "snow", "star", "sky", "hill", "road", "kite", "doll", "cup", "spoon", "chair",
-                         "table", "bike", "train", "bus", "farm", "cow", "pig", "horse", "sheep", "lion", "mouse", "bee", "ant",
-                         "king", "queen", "rock", "sand", "sea", "lake", "leaf", "stick", "cookie", "bread"};
-  std::vector<int> labels(64);
-  for (int i = 0; i < 64; ++i) labels[i] = i % 2;
-  std::shuffle(labels.begin(), labels.end(), std::mt19937(11));
-  const std::string dir = temp_dir("recursion-partition");
-  std::string data;
-  for (int i = 0; i < 64; ++i) data += nlohmann::json({{"word", words[i]}, {"label", labels[i]}}).dump() + "\n";
-  write_file(dir + "/words.jsonl", data);
-  write_file(dir + "/task.json", R"({"name": "partition", "type": "classification", "data": {"train": "words.jsonl"},
-    "input": "Word: {word}\nAnswer:", "label_field": "label", "verbalizers": {"0": " no", "1": " yes"}, "max_tokens": 32})");
-  Task task = load_task(dir + "/task.json");
-  auto ex = task.examples("train");
-  TrainOptions o;
-  o.steps = 300;
-  o.batch_size = 16;
-  o.eval_every = 0;
-  o.progress = false;
-  o.lr = 0.3;
-  EvalOptions eo;
-  auto accuracy = [&](TrainableModule& m) { return evaluate(*lm, &m, *tok, task, ex, eo)["score"].get<double>(); };
+  Task task = word_partition_task(temp_dir("recursion-partition"));
   auto pt = PromptTuning::create(*lm, 8, PromptInit::SampledVocab, {}, 1);
-  train_module(*lm, *pt, *tok, task, ex, {}, temp_dir("recursion-partition-pt"), o);
+  const double a_pt = fit_partition(*lm, *tok, task, *pt, temp_dir("recursion-partition-pt"));
   RecursionConfig c;
   c.pass1_prompt = 4;
   c.pass2_prompt = 8;
   c.dim = 64;
   c.connector_lr_scale = 0.01;
   auto nr = NeuralRecursion::create(*lm, c);
-  const std::string out = temp_dir("recursion-partition-nr");
-  train_module(*lm, *nr, *tok, task, ex, {}, out, o);
-  auto run = read_json(out + "/run.json");
-  EXPECT_EQ(run["frozen_weights_hash_before"], run["frozen_weights_hash_after"]);
-  EXPECT_EQ(run["module"], "neural_recursion");
-  const double a_pt = accuracy(*pt), a_nr = accuracy(*nr);
+  const double a_nr = fit_partition(*lm, *tok, task, *nr, temp_dir("recursion-partition-nr"));
   std::printf("[ learning ] arbitrary partition of 64 words, 300 steps: shared prompt %.3f, neural recursion %.3f (chance 0.5)\n", a_pt, a_nr);
   EXPECT_GE(a_nr, 0.95);
   EXPECT_LE(a_pt, 0.80);

@@ -222,13 +222,7 @@ std::unique_ptr<IdPromptTuning> IdPromptTuning::load(const std::string& dir, con
   if (meta.is_discarded() || !meta.is_object() || meta.value("module", std::string()) != "ID_PT" || !meta.contains("config"))
     throw Error(cfg_path + ": not an ID-PT configuration (expected {\"module\": \"ID_PT\", \"config\": {...}})");
   const IdptConfig cfg = config_from_json(meta["config"], cfg_path);
-  if (meta.value("token_dim", int64_t(-1)) != lm.dim())
-    throw Error(dir + ": module was trained for a model with token_dim " + std::to_string(meta.value("token_dim", int64_t(-1))) +
-                ", this model has d=" + std::to_string(lm.dim()));
-  const std::string base_id = meta.value("base_checkpoint_id", std::string());
-  if (!base_id.empty() && base_id != lm.checkpoint_id())
-    throw Error(dir + ": module was trained on another base model (checkpoint " + base_id + ", this one is " + lm.checkpoint_id() +
-                "; base_model " + meta.value("base_model", std::string("?")) + ")");
+  check_module_base(meta, lm, dir);
   if (cfg.encoder != "self") {
     struct stat sb;
     if (::stat(cfg.encoder.c_str(), &sb) != 0)
@@ -239,14 +233,7 @@ std::unique_ptr<IdPromptTuning> IdPromptTuning::load(const std::string& dir, con
   if (cfg.encoder != "self" && enc_id != m->encoder_checkpoint_id_)
     throw Error(dir + ": the encoder " + cfg.encoder + " differs from the one the module was trained with (checkpoint " +
                 m->encoder_checkpoint_id_ + ", trained with " + enc_id + ")");
-  SafetensorsFile file(dir + "/idpt_model.safetensors");
-  at::NoGradGuard ng;
-  for (auto& [n, v] : m->tensors_) {
-    if (!file.has(n)) throw Error(dir + "/idpt_model.safetensors: tensor '" + n + "' is missing");
-    at::Tensor saved = file.get_f32(n);
-    if (!saved.sizes().equals(v.sizes())) throw Error(dir + "/idpt_model.safetensors: tensor '" + n + "' has the wrong shape");
-    v.copy_(saved);
-  }
+  load_named_tensors(dir + "/idpt_model.safetensors", m->tensors_);
   return m;
 }
 

@@ -216,23 +216,10 @@ std::unique_ptr<NeuralRecursion> NeuralRecursion::load(const std::string& dir, c
   if (meta.is_discarded() || !meta.is_object() || meta.value("module", std::string()) != "NEURAL_RECURSION" || !meta.contains("config"))
     throw Error(cfg_path + ": not a neural recursion configuration (expected {\"module\": \"NEURAL_RECURSION\", \"config\": {...}})");
   const RecursionConfig cfg = recursion_config_from_json(meta["config"], cfg_path);
-  if (meta.value("token_dim", int64_t(-1)) != lm.dim())
-    throw Error(dir + ": module was trained for a model with token_dim " + std::to_string(meta.value("token_dim", int64_t(-1))) +
-                ", this model has d=" + std::to_string(lm.dim()));
-  const std::string base_id = meta.value("base_checkpoint_id", std::string());
-  if (!base_id.empty() && base_id != lm.checkpoint_id())
-    throw Error(dir + ": module was trained on another base model (checkpoint " + base_id + ", this one is " + lm.checkpoint_id() +
-                "; base_model " + meta.value("base_model", std::string("?")) + ")");
+  check_module_base(meta, lm, dir);
   auto m = create(lm, cfg, meta.value("base_model", std::string()));
   m->stages_ = meta.value("stages", json::array());
-  SafetensorsFile file(dir + "/recursion_model.safetensors");
-  at::NoGradGuard ng;
-  for (auto& [n, v] : m->tensors_) {
-    if (!file.has(n)) throw Error(dir + "/recursion_model.safetensors: tensor '" + n + "' is missing");
-    at::Tensor saved = file.get_f32(n);
-    if (!saved.sizes().equals(v.sizes())) throw Error(dir + "/recursion_model.safetensors: tensor '" + n + "' has the wrong shape");
-    v.copy_(saved);
-  }
+  load_named_tensors(dir + "/recursion_model.safetensors", m->tensors_);
   return m;
 }
 

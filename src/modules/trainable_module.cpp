@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/safetensors.h"
 #include "core/text_file.h"
 #include "core/torch_pch.h"
 #include "modules/idpt.h"
@@ -40,6 +41,27 @@ void TrainableModule::restore(const std::string& dir, const FrozenLM& lm) {
   for (size_t i = 0; i < mine.size(); ++i) {
     if (!mine[i].sizes().equals(theirs[i].sizes())) throw Error(dir + ": saved module tensor " + std::to_string(i) + " has another shape");
     mine[i].copy_(theirs[i]);
+  }
+}
+
+void check_module_base(const json& meta, const FrozenLM& lm, const std::string& dir) {
+  if (meta.value("token_dim", int64_t(-1)) != lm.dim())
+    throw Error(dir + ": module was trained for a model with token_dim " + std::to_string(meta.value("token_dim", int64_t(-1))) +
+                ", this model has d=" + std::to_string(lm.dim()));
+  const std::string base_id = meta.value("base_checkpoint_id", std::string());
+  if (!base_id.empty() && base_id != lm.checkpoint_id())
+    throw Error(dir + ": module was trained on another base model (checkpoint " + base_id + ", this one is " + lm.checkpoint_id() +
+                "; base_model " + meta.value("base_model", std::string("?")) + ")");
+}
+
+void load_named_tensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  SafetensorsFile file(path);
+  at::NoGradGuard ng;
+  for (auto& [n, v] : tensors) {
+    if (!file.has(n)) throw Error(path + ": tensor '" + n + "' is missing");
+    at::Tensor saved = file.get_f32(n);
+    if (!saved.sizes().equals(v.sizes())) throw Error(path + ": tensor '" + n + "' has the wrong shape");
+    at::Tensor(v).copy_(saved);
   }
 }
 

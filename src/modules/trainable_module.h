@@ -5,6 +5,7 @@
 #include <ATen/Tensor.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,12 @@ class TrainableModule {
 
 // Loads a saved module directory, refusing one made for another base model (dimension or checkpoint identity).
 std::unique_ptr<TrainableModule> load_module(const std::string& dir, const FrozenLM& lm);
+
+// For modules saved as a configuration + named tensors (ID-PT, neural recursion):
+// refuses a module whose recorded "token_dim" or "base_checkpoint_id" (in `meta`) is not `lm`'s, naming `dir`;
+void check_module_base(const nlohmann::json& meta, const FrozenLM& lm, const std::string& dir);
+// copies every tensor of `tensors` from the safetensors file at `path` (each must be there, with its shape).
+void load_named_tensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 // Runs the frozen LM on a module's output. Returns logits for the input's own positions only: [B, T, V].
 at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in);
