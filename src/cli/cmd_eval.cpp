@@ -14,6 +14,8 @@
 #include "methods/reader/reader_data.h"
 #include "methods/reader/reader_eval.h"
 #include "methods/reader/reader_pipeline.h"
+#include "methods/recursive/gate.h"
+#include "methods/recursive/textual_recursion.h"
 #include "modules/trainable_module.h"
 #include "tasks/mixture.h"
 #include "tasks/task.h"
@@ -35,7 +37,55 @@ struct EvalArgs {
   std::vector<CLI::Option*> pipe_opts;
   CLI::Option* max_new_opt = nullptr;
   bool retrieval_only = false;
+  // The gate (methods/recursive/gate.h): --gate-thresholds on a recursive --module.
+  std::string gate_thresholds, gate_module, gate_measure = "mean_logprob", gate_svg;
 };
+
+// The gate's accuracy–compute curve for a recursive module (textual: its own pass 1 answers in one pass; neural:
+// --gate-module, a module that answers in one pass, e.g. the prompt-tuned baseline).
+json eval_gate(const EvalArgs& a, const FrozenLM& lm, const Tokenizer& tok, const TextualRecursion* textual, const TrainableModule* neural) {
+  if (!textual && !neural) throw Error("--gate-thresholds: give the recursive system as --module (a textual or neural recursion)");
+  std::unique_ptr<TrainableModule> gm;
+  if (!a.gate_module.empty()) gm = load_module(a.gate_module, lm);
+  if (!gm && !textual)
+    throw Error("--gate-thresholds with a neural recursion: give --gate-module DIR, the module that answers in one pass (e.g. the "
+                "prompt-tuned baseline); a textual recursion's own pass 1 is its default");
+  const int64_t max_new = a.eo.max_new_tokens;
+  OnePassFn one = [&](const Task& task, const std::string& input) {
+    return generate_answer(lm, gm ? gm.get() : &textual->pass1(), tok, task, input, max_new);
+  };
+  RecursiveFn rec = [&](const Task& task, const std::string& input, const Answer& first) {
+    if (!textual) return generate_answer(lm, neural, tok, task, input, max_new).text;
+    if (gm) return textual->answer(lm, tok, task, input, max_new).text;  // its own pass 1, then pass 2
+    const Proposal p = textual->propose(lm, tok, task, input, &first);     // pass 1's greedy answer is the one pass
+    return textual->answer(lm, tok, task, input, max_new, &p).text;
+  };
+  GateOptions go;
+  go.thresholds = parse_thresholds(a.gate_thresholds, "--gate-thresholds");
+  go.measure = a.gate_measure;
+  go.recursive_passes = textual && !gm ? 1 : 2;
+  go.per_example = a.eo.per_example;
+  std::vector<Task> tasks;
+  if (!a.task_path.empty()) tasks.push_back(load_task(a.task_path));
+  else tasks = load_mixture(a.mixture_path).tasks;
+  std::vector<std::pair<const Task*, std::vector<Example>>> sets;
+  for (const Task& t : tasks) {
+    if (!t.splits.count(a.split)) continue;
+    auto ex = t.examples(a.split, ReadOptions{a.skip_bad, 0, {}});
+    if (a.eo.limit && ex.size() > a.eo.limit) ex.resize(a.eo.limit);
+    sets.push_back({&t, std::move(ex)});
+  }
+  if (sets.empty()) throw Error("--gate-thresholds: no task has a '" + a.split + "' split");
+  json r = evaluate_gate(sets, one, rec, go);
+  r["recursive"] = textual ? "textual_recursion" : "neural_recursion";
+  r["one_pass"] = gm ? a.gate_module : a.module_dir + "/pass1";
+  if (!a.gate_svg.empty()) {
+    write_gate_svg(a.gate_svg, "the gate: " + std::string(textual ? "textual" : "neural") + " recursion when pass 1 is unsure (" + go.measure + ")",
+                   {{a.module_dir, r}});
+    std::fprintf(stderr, "[gate] curve: %s\n", a.gate_svg.c_str());
+  }
+  return r;
+}
 
 // Open-domain QA through the frozen reader: retrieval recall, answer in the packed context, EM / F1.
 json eval_reader(const EvalArgs& a, const FrozenLM& lm, const Tokenizer& tok) {
@@ -88,13 +138,26 @@ int cmd_eval(const EvalArgs& a) {
 
   if (task_path.empty() == mixture_path.empty()) throw Error("eval: give --task TASK or --mixture MIXTURE");
   std::unique_ptr<TrainableModule> module;
-  if (!a.module_dir.empty()) module = load_module(a.module_dir, *lm);
+  std::unique_ptr<TextualRecursion> textual;  // two modules with text between them: pass 2 reads pass 1's candidates
+  if (!a.module_dir.empty() && TextualRecursion::is_saved_in(a.module_dir)) textual = TextualRecursion::load(a.module_dir, *lm);
+  else if (!a.module_dir.empty()) module = load_module(a.module_dir, *lm);
+  EvalOptions eo_text = eo;
+  if (textual) {
+    if (!a.module_for.empty()) throw Error("--module-for cannot be combined with a textual recursion --module");
+    eo_text.rewrite_input = [&](const Task& task, const std::string& input) { return textual->pass2_input(*lm, *tok, task, input); };
+  }
+  const TrainableModule* reads = textual ? &textual->pass2() : module.get();  // the module the LM runs with
   json r;
-  if (!a.reader.empty() || !a.pipe.index.empty()) {
+  if (!a.gate_thresholds.empty()) {
+    r = eval_gate(a, *lm, *tok, textual.get(), module.get());
+  } else if (!a.gate_module.empty() || !a.gate_svg.empty()) {
+    throw Error("--gate-module and --gate-svg need --gate-thresholds");
+  } else if (!a.reader.empty() || !a.pipe.index.empty()) {
     r = eval_reader(a, *lm, *tok);
   } else if (!task_path.empty()) {
     Task task = load_task(task_path);
-    r = evaluate(*lm, module.get(), *tok, task, task.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo);
+    if (textual && task.type != TaskType::Generation) throw Error(task.file + ": a textual recursion answers generation tasks only");
+    r = evaluate(*lm, reads, *tok, task, task.examples(eval_split, ReadOptions{skip_bad, 0, {}}), eo_text);
   } else {
     Mixture m = load_mixture(mixture_path);
     for (const std::string& mf : a.module_for) {
@@ -107,7 +170,7 @@ int cmd_eval(const EvalArgs& a) {
     std::vector<std::vector<double>> task_scores;
     json fixed_tasks = json::array();
     double sum = 0;
-    EvalOptions teo = eo;
+    EvalOptions teo = eo_text;
     teo.keep_scores = true;
     for (const Task& t : m.tasks) {
       if (!t.splits.count(eval_split)) {
@@ -117,7 +180,8 @@ int cmd_eval(const EvalArgs& a) {
       std::unique_ptr<TrainableModule> own;
       for (const std::string& mf : a.module_for)
         if (mf.rfind(t.name + "=", 0) == 0) own = load_module(mf.substr(t.name.size() + 1), *lm);
-      per_task.push_back(evaluate(*lm, own ? own.get() : module.get(), *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), teo));
+      if (textual && t.type != TaskType::Generation) throw Error(t.file + ": a textual recursion answers generation tasks only ('" + t.name + "' is not)");
+      per_task.push_back(evaluate(*lm, own ? own.get() : reads, *tok, t, t.examples(eval_split, ReadOptions{skip_bad, 0, {}}), teo));
       // A task without per-example scores (lm: perplexity is not a mean of them) enters the interval as a constant.
       auto ex_scores = per_task.back().value("example_scores", std::vector<double>{});
       per_task.back().erase("example_scores");
@@ -166,6 +230,12 @@ void add_eval_command(CLI::App& app, Commands& cmds) {
   ev->add_flag("--per-example", a->eo.per_example, "include every example's prediction in the report");
   ev->add_flag("--squad-v2-f1", a->eo.squad_v2_f1, "token F1 with SQuAD v2.0's rule: an empty prediction for an empty answer scores 1 "
                                                   "(default: SQuAD v1.1's official script, where it scores 0)");
+  ev->add_option("--gate-thresholds", a->gate_thresholds, "with a recursive --module: the gate's accuracy and mean passes per question "
+                                                          "for each threshold, e.g. -inf,-0.5,-0.1,inf (recurse when pass 1's confidence is below it)");
+  ev->add_option("--gate-module", a->gate_module, "the gate's one-pass module (needed for a neural recursion; default for a textual one: its pass 1)");
+  ev->add_option("--gate-measure", a->gate_measure, "the one-pass answer's confidence: mean_logprob | first_margin")
+      ->capture_default_str()->check(CLI::IsMember({"mean_logprob", "first_margin"}));
+  ev->add_option("--gate-svg", a->gate_svg, "write the gate's accuracy-compute curve (SVG) here");
   ev->add_option("--report", a->report_path, "also write the report to this file");
   ev->add_flag("--skip-bad", a->skip_bad, "skip (and count) malformed data lines");
   cmds.add(ev, [a] { return cmd_eval(*a); });

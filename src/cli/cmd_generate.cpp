@@ -6,6 +6,7 @@
 #include "cli/cli_common.h"
 #include "core/generate.h"
 #include "core/torch_pch.h"
+#include "methods/recursive/textual_recursion.h"
 #include "modules/trainable_module.h"
 #include "tokenizer/tokenizer.h"
 
@@ -37,7 +38,22 @@ void add_generate_command(CLI::App& app, Commands& cmds) {
     SamplingParams sp = a->sp;
     sp.eos_ids = lm->config().eos_ids;
     if (sp.eos_ids.empty() && tok->eos_id() >= 0) sp.eos_ids.push_back(tok->eos_id());
-    std::vector<int64_t> ids = prompt_ids(*lm, *tok, a->prompt);
+    std::string prompt = a->prompt;
+    std::unique_ptr<TextualRecursion> textual;
+    if (!a->module_dir.empty() && TextualRecursion::is_saved_in(a->module_dir)) {
+      // A textual recursion: pass 1 proposes candidates for the prompt (stopping at --stop, default a newline), and
+      // the continuation is pass 2's, from "candidates + prompt".
+      textual = TextualRecursion::load(a->module_dir, *lm);
+      Task t;
+      if (!a->stops.empty()) t.stop = a->stops;
+      t.max_tokens = 1 << 30;
+      const Proposal p = textual->propose(*lm, *tok, t, prompt);
+      std::string line;
+      for (size_t i = 0; i < p.candidates.size(); ++i) line += (i ? " | " : "") + p.candidates[i] + " (" + std::to_string(p.counts[i]) + ")";
+      std::fprintf(stderr, "[pass 1] candidates: %s\n", line.empty() ? "(none)" : line.c_str());
+      prompt = candidates_input(p.candidates, prompt);
+    }
+    std::vector<int64_t> ids = prompt_ids(*lm, *tok, prompt);
     StreamDecoder stream(*tok, ids);
     std::cout << a->prompt << std::flush;
     auto t0 = std::chrono::steady_clock::now();
@@ -51,7 +67,8 @@ void add_generate_command(CLI::App& app, Commands& cmds) {
     if (a->module_dir.empty()) {
       generate(*lm, {ids}, sp, on_token, stop_at_strings(*tok, a->stops));
     } else {
-      auto module = load_module(a->module_dir, *lm);
+      std::unique_ptr<TrainableModule> own = textual ? nullptr : load_module(a->module_dir, *lm);
+      const TrainableModule* module = textual ? &textual->pass2() : own.get();
       at::NoGradGuard ng;
       ModuleInput x = module->apply(*lm, module_input(*lm, at::tensor(ids, at::kLong).view({1, -1})));
       generate_from_embeds(*lm, x.embeds, x.mask, sp, on_token, stop_at_strings(*tok, a->stops));

@@ -11,6 +11,7 @@
 #include "core/loader.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
+#include "methods/recursive/textual_recursion.h"
 #include "modules/finetune.h"
 #include "modules/idpt.h"
 #include "modules/neural_recursion.h"
@@ -276,6 +277,32 @@ int cmd_recursive_neural(const RecursionArgs& a) {
   return 0;
 }
 
+struct TextualArgs : TrainArgs {
+  TextualRecursionConfig tc;
+  std::string pass1;
+  int64_t virtual_tokens = 20;
+  bool no_greedy = false;
+};
+
+// Textual recursion (methods/recursive/textual_recursion.h): pass 1 = --pass1-module samples candidates for every
+// training question, pass 2 = a new prompt trained on "candidates + question".
+int cmd_recursive_text(const TextualArgs& a) {
+  auto lm = open_model(a.model);
+  auto tok = open_tokenizer(a.model, *lm, false);
+  const TrainOptions to = prompt_train_options(a, *lm);
+  TextualRecursionConfig tc = a.tc;
+  tc.include_greedy = !a.no_greedy;
+  tc.seed = to.seed;
+  textual_recursion_config_from_json(to_json(tc), "train recursive-text");  // the same checks as a saved one
+  TrainingSet set = load_training_set(a);
+  std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; textual recursion: pass 1 %s, %lld samples at temperature %g%s\n",
+               set.name.c_str(), set.train.size(), dev_size(set), a.pass1.c_str(), (long long)tc.samples, tc.temperature,
+               tc.include_greedy ? " + its greedy answer" : "");
+  TrainResult r = train_textual_recursion(*lm, *tok, a.pass1, set, a.out_dir, tc, a.virtual_tokens, to, a.model.model);
+  print_train_result(a.out_dir, r);
+  return 0;
+}
+
 }  // namespace
 
 void add_train_commands(CLI::App& app, Commands& cmds) {
@@ -308,6 +335,20 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
 
   auto ra = std::make_shared<RecursionArgs>();
   RecursionConfig& rc = ra->rc;
+  auto ta = std::make_shared<TextualArgs>();
+  auto* rt = train->add_subcommand("recursive-text", "Textual recursion: a prompt-tuned pass 1 samples candidate answers, a second "
+                                                     "prompt (pass 2) is trained to answer from the candidates and the question");
+  add_train_args(rt, *ta);
+  rt->add_option("--pass1-module", ta->pass1, "pass 1: a trained module that answers the task (e.g. `train prompt-tuning`); copied into OUT/pass1")
+      ->required()->check(CLI::ExistingDirectory);
+  rt->add_option("--virtual-tokens", ta->virtual_tokens, "pass 2's prompt length P")->capture_default_str()->check(CLI::PositiveNumber);
+  rt->add_option("--samples", ta->tc.samples, "answers pass 1 draws per question")->capture_default_str()->check(CLI::NonNegativeNumber);
+  rt->add_option("--temperature", ta->tc.temperature, "pass 1's sampling temperature")->capture_default_str();
+  rt->add_option("--top-k", ta->tc.top_k, "pass 1 samples among the k most likely tokens (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  rt->add_option("--max-answer-tokens", ta->tc.max_answer_tokens, "tokens per candidate answer")->capture_default_str();
+  rt->add_flag("--no-greedy", ta->no_greedy, "do not add pass 1's greedy answer to the candidates");
+  cmds.add(rt, [ta] { return cmd_recursive_text(*ta); });
+
   auto* rn = train->add_subcommand("recursive-neural", "Neural recursion: the frozen LM twice, a trained connector maps pass 1's output "
                                                        "vectors to pass 2's input vectors (LM-Connector-LM)");
   add_train_args(rn, *ra);

@@ -29,10 +29,11 @@ int64_t sample_token(const at::Tensor& logits_in, const SamplingParams& p, at::G
 
 std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const at::Tensor& embeds, const at::Tensor& mask,
                                                        const SamplingParams& p, const TokenFn& on_token,
-                                                       const StopFn& should_stop) {
+                                                       const StopFn& should_stop, std::vector<std::vector<TokenScore>>* scores) {
   at::NoGradGuard no_grad;
   const int64_t B = embeds.size(0);
   std::vector<std::vector<int64_t>> out(B);
+  if (scores) scores->assign(B, {});
   if (p.max_new_tokens <= 0 || B == 0) return out;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
   KVCache cache = lm.new_cache(B);
@@ -50,6 +51,11 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
       const int64_t t = sample_token(logits[b], p, gen);
+      if (scores) {
+        const at::Tensor lp = at::log_softmax(logits[b].to(at::kFloat), -1);  // [V]
+        const at::Tensor top2 = std::get<0>(lp.topk(2));
+        (*scores)[b].push_back({lp[t].item<float>(), (top2[0] - top2[1]).item<float>()});
+      }
       next[b] = t;
       step_mask[b][0] = true;
       out[b].push_back(t);

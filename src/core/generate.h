@@ -26,6 +26,12 @@ using StopFn = std::function<bool(int64_t row, const std::vector<int64_t>& gener
 // Called for every new token (streaming).
 using TokenFn = std::function<void(int64_t row, int64_t token)>;
 
+// How sure the model was of a generated token, from the untempered distribution it was drawn from.
+struct TokenScore {
+  float logprob = 0;  // log p(token)
+  float margin = 0;   // log p(top-1) − log p(top-2): how far the best token led the runner-up
+};
+
 // Stops a row once its decoded output contains any of `stops` (the tokenizer must outlive the returned function).
 StopFn stop_at_strings(const Tokenizer& tok, std::vector<std::string> stops);
 
@@ -38,8 +44,10 @@ std::vector<std::vector<int64_t>> generate(const FrozenLM& lm, const std::vector
                                            const StopFn& should_stop = nullptr);
 
 // Generates from an embeddings prefix [B, T, d] with mask [B, T] (left-padded: real tokens at the end).
+// `scores` (optional): each row's TokenScore per generated token (confidence gates).
 std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const at::Tensor& embeds, const at::Tensor& mask,
                                                        const SamplingParams& p, const TokenFn& on_token = nullptr,
-                                                       const StopFn& should_stop = nullptr);
+                                                       const StopFn& should_stop = nullptr,
+                                                       std::vector<std::vector<TokenScore>>* scores = nullptr);
 
 }  // namespace frozenlm

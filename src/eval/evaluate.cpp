@@ -103,6 +103,50 @@ at::Tensor next_token_logprobs(const FrozenLM& lm, const TrainableModule* module
   return out.empty() ? at::zeros({0, lm.vocab_size()}) : at::cat(out, 0);
 }
 
+double Answer::mean_logprob() const {
+  double s = 0;
+  for (const TokenScore& t : tokens) s += t.logprob;
+  return tokens.empty() ? 0.0 : s / double(tokens.size());
+}
+
+double Answer::first_margin() const { return tokens.empty() ? 0.0 : tokens.front().margin; }
+
+std::vector<Answer> sample_answers(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+                                   const std::string& input, const SamplingParams& sampling, int64_t n) {
+  const int64_t prefix = module ? module->prefix_length() : 0;
+  const EncodedExample enc = encode_example(tok, bos_for(lm.config(), tok), input, "", task.max_tokens - prefix - sampling.max_new_tokens);
+  at::NoGradGuard ng;
+  at::Tensor ids = at::tensor(enc.ids, at::kLong).view({1, -1}).to(lm.device());
+  ModuleInput mi = module_input(lm, ids);
+  if (module) mi = module->apply(lm, mi);
+  if (n > 1) {
+    mi.embeds = mi.embeds.expand({n, -1, -1}).contiguous();
+    mi.mask = mi.mask.expand({n, -1}).contiguous();
+  }
+  SamplingParams sp = sampling;
+  if (sp.eos_ids.empty()) sp.eos_ids = lm.config().eos_ids;
+  std::vector<std::vector<TokenScore>> scores;
+  auto outs = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, task.stop), &scores);
+  std::vector<Answer> answers;
+  for (size_t r = 0; r < outs.size(); ++r) {
+    Answer a;
+    a.text = tok.decode(outs[r], true);
+    for (const std::string& st : task.stop)
+      if (auto at = a.text.find(st); at != std::string::npos) a.text.resize(at);
+    a.tokens = std::move(scores[r]);
+    answers.push_back(std::move(a));
+  }
+  return answers;
+}
+
+Answer generate_answer(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+                       const std::string& input, int64_t max_new_tokens) {
+  SamplingParams sp;
+  sp.temperature = 0;
+  sp.max_new_tokens = max_new_tokens;
+  return sample_answers(lm, module, tok, task, input, sp, 1).at(0);
+}
+
 json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
               const std::vector<Example>& all, const EvalOptions& opt) {
   std::vector<Example> ex(all.begin(), all.begin() + (opt.limit ? std::min(opt.limit, all.size()) : all.size()));
@@ -155,28 +199,20 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
     report["score"] = -report["perplexity"].get<double>();
     report["tokens"] = n;
   } else {
-    SamplingParams sp;
-    sp.temperature = 0;
-    sp.max_new_tokens = opt.max_new_tokens;
-    sp.eos_ids = lm.config().eos_ids;
     double em = 0, f1 = 0;
     for (auto& e : ex) {
-      EncodedExample enc = encode_example(tok, bos, e.input, "", room - opt.max_new_tokens);
-      truncated += enc.truncated;
-      at::NoGradGuard ng;
-      at::Tensor ids = at::tensor(enc.ids, at::kLong).view({1, -1}).to(lm.device());
-      ModuleInput mi = module_input(lm, ids);
-      if (module) mi = module->apply(lm, mi);
-      auto out = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, task.stop))[0];
-      std::string pred = tok.decode(out, true);
-      for (const std::string& st : task.stop)
-        if (auto at = pred.find(st); at != std::string::npos) pred.resize(at);
+      const std::string input = opt.rewrite_input ? opt.rewrite_input(task, e.input) : e.input;
+      truncated += encode_example(tok, bos, input, "", room - opt.max_new_tokens).truncated;
+      const std::string pred = generate_answer(lm, module, tok, task, input, opt.max_new_tokens).text;
       const std::vector<std::string>& golds = e.targets;  // the rendered target and every alias
       const double m = exact_match(pred, golds), f = token_f1(pred, golds, opt.squad_v2_f1);
       em += m;
       f1 += f;
       scores.push_back(m);
-      if (opt.per_example) per.push_back({{"input", e.input}, {"prediction", pred}, {"answers", golds}, {"em", m}, {"f1", f}});
+      if (opt.per_example) {
+        per.push_back({{"input", e.input}, {"prediction", pred}, {"answers", golds}, {"em", m}, {"f1", f}});
+        if (opt.rewrite_input) per.back()["read"] = input;
+      }
     }
     report["metric"] = "exact_match";
     report["exact_match"] = ex.empty() ? 0.0 : em / ex.size();

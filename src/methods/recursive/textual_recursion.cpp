@@ -1,0 +1,248 @@
+#include "methods/recursive/textual_recursion.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/fnv1a.h"
+#include "core/text_file.h"
+#include "core/torch_pch.h"
+#include "eval/metrics.h"
+#include "modules/prompt_tuning.h"
+
+namespace frozenlm {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+static const char* kConfigFile = "textual_recursion.json";
+
+json to_json(const TextualRecursionConfig& c) {
+  return {{"samples", c.samples}, {"temperature", c.temperature}, {"top_k", c.top_k}, {"include_greedy", c.include_greedy},
+          {"max_answer_tokens", c.max_answer_tokens}, {"seed", c.seed}};
+}
+
+TextualRecursionConfig textual_recursion_config_from_json(const json& j, const std::string& where) {
+  TextualRecursionConfig c;
+  try {
+    c.samples = j.at("samples").get<int64_t>();
+    c.temperature = j.at("temperature").get<double>();
+    c.top_k = j.at("top_k").get<int64_t>();
+    c.include_greedy = j.at("include_greedy").get<bool>();
+    c.max_answer_tokens = j.at("max_answer_tokens").get<int64_t>();
+    c.seed = j.at("seed").get<uint64_t>();
+  } catch (const json::exception& e) {
+    throw Error(where + ": bad textual recursion configuration: " + e.what());
+  }
+  if (c.samples < 0 || (c.samples == 0 && !c.include_greedy)) throw Error(where + ": \"samples\" must be ≥ 1 (or ≥ 0 with include_greedy)");
+  if (c.temperature <= 0 && c.samples > 0) throw Error(where + ": \"temperature\" must be > 0 to sample");
+  if (c.max_answer_tokens < 1) throw Error(where + ": \"max_answer_tokens\" must be ≥ 1");
+  return c;
+}
+
+std::vector<std::pair<std::string, int>> merge_candidates(const std::vector<std::string>& answers) {
+  std::vector<std::pair<std::string, int>> merged;
+  std::map<std::string, size_t> at;  // normalised form -> index in merged
+  for (const std::string& a : answers) {
+    const std::string key = normalize_answer(a);
+    if (key.empty()) continue;
+    auto [it, fresh] = at.emplace(key, merged.size());
+    if (fresh) {
+      size_t b = a.find_first_not_of(" \t"), e = a.find_last_not_of(" \t");
+      merged.push_back({a.substr(b, e - b + 1), 0});
+    }
+    ++merged[it->second].second;
+  }
+  std::stable_sort(merged.begin(), merged.end(), [](auto& x, auto& y) { return x.second > y.second; });
+  return merged;
+}
+
+std::string candidates_input(const std::vector<std::string>& candidates, const std::string& input) {
+  std::string s = "Candidates: ";
+  for (size_t i = 0; i < candidates.size(); ++i) s += (i ? " | " : "") + candidates[i];
+  if (candidates.empty()) s += "(none)";
+  return s + "\n" + input;
+}
+
+bool TextualRecursion::is_saved_in(const std::string& dir) { return fs::is_regular_file(fs::path(dir) / kConfigFile); }
+
+TextualRecursion::TextualRecursion(TextualRecursionConfig cfg, std::unique_ptr<TrainableModule> pass1, std::unique_ptr<TrainableModule> pass2)
+    : cfg_(cfg), pass1_(std::move(pass1)), pass2_(std::move(pass2)) {}
+
+std::unique_ptr<TextualRecursion> TextualRecursion::load(const std::string& dir, const FrozenLM& lm) {
+  const std::string path = dir + "/" + kConfigFile;
+  std::string text;
+  if (!read_text_file(path, &text)) throw Error(path + ": cannot read (not a textual recursion directory)");
+  const json j = json::parse(text, nullptr, false);
+  if (!j.is_object() || !j.contains("config")) throw Error(path + ": not a textual recursion configuration (no \"config\" object)");
+  check_module_base(j, lm, dir);
+  return std::make_unique<TextualRecursion>(textual_recursion_config_from_json(j["config"], path), load_module(dir + "/pass1", lm),
+                                            load_module(dir + "/pass2", lm));
+}
+
+Proposal TextualRecursion::propose(const FrozenLM& lm, const Tokenizer& tok, const Task& task, const std::string& input,
+                                   const Answer* greedy) const {
+  Proposal p;
+  std::vector<std::string> drawn;
+  if (cfg_.include_greedy) {
+    p.greedy = greedy ? *greedy : generate_answer(lm, pass1_.get(), tok, task, input, cfg_.max_answer_tokens);
+    drawn.push_back(p.greedy.text);
+  }
+  if (cfg_.samples > 0) {
+    SamplingParams sp;
+    sp.temperature = cfg_.temperature;
+    sp.top_k = cfg_.top_k;
+    sp.max_new_tokens = cfg_.max_answer_tokens;
+    Fnv1a h;
+    h.mix(input.data(), input.size());
+    sp.seed = cfg_.seed ^ h.h;
+    for (Answer& a : sample_answers(lm, pass1_.get(), tok, task, input, sp, cfg_.samples)) drawn.push_back(a.text);
+  }
+  for (auto& [c, n] : merge_candidates(drawn)) {
+    p.candidates.push_back(c);
+    p.counts.push_back(n);
+  }
+  return p;
+}
+
+Answer TextualRecursion::answer(const FrozenLM& lm, const Tokenizer& tok, const Task& task, const std::string& input,
+                                int64_t max_new_tokens, const Proposal* proposal) const {
+  const Proposal own = proposal ? Proposal{} : propose(lm, tok, task, input);
+  const Proposal& p = proposal ? *proposal : own;
+  return generate_answer(lm, pass2_.get(), tok, task, candidates_input(p.candidates, input), max_new_tokens);
+}
+
+std::string TextualRecursion::pass2_input(const FrozenLM& lm, const Tokenizer& tok, const Task& task, const std::string& input) const {
+  return candidates_input(propose(lm, tok, task, input).candidates, input);
+}
+
+namespace {
+
+// FNV-1a over the files of a module directory (names and bytes, sorted by name): which pass 1 the data came from.
+std::string dir_fingerprint(const std::string& dir) {
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  Fnv1a h;
+  for (const std::string& n : names) {
+    std::string bytes;
+    read_text_file(dir + "/" + n, &bytes);
+    h.mix(n.data(), n.size());
+    h.mix(bytes.data(), bytes.size());
+  }
+  return h.hex();
+}
+
+void copy_module_dir(const std::string& from, const std::string& to) {
+  if (!fs::is_directory(from)) throw Error("--pass1-module " + from + ": not a directory");
+  if (fs::exists(to) && fs::equivalent(from, to)) return;
+  const std::string tmp = to + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  for (auto& e : fs::directory_iterator(from))  // the module's own files (not a training run's checkpoints)
+    if (e.is_regular_file()) fs::copy_file(e.path(), fs::path(tmp) / e.path().filename());
+  fs::remove_all(to);
+  fs::rename(tmp, to);
+}
+
+json example_json(size_t task, const Example& e) { return {{"task", task}, {"input", e.input}, {"targets", e.targets}}; }
+
+}  // namespace
+
+TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, const std::string& pass1_dir, const TrainingSet& set,
+                                    const std::string& out_dir, const TextualRecursionConfig& cfg, int64_t pass2_tokens,
+                                    const TrainOptions& to, const std::string& base_model) {
+  for (const Task& t : set.tasks)
+    if (t.type != TaskType::Generation)
+      throw Error(t.file + ": task '" + t.name + "' is not a generation task: textual recursion proposes and re-reads answers");
+  fs::create_directories(out_dir);
+  const std::string p1 = out_dir + "/pass1";
+  copy_module_dir(pass1_dir, p1);
+  std::unique_ptr<TrainableModule> pass1 = load_module(p1, lm);
+  TextualRecursion proposer(cfg, std::move(pass1), nullptr);
+
+  // Pass 1 over the training questions (and the dev questions the trainer evaluates), once.
+  const json identity = {{"config", to_json(cfg)}, {"pass1", dir_fingerprint(p1)}, {"base_checkpoint_id", lm.checkpoint_id()},
+                         {"train", set.train.size()}, {"eval_limit", to.eval_limit}};
+  const std::string data_path = out_dir + "/pass2_data.json";
+  json data;
+  if (std::string text; read_text_file(data_path, &text)) {
+    data = json::parse(text, nullptr, false);
+    if (!data.is_object() || data.value("identity", json()) != identity) {
+      std::fprintf(stderr, "[recursive-text] %s was made with another configuration or pass 1: sampling again\n", data_path.c_str());
+      data = json();
+    }
+  }
+  if (data.is_null()) {
+    size_t total = set.train.size(), done = 0;
+    for (auto& d : set.dev) total += std::min(d.size(), to.eval_limit);
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t has_gold = 0;
+    double n_cand = 0;
+    auto rewrite = [&](size_t task, const Example& e) {
+      const Proposal p = proposer.propose(lm, tok, set.tasks[task], e.input);
+      has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, e.targets) > 0; });
+      n_cand += p.candidates.size();
+      Example r = e;
+      r.input = candidates_input(p.candidates, e.input);
+      if (++done % 200 == 0 || done == total) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(stderr, "[recursive-text] pass 1: %zu/%zu questions  %.1f/s  ETA %.0fs\n", done, total, done / s, (total - done) * s / done);
+      }
+      return example_json(task, r);
+    };
+    json train = json::array(), dev = json::array();
+    for (auto& [task, e] : set.train) train.push_back(rewrite(task, e));
+    const double train_gold = set.train.empty() ? 0.0 : double(has_gold) / set.train.size();
+    const double train_cand = set.train.empty() ? 0.0 : n_cand / set.train.size();
+    has_gold = 0;
+    for (size_t t = 0; t < set.dev.size(); ++t)
+      for (size_t i = 0; i < std::min(set.dev[t].size(), to.eval_limit); ++i) dev.push_back(rewrite(t, set.dev[t][i]));
+    data = {{"identity", identity}, {"train", train}, {"dev", dev},
+            {"stats", {{"train_answer_among_candidates", train_gold}, {"train_mean_candidates", train_cand},
+                       {"dev_answer_among_candidates", dev.empty() ? 0.0 : double(has_gold) / dev.size()}}}};
+    write_file_atomically(data_path, data.dump());
+  }
+  std::fprintf(stderr, "[recursive-text] pass-2 data: %zu train / %zu dev; answer among pass 1's candidates: %.1f%% of train questions "
+               "(%.2f candidates each)\n", data["train"].size(), data["dev"].size(),
+               100 * data["stats"]["train_answer_among_candidates"].get<double>(), data["stats"]["train_mean_candidates"].get<double>());
+  TrainingSet set2;
+  set2.name = set.name;
+  set2.tasks = set.tasks;
+  set2.dev.assign(set.tasks.size(), {});
+  auto to_example = [](const json& j) {
+    Example e;
+    e.input = j.at("input").get<std::string>();
+    e.targets = j.at("targets").get<std::vector<std::string>>();
+    return e;
+  };
+  for (const json& j : data["train"]) set2.train.push_back({j.at("task").get<size_t>(), to_example(j)});
+  for (const json& j : data["dev"]) set2.dev.at(j.at("task").get<size_t>()).push_back(to_example(j));
+
+  // Pass 2: a prompt on the rewritten questions (resumable like any training).
+  const std::string p2 = out_dir + "/pass2";
+  const std::string ck = resume_checkpoint(p2, to);
+  std::unique_ptr<TrainableModule> pass2 = !ck.empty() ? std::unique_ptr<TrainableModule>(PromptTuning::load(ck, lm))
+                                                       : PromptTuning::create(lm, pass2_tokens, PromptInit::SampledVocab, {}, to.seed, base_model);
+  std::fprintf(stderr, "[recursive-text] pass 2: a %lld-vector prompt on \"candidates + question\"\n", (long long)pass2->prefix_length());
+  const TrainResult r = train_module(lm, *pass2, tok, set2, p2, to);
+
+  json cfg_file = {{"kind", "textual_recursion"}, {"config", to_json(cfg)}, {"token_dim", lm.dim()},
+                   {"base_checkpoint_id", lm.checkpoint_id()}, {"base_model", base_model}, {"pass1_from", pass1_dir},
+                   {"pass2_data", data["stats"]}};
+  write_file_atomically(out_dir + "/" + kConfigFile, cfg_file.dump(2));
+  std::string run_text;
+  json run = read_text_file(p2 + "/run.json", &run_text) ? json::parse(run_text, nullptr, false) : json::object();
+  run["module"] = "textual_recursion";
+  run["pass2_data"] = data["stats"];
+  run["textual_recursion"] = to_json(cfg);
+  write_file_atomically(out_dir + "/run.json", run.dump(2));
+  return r;
+}
+
+}  // namespace frozenlm
