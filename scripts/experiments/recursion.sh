@@ -7,6 +7,8 @@
 #   textual     pass 1 = the prompt-tuned closed-book module samples 4 candidates (temperature 1) + its greedy answer;
 #               pass 2 = a second prompt (P=20) trained on "candidates + question" built from pass-1 samples on the
 #               train split (no gold answer injected)
+#   textual_cf  the same with cross-fitted pass-2 data (--pass1-folds 2): each training question's candidates come
+#               from a pass-1 prompt trained without it, so pass 2 sees pass 1's mistakes as they happen on test
 #   neural      LM–connector–LM, MLP connector (256 wide), P1 = P2 = 20, stage B only
 #   neural_a    the same after stage A: 300 steps of language modelling through LM–C–LM on the pretraining sample
 #   prompt2x    prompt tuning (P=20) on the 2× sibling base testbed/model-2x (9.6M → 2× the compute of one pass)
@@ -24,7 +26,7 @@ R=${1:-$ROOT/runs/recursion}
 V2=${V2_RUNS:-$ROOT/runs/testbed_v2}   # testbed_v2_baselines.sh's closed-book prompt and fine-tuned modules
 THREADS=${THREADS:-0}
 STEPS=${STEPS:-600}; STAGE_A=${STAGE_A:-300}; LIMIT=${LIMIT:-200}
-PARTS=${PARTS:-"textual neural neural_a prompt2x gate"}
+PARTS=${PARTS:-"textual textual_cf neural neural_a prompt2x gate"}
 MIX=$B/tasks/mix_closed_book.json
 [ -f "$MIX" ] || bash "$ROOT/testbed/build.sh" "$B" 0 >/dev/null
 mkdir -p "$R"
@@ -45,12 +47,17 @@ evaluate() {
 PT=$V2/closed_book_prompt; FT=$V2/closed_book_finetune
 [ -f "$PT/run.json" ] || "$F" train prompt-tuning --model "$M" --out "$PT" --virtual-tokens 20 "${COMMON[@]}"
 [ -f "$FT/run.json" ] || "$F" train finetune --model "$M" --out "$FT" --lr 3e-4 "${COMMON[@]}"
-if has textual || has neural; then evaluate prompt "$M" --module "$PT"; evaluate finetune "$FT"; fi
+if has textual || has textual_cf || has neural; then evaluate prompt "$M" --module "$PT"; evaluate finetune "$FT"; fi
 
 if has textual; then
   [ -f "$R/textual/run.json" ] || "$F" train recursive-text --model "$M" --pass1-module "$PT" --out "$R/textual" \
       --samples 4 --temperature 1.0 --virtual-tokens 20 "${COMMON[@]}"
   evaluate textual "$M" --module "$R/textual"
+fi
+if has textual_cf; then
+  [ -f "$R/textual_cf/run.json" ] || "$F" train recursive-text --model "$M" --pass1-module "$PT" --out "$R/textual_cf" \
+      --samples 4 --temperature 1.0 --virtual-tokens 20 --pass1-folds 2 "${COMMON[@]}"
+  evaluate textual_cf "$M" --module "$R/textual_cf"
 fi
 if has neural; then
   [ -f "$R/neural/run.json" ] || "$F" train recursive-neural --model "$M" --out "$R/neural" --virtual-tokens 20 \
@@ -62,6 +69,12 @@ if has neural_a; then
       --pass1-tokens 20 --connector mlp --connector-dim 256 --connector-pretrain-steps "$STAGE_A" \
       --pretrain-task "$B/tasks/pretrain_v2_sample.json" --pretrain-split test "${COMMON[@]}"
   evaluate neural_a "$M" --module "$R/neural_a"
+  # Did stage A lower the LM loss through LM–C–LM? Perplexity on pretraining documents stage A did not train on
+  # (rows 1,000–1,499 of the corpus; the sample it trained on is rows 0–999), the frozen base alone vs LM–C–LM.
+  LMT=$R/stage_a_check_task.json
+  echo "{\"name\": \"pretrain_rows_1000_1500\", \"type\": \"lm\", \"text\": \"{text}\", \"max_tokens\": 256, \"data\": {\"test\": {\"path\": \"$B/corpus/pretrain_v2.jsonl\", \"rows\": [1000, 1500]}}}" > "$LMT"
+  [ -s "$R/stage_a_base.json" ] || "$F" eval --model "$M" --task "$LMT" --split test "${TH[@]}" > "$R/stage_a_base.json"
+  [ -s "$R/stage_a_lmclm.json" ] || "$F" eval --model "$M" --module "$R/neural_a/stage_a" --task "$LMT" --split test "${TH[@]}" > "$R/stage_a_lmclm.json"
 fi
 if has prompt2x; then
   [ -f "$R/prompt2x/run.json" ] || "$F" train prompt-tuning --model "$M2" --out "$R/prompt2x" --virtual-tokens 20 "${COMMON[@]}"
@@ -69,10 +82,14 @@ if has prompt2x; then
 fi
 if has gate; then
   GT=(--gate-thresholds=-inf,-1,-0.5,-0.3,-0.2,-0.1,-0.05,-0.02,inf --mixture "$MIX" --split test --limit "$LIMIT" --max-new-tokens 12 "${TH[@]}")
-  [ -s "$R/gate_textual.json" ] || "$F" eval --model "$M" --module "$R/textual" "${GT[@]}" --gate-svg "$R/gate_textual.svg" > "$R/gate_textual.json"
+  for n in textual textual_cf; do
+    [ -f "$R/$n/run.json" ] || { echo "gate: $n is not trained yet: skipped" >&2; continue; }
+    [ -s "$R/gate_$n.json" ] || "$F" eval --model "$M" --module "$R/$n" "${GT[@]}" --gate-svg "$R/gate_$n.svg" > "$R/gate_$n.json"
+  done
   for n in neural neural_a; do
+    [ -f "$R/$n/run.json" ] || { echo "gate: $n is not trained yet: skipped" >&2; continue; }
     [ -s "$R/gate_$n.json" ] || "$F" eval --model "$M" --module "$R/$n" --gate-module "$PT" "${GT[@]}" --gate-svg "$R/gate_$n.svg" > "$R/gate_$n.json"
   done
 fi
-[ "$PARTS" = "textual neural neural_a prompt2x gate" ] && /usr/bin/python3 "$ROOT/scripts/experiments/recursion_tables.py" "$R"
+[ "$PARTS" = "textual textual_cf neural neural_a prompt2x gate" ] && /usr/bin/python3 "$ROOT/scripts/experiments/recursion_tables.py" "$R"
 exit 0

@@ -14,6 +14,7 @@ R = sys.argv[1]
 SPLITS = {"test": "seen, never QA-trained", "test_heldout": "held out"}
 SYSTEMS = (("prompt", "prompt tuning (P=20), one pass"),
            ("textual", "textual recursion (pass 1 = that prompt, 4 samples + greedy; pass-2 prompt)"),
+           ("textual_cf", "textual recursion, pass-2 data cross-fitted (2 folds)"),
            ("neural", "neural recursion, MLP connector, no stage A"),
            ("neural_a", "neural recursion, MLP connector, stage A (300 LM steps) then B"),
            ("finetune", "fine-tuning (every weight), one pass"),
@@ -43,7 +44,7 @@ def scores(name, split):
 print("\nPaired differences (points, same questions; paired bootstrap within tasks):\n")
 print("| comparison | " + " | ".join(SPLITS.values()) + " |")
 print("|---|---|---|")
-for a, b in (("textual", "prompt"), ("neural", "prompt"), ("neural_a", "prompt"), ("neural_a", "neural"),
+for a, b in (("textual", "prompt"), ("textual_cf", "prompt"), ("textual_cf", "textual"), ("neural", "prompt"), ("neural_a", "prompt"), ("neural_a", "neural"),
              ("prompt2x", "prompt"), ("textual", "prompt2x"), ("neural_a", "prompt2x"), ("neural", "prompt2x"),
              ("textual", "finetune"), ("neural_a", "finetune")):
     cells = []
@@ -52,7 +53,7 @@ for a, b in (("textual", "prompt"), ("neural", "prompt"), ("neural_a", "prompt")
         cells.append("–" if x is None or y is None else "%+.1f [%+.1f, %+.1f]" % tuple(100 * v for v in paired(x, y)))
     print(f"| {a} − {b} | " + " | ".join(cells) + " |")
 
-for name in ("textual", "neural", "neural_a"):
+for name in ("textual", "textual_cf", "neural", "neural_a"):
     g = load(f"gate_{name}")
     if g is None:
         continue
@@ -64,3 +65,8 @@ for name in ("textual", "neural", "neural_a"):
     for p in g["points"]:
         print("| %s | %.1f [%.1f, %.1f] | %.0f%% | %.2f | %.1f |" % (p["threshold"], 100 * p["score"], 100 * p["ci95"][0], 100 * p["ci95"][1],
                                                              100 * p["escalated"], p["mean_passes"], 1000 * p["seconds_per_question"]))
+
+b, a = load("stage_a_base"), load("stage_a_lmclm")
+if b and a:
+    print(f"\nStage A check: perplexity on {b['n']} pretraining documents stage A did not train on: the frozen base alone "
+          f"{b['perplexity']:.3f}, LM–C–LM after stage A {a['perplexity']:.3f} ({100 * (a['perplexity'] / b['perplexity'] - 1):+.1f}%)")

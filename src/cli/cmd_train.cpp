@@ -281,6 +281,7 @@ struct TextualArgs : TrainArgs {
   TextualRecursionConfig tc;
   std::string pass1;
   int64_t virtual_tokens = 20;
+  int64_t folds = 0;
   bool no_greedy = false;
 };
 
@@ -298,7 +299,7 @@ int cmd_recursive_text(const TextualArgs& a) {
   std::fprintf(stderr, "[train] %s: %zu train / %zu dev examples; textual recursion: pass 1 %s, %lld samples at temperature %g%s\n",
                set.name.c_str(), set.train.size(), dev_size(set), a.pass1.c_str(), (long long)tc.samples, tc.temperature,
                tc.include_greedy ? " + its greedy answer" : "");
-  TrainResult r = train_textual_recursion(*lm, *tok, a.pass1, set, a.out_dir, tc, a.virtual_tokens, to, a.model.model);
+  TrainResult r = train_textual_recursion(*lm, *tok, a.pass1, set, a.out_dir, tc, a.virtual_tokens, to, a.model.model, a.folds);
   print_train_result(a.out_dir, r);
   return 0;
 }
@@ -346,6 +347,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   rt->add_option("--temperature", ta->tc.temperature, "pass 1's sampling temperature")->capture_default_str();
   rt->add_option("--top-k", ta->tc.top_k, "pass 1 samples among the k most likely tokens (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
   rt->add_option("--max-answer-tokens", ta->tc.max_answer_tokens, "tokens per candidate answer")->capture_default_str();
+  rt->add_option("--pass1-folds", ta->folds, "cross-fitting: each training question's candidates come from a pass-1 prompt trained "
+                                            "(as this run) without its fold (0: --pass1-module samples every question)")->capture_default_str();
   rt->add_flag("--no-greedy", ta->no_greedy, "do not add pass 1's greedy answer to the candidates");
   cmds.add(rt, [ta] { return cmd_recursive_text(*ta); });
 

@@ -24,8 +24,8 @@ std::unique_ptr<TrainableModule> load_module(const std::string& dir, const Froze
       throw Error(dir + ": a fine-tuned model (a full Hugging Face directory), not a module: pass it as --model " + dir);
   }
   if (std::ifstream(dir + "/textual_recursion.json"))
-    throw Error(dir + ": a textual recursion (two modules, pass1/ and pass2/, with text between them), not one module: `eval` and "
-                "`generate` take it as --module " + dir + "; anything else takes one of its passes (" + dir + "/pass1 or " + dir + "/pass2)");
+    throw Error(dir + ": a textual recursion (two modules, pass1/ and pass2/, with text between them), not one module: `eval`, "
+                "`generate` and `score --prompt` take it as --module " + dir + "; anything else takes one of its passes (" + dir + "/pass1 or " + dir + "/pass2)");
   if (std::ifstream(dir + "/idpt_config.json")) return IdPromptTuning::load(dir, lm);
   if (std::ifstream(dir + "/recursion_config.json")) return NeuralRecursion::load(dir, lm);
   std::string cfg_text;

@@ -156,7 +156,7 @@ json example_json(size_t task, const Example& e) { return {{"task", task}, {"inp
 
 TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, const std::string& pass1_dir, const TrainingSet& set,
                                     const std::string& out_dir, const TextualRecursionConfig& cfg, int64_t pass2_tokens,
-                                    const TrainOptions& to, const std::string& base_model) {
+                                    const TrainOptions& to, const std::string& base_model, int64_t folds) {
   for (const Task& t : set.tasks)
     if (t.type != TaskType::Generation)
       throw Error(t.file + ": task '" + t.name + "' is not a generation task: textual recursion proposes and re-reads answers");
@@ -167,8 +167,9 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
   TextualRecursion proposer(cfg, std::move(pass1), nullptr);
 
   // Pass 1 over the training questions (and the dev questions the trainer evaluates), once.
+  if (folds == 1 || folds < 0) throw Error("--pass1-folds " + std::to_string(folds) + ": 0 (pass 1 samples every question) or ≥ 2");
   const json identity = {{"config", to_json(cfg)}, {"pass1", dir_fingerprint(p1)}, {"base_checkpoint_id", lm.checkpoint_id()},
-                         {"train", set.train.size()}, {"eval_limit", to.eval_limit}};
+                         {"train", set.train.size()}, {"eval_limit", to.eval_limit}, {"folds", folds}};
   const std::string data_path = out_dir + "/pass2_data.json";
   json data;
   if (std::string text; read_text_file(data_path, &text)) {
@@ -197,7 +198,44 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
       return example_json(task, r);
     };
     json train = json::array(), dev = json::array();
-    for (auto& [task, e] : set.train) train.push_back(rewrite(task, e));
+    if (folds < 2) {
+      for (auto& [task, e] : set.train) train.push_back(rewrite(task, e));
+    } else {
+      // Cross-fitting: fold k's candidates come from a prompt that never saw fold k's questions.
+      std::vector<json> rewritten(set.train.size());
+      for (int64_t k = 0; k < folds; ++k) {
+        const std::string fold_dir = out_dir + "/folds/fold-" + std::to_string(k);
+        TrainingSet rest;
+        rest.name = set.name + "-without-fold-" + std::to_string(k);
+        rest.tasks = set.tasks;
+        rest.dev = set.dev;
+        for (size_t i = 0; i < set.train.size(); ++i)
+          if (int64_t(i % folds) != k) rest.train.push_back(set.train[i]);
+        if (!fs::is_regular_file(fold_dir + "/run.json")) {
+          TrainOptions fo = to;
+          fo.resume_or_start = true;
+          fo.resume = false;
+          const std::string ck = resume_checkpoint(fold_dir, fo);
+          std::unique_ptr<TrainableModule> pt = !ck.empty() ? std::unique_ptr<TrainableModule>(PromptTuning::load(ck, lm))
+              : PromptTuning::create(lm, proposer.pass1().prefix_length(), PromptInit::SampledVocab, {}, to.seed + 1 + k, base_model);
+          std::fprintf(stderr, "[recursive-text] fold %lld/%lld: pass 1 without it (%zu questions) into %s\n", (long long)k + 1, (long long)folds,
+                       rest.train.size(), fold_dir.c_str());
+          train_module(lm, *pt, tok, rest, fold_dir, fo);
+        }
+        TextualRecursion fold_proposer(cfg, load_module(fold_dir, lm), nullptr);
+        for (size_t i = k; i < set.train.size(); i += folds) {
+          auto& [task, e] = set.train[i];
+          const Proposal p = fold_proposer.propose(lm, tok, set.tasks[task], e.input);
+          has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, e.targets) > 0; });
+          n_cand += p.candidates.size();
+          Example r = e;
+          r.input = candidates_input(p.candidates, e.input);
+          rewritten[i] = example_json(task, r);
+          if (++done % 200 == 0) std::fprintf(stderr, "[recursive-text] pass 1: %zu/%zu questions\n", done, total);
+        }
+      }
+      for (json& j : rewritten) train.push_back(std::move(j));
+    }
     const double train_gold = set.train.empty() ? 0.0 : double(has_gold) / set.train.size();
     const double train_cand = set.train.empty() ? 0.0 : n_cand / set.train.size();
     has_gold = 0;
@@ -233,7 +271,7 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
   const TrainResult r = train_module(lm, *pass2, tok, set2, p2, to);
 
   json cfg_file = {{"kind", "textual_recursion"}, {"config", to_json(cfg)}, {"token_dim", lm.dim()},
-                   {"base_checkpoint_id", lm.checkpoint_id()}, {"base_model", base_model}, {"pass1_from", pass1_dir},
+                   {"base_checkpoint_id", lm.checkpoint_id()}, {"base_model", base_model}, {"pass1_from", pass1_dir}, {"pass1_folds", folds},
                    {"pass2_data", data["stats"]}};
   write_file_atomically(out_dir + "/" + kConfigFile, cfg_file.dump(2));
   std::string run_text;
@@ -241,6 +279,7 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
   run["module"] = "textual_recursion";
   run["pass2_data"] = data["stats"];
   run["textual_recursion"] = to_json(cfg);
+  run["pass1_folds"] = folds;
   write_file_atomically(out_dir + "/run.json", run.dump(2));
   return r;
 }

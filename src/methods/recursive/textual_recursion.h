@@ -83,8 +83,13 @@ class TextualRecursion {
 // `pass2_tokens`-vector prompt (initialised from vocabulary embeddings, as `train prompt-tuning`) on the rewritten
 // examples into OUT/pass2 (checkpoints, --resume as any training); writes OUT/textual_recursion.json and OUT/run.json.
 // Every task must be a generation task.
+// folds ≥ 2 (cross-fitting): a pass 1 trained on every training question is right on nearly all of them (it has
+// seen their answers), so pass 2 would learn to copy its first candidate; instead the training questions are split
+// into `folds` parts (question i in part i mod folds), and a fresh prompt of pass 1's length is trained (the same
+// options as this run) on all parts but one (OUT/folds/fold-k, resumable) and samples the candidates of the part it
+// did not see. Dev questions and every later use (eval, generate) still go through pass 1 itself.
 TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, const std::string& pass1_dir, const TrainingSet& set,
                                     const std::string& out_dir, const TextualRecursionConfig& cfg, int64_t pass2_tokens,
-                                    const TrainOptions& to, const std::string& base_model);
+                                    const TrainOptions& to, const std::string& base_model, int64_t folds = 0);
 
 }  // namespace frozenlm
