@@ -56,10 +56,10 @@ void add_generate_command(CLI::App& app, Commands& cmds) {
     std::vector<int64_t> ids = prompt_ids(*lm, *tok, prompt);
     StreamDecoder stream(*tok, ids);
     std::cout << a->prompt << std::flush;
-    auto t0 = std::chrono::steady_clock::now();
+    auto t0 = std::chrono::steady_clock::now(), t_first = t0;
     size_t n = 0;
     TokenFn on_token = [&](int64_t, int64_t t) {
-      ++n;
+      if (n++ == 0) t_first = std::chrono::steady_clock::now();  // the prompt's prefill ends with the first token
       for (auto e : sp.eos_ids)
         if (t == e) return;
       std::cout << stream.push(t) << std::flush;
@@ -73,9 +73,13 @@ void add_generate_command(CLI::App& app, Commands& cmds) {
       ModuleInput x = module->apply(*lm, module_input(*lm, at::tensor(ids, at::kLong).view({1, -1})));
       generate_from_embeds(*lm, x.embeds, x.mask, sp, on_token, stop_at_strings(*tok, a->stops));
     }
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto t_end = std::chrono::steady_clock::now();
+    const double prompt_s = std::chrono::duration<double>(t_first - t0).count();
+    const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
     std::cout << stream.flush() << "\n";
-    std::fprintf(stderr, "[%zu tokens in %.2f s, %.1f tokens/s]\n", n, secs, n / std::max(secs, 1e-9));
+    // As llama.cpp reports it: the prompt (prefill, up to the first token) and decoding (every later token) apart.
+    std::fprintf(stderr, "[prompt: %zu tokens in %.3f s, %.1f tokens/s | decode: %zu tokens in %.3f s, %.1f tokens/s]\n", ids.size(),
+                 prompt_s, ids.size() / std::max(prompt_s, 1e-9), n > 0 ? n - 1 : 0, decode_s, (n > 1 ? n - 1 : 0) / std::max(decode_s, 1e-9));
     return 0;
   });
 }

@@ -1,6 +1,7 @@
 #include "core/frozen_weights.h"
 
 #include "core/error.h"
+#include "core/kernels/skinny_matmul.h"
 #include "core/torch_pch.h"
 
 namespace frozenlm {
@@ -40,7 +41,41 @@ at::Tensor FrozenLinear::weight_f32() const {
   return w_.to(at::kFloat) * scale_.unsqueeze(1);
 }
 
+// Decoding (a few rows, no gradient, CPU fp32): the kernels that read each stored weight once, in its own format.
+static bool use_skinny(const at::Tensor& x, const at::Tensor& w) {
+  if (!kernels::skinny_kernels_on() || !x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
+  if (!w.is_contiguous()) return false;
+  if (x.requires_grad() && at::GradMode::is_enabled()) return false;
+  const auto wt = w.scalar_type();
+  if (wt != at::kFloat && wt != at::kBFloat16 && wt != at::kChar) return false;
+  const int64_t in = w.size(1);
+  return x.dim() >= 1 && x.size(-1) == in && in > 0 && x.numel() / in <= kernels::skinny_rows_limit();
+}
+
 at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
+  if (use_skinny(x, w_)) {
+    const int64_t in = w_.size(1), out = w_.size(0);
+    const at::Tensor xc = x.contiguous();
+    const int64_t rows = xc.numel() / in;
+    auto shape = x.sizes().vec();
+    shape.back() = out;
+    at::Tensor y = at::empty(shape, x.options());
+    TORCH_CHECK(!bias_.defined() || bias_.scalar_type() == at::kFloat, "FrozenLinear: fp32 input with a non-fp32 bias");
+    const float* b = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
+    switch (fmt_) {
+      case WeightFormat::F32:
+        kernels::skinny_matmul_f32(xc.data_ptr<float>(), rows, in, w_.data_ptr<float>(), out, b, y.data_ptr<float>());
+        break;
+      case WeightFormat::BF16:
+        kernels::skinny_matmul_bf16(xc.data_ptr<float>(), rows, in, reinterpret_cast<const uint16_t*>(w_.data_ptr<at::BFloat16>()), out, b,
+                                    y.data_ptr<float>());
+        break;
+      case WeightFormat::Int8:
+        kernels::skinny_matmul_int8(xc.data_ptr<float>(), rows, in, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out, b, y.data_ptr<float>());
+        break;
+    }
+    return y;
+  }
   // Compute in the input's dtype (fp32; fp64 in gradient checks): compact weights are widened just in time.
   const auto dt = x.scalar_type();
   const at::Tensor w = w_.scalar_type() == dt ? w_ : w_.to(dt);

@@ -1,0 +1,137 @@
+// Decode speed (issue 13): this machine's memory read bandwidth, then batched greedy decoding on a random-init
+// shape in each storage format, with the decode kernels (core/kernels/skinny_matmul.h) on and off (LibTorch's
+// matmul), in one process. Tokens/s counts generated tokens (all rows); weight GB/s = stored weight bytes × decode
+// steps / decode time (batch-1 decoding reads every weight once per step); % of the measured bandwidth.
+// Usage: frozenlm_bench_decode [--shape 100m|1b|tiny|PATH-to-model] [--threads 2] [--tokens 64] [--prompt 16]
+//                              [--batches 1,8,64] [--formats f32,bf16,int8] [--reps 3]
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench_shapes.h"
+#include "core/generate.h"
+#include "core/kernels/skinny_matmul.h"
+#include "core/loader.h"
+#include "core/runtime.h"
+#include "core/torch_pch.h"
+
+using namespace frozenlm;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+  return out;
+}
+
+// Sum of floats [b·64, e·64) with AVX2 (8 independent accumulators: loads, not additions, are the limit).
+__attribute__((target("avx2"))) double sum_chunk(const float* buf, int64_t b, int64_t e) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t i = b * 64; i < e * 64; i += 64) {
+    const float* p = buf + i;
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + 24));
+    a4 = _mm256_add_ps(a4, _mm256_loadu_ps(p + 32));
+    a5 = _mm256_add_ps(a5, _mm256_loadu_ps(p + 40));
+    a6 = _mm256_add_ps(a6, _mm256_loadu_ps(p + 48));
+    a7 = _mm256_add_ps(a7, _mm256_loadu_ps(p + 56));
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                                 _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, s);
+  double t = 0;
+  for (float v : lanes) t += v;
+  return t;
+}
+
+// A streaming read of a buffer far larger than the caches (1 GiB), summed across LibTorch's threads: the read
+// bandwidth a decode can hope for. Best of `reps`.
+double read_bandwidth_gbs(int reps) {
+  const int64_t n = (int64_t(1) << 30) / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
+  double best = 0, sink = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> part(at::get_num_threads(), 0.0);
+    at::parallel_for(0, n / 64, 1 << 14, [&](int64_t b, int64_t e) { part[at::get_thread_num()] += sum_chunk(buf.data(), b, e); });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (double v : part) sink += v;
+    best = std::max(best, double(n) * sizeof(float) / secs / 1e9);
+  }
+  if (sink < 0) std::printf("%f\n", sink);  // keep the sum alive
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8";
+  int threads = 2, reps = 3;
+  int64_t tokens = 64, prompt = 16;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--shape") shape = v;
+    else if (k == "--threads") threads = std::stoi(v);
+    else if (k == "--tokens") tokens = std::stoll(v);
+    else if (k == "--prompt") prompt = std::stoll(v);
+    else if (k == "--batches") batches = v;
+    else if (k == "--formats") formats = v;
+    else if (k == "--reps") reps = std::stoi(v);
+    else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
+  }
+  init_runtime(threads);
+  const double bw = read_bandwidth_gbs(5);
+  std::printf("{\"bench\": \"read_bandwidth\", \"threads\": %d, \"gb_per_s\": %.2f}\n", threads, bw);
+  std::fflush(stdout);
+  const bool is_path = shape.find('/') != std::string::npos;
+  for (const std::string& fs : split(formats)) {
+    const WeightFormat fmt = parse_weight_format(fs);
+    std::unique_ptr<FrozenLM> lm;
+    if (is_path) {
+      LoadOptions lo;
+      lo.weights = fmt;
+      lm = load_model(shape, lo);
+    } else {
+      lm = make_random_model(bench_shape(shape), fmt, 0);
+    }
+    const double weight_gb = lm->weight_bytes() / 1e9;
+    for (const std::string& bs : split(batches)) {
+      const int64_t B = std::stoll(bs);
+      std::vector<std::vector<int64_t>> prompts(B);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < prompt; ++t) prompts[b].push_back(1 + (b * 7919 + t * 104729) % (lm->vocab_size() - 1));
+      SamplingParams sp;
+      sp.temperature = 0;
+      sp.max_new_tokens = tokens;
+      for (bool on : {false, true}) {
+        kernels::set_skinny_kernels(on, kernels::kSkinnyMaxRows);
+        // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
+        SamplingParams one = sp;
+        one.max_new_tokens = 1;
+        const double full = median_seconds(reps, [&] { generate(*lm, prompts, sp); });
+        const double pre = median_seconds(reps, [&] { generate(*lm, prompts, one); });
+        const double decode = std::max(full - pre, 1e-9);
+        const int64_t steps = tokens - 1;
+        const double gbs = weight_gb * steps / decode;
+        std::printf("{\"bench\": \"decode\", \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"batch\": %lld, \"threads\": %d, "
+                    "\"kernels\": %s, \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, \"per_row_tokens_per_s\": %.1f, "
+                    "\"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
+                    shape.c_str(), fs.c_str(), weight_gb, (long long)B, threads, on ? "true" : "false", pre, B * steps / decode,
+                    steps / decode, gbs, 100 * gbs / bw);
+        std::fflush(stdout);
+      }
+    }
+  }
+  kernels::set_skinny_kernels(true);
+  return 0;
+}

@@ -1,0 +1,34 @@
+// Decode-time matrix products: y = x · Wᵀ (+ b) for a few rows of x (batch-1 … 64 decoding: one new token per
+// sequence), W [out, in] in its storage format. Batch-1 decoding reads every weight once per token, so the limit is
+// memory bandwidth: these kernels read each weight row once for all rows of x (AVX2 + FMA, output rows split across
+// LibTorch's intra-op threads), and int8 / bf16 rows are widened in registers — never into a full fp32 copy, which
+// is what the LibTorch path does (more memory traffic than the fp32 weights themselves).
+// Results equal at::linear up to the order of fp32 additions (tests/test_kernels.cpp). Without AVX2/FMA at run time
+// the same loops run in scalar code.
+#pragma once
+#include <cstdint>
+
+namespace frozenlm::kernels {
+
+// The largest number of x rows these kernels are meant for (beyond it, LibTorch's GEMM is faster).
+constexpr int64_t kSkinnyMaxRows = 64;
+
+// x [rows, in] fp32 (row-major, contiguous); y [rows, out] fp32; bias [out] or null.
+void skinny_matmul_f32(const float* x, int64_t rows, int64_t in, const float* w, int64_t out, const float* bias, float* y);
+// W as bf16 bit patterns (the upper 16 bits of an fp32).
+void skinny_matmul_bf16(const float* x, int64_t rows, int64_t in, const uint16_t* w, int64_t out, const float* bias, float* y);
+// W ≈ q · scale[o] (per output row), q int8.
+void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
+                        const float* bias, float* y);
+
+// Whether the vector (AVX2 + FMA) code runs on this CPU.
+bool skinny_matmul_vectorised();
+
+// FrozenLinear uses these kernels for CPU fp32 inputs of at most `skinny_rows_limit()` rows that need no gradient
+// (decoding, scoring without grad); set_skinny_kernels(false) sends everything to LibTorch (benchmarks: before/after
+// in one process). Default: on, limit 8 rows (measured: BENCHMARKS.md "Decode").
+void set_skinny_kernels(bool on, int64_t rows_limit = 8);
+bool skinny_kernels_on();
+int64_t skinny_rows_limit();
+
+}  // namespace frozenlm::kernels
