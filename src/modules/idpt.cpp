@@ -12,6 +12,7 @@
 #include "core/loader.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
+#include "modules/attention_block.h"
 
 namespace frozenlm {
 
@@ -45,9 +46,6 @@ IdptConfig config_from_json(const json& j, const std::string& where) {
   return c;
 }
 
-at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return at::layer_norm(x, {x.size(-1)}, w, b, 1e-5);
-}
 
 }  // namespace
 
@@ -85,18 +83,7 @@ void IdPromptTuning::build(const FrozenLM& lm) {
   ts.push_back({"enc_norm.bias", at::zeros({de})});
   ts.push_back({"in_proj.weight", randn({D, de}, 1.0 / std::sqrt(double(de)))});
   ts.push_back({"in_proj.bias", at::zeros({D})});
-  for (int64_t b = 0; b < c.blocks; ++b) {
-    const std::string p = "blocks." + std::to_string(b) + ".";
-    ts.push_back({p + "ln1.weight", at::ones({D})});
-    ts.push_back({p + "ln1.bias", at::zeros({D})});
-    for (const char* w : {"wq", "wk", "wv", "wo"}) ts.push_back({p + w, randn({D, D}, 1.0 / std::sqrt(double(D)))});
-    ts.push_back({p + "ln2.weight", at::ones({D})});
-    ts.push_back({p + "ln2.bias", at::zeros({D})});
-    ts.push_back({p + "ffn.w1", randn({F, D}, 1.0 / std::sqrt(double(D)))});
-    ts.push_back({p + "ffn.b1", at::zeros({F})});
-    ts.push_back({p + "ffn.w2", randn({D, F}, 1.0 / std::sqrt(double(F)))});
-    ts.push_back({p + "ffn.b2", at::zeros({D})});
-  }
+  for (int64_t b = 0; b < c.blocks; ++b) add_attention_block(ts, "blocks." + std::to_string(b) + ".", D, F, randn);
   ts.push_back({"out_norm.weight", at::ones({D})});
   ts.push_back({"out_norm.bias", at::zeros({D})});
   ts.push_back({"out.weight", at::zeros({d, D})});  // zero: the generated prompt starts as the base prompt
@@ -138,7 +125,7 @@ double IdPromptTuning::lr_scale(size_t i) const {
 at::Tensor IdPromptTuning::generate_prompt(const FrozenLM& lm, const ModuleInput& in) const {
   if (!in.ids.defined()) throw Error("ID-PT: the module input carries no token ids (build it with module_input())");
   const FrozenLM& enc = encoder_ ? *encoder_ : lm;
-  const int64_t B = in.ids.size(0), P = cfg_.prompt_tokens, D = cfg_.dim, H = cfg_.heads, hd = D / H;
+  const int64_t B = in.ids.size(0), P = cfg_.prompt_tokens, D = cfg_.dim;
   // ---- encoder: read the input only (target positions are masked out like padding) ----
   at::Tensor imask = (in.input_mask.defined() ? in.input_mask : in.mask).to(enc.device(), at::kBool);  // [B, T]
   ForwardInput fi;
@@ -169,18 +156,8 @@ at::Tensor IdPromptTuning::generate_prompt(const FrozenLM& lm, const ModuleInput
   const int64_t S = src.size(1);
   at::Tensor blocked = key_mask.logical_not().view({B, 1, 1, S});
   at::Tensor x = t("queries").unsqueeze(0).expand({B, P, D});                     // [B, P, D]
-  for (int64_t b = 0; b < cfg_.blocks; ++b) {
-    const std::string p = "blocks." + std::to_string(b) + ".";
-    at::Tensor h = layer_norm(x, t(p + "ln1.weight"), t(p + "ln1.bias"));
-    at::Tensor q = at::matmul(h, t(p + "wq").t()).view({B, P, H, hd}).transpose(1, 2);    // [B, H, P, hd]
-    at::Tensor k = at::matmul(src, t(p + "wk").t()).view({B, S, H, hd}).transpose(1, 2);  // [B, H, S, hd]
-    at::Tensor v = at::matmul(src, t(p + "wv").t()).view({B, S, H, hd}).transpose(1, 2);
-    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).div(std::sqrt(double(hd))).masked_fill(blocked, -1e30);  // [B, H, P, S]
-    at::Tensor att = at::matmul(at::softmax(scores, -1) * readable, v).transpose(1, 2).reshape({B, P, D});
-    x = x + at::matmul(att, t(p + "wo").t());
-    h = layer_norm(x, t(p + "ln2.weight"), t(p + "ln2.bias"));
-    x = x + at::linear(at::gelu(at::linear(h, t(p + "ffn.w1"), t(p + "ffn.b1"))), t(p + "ffn.w2"), t(p + "ffn.b2"));
-  }
+  auto lookup = [this](const std::string& n) -> const at::Tensor& { return t(n); };
+  for (int64_t b = 0; b < cfg_.blocks; ++b) x = attention_block(lookup, "blocks." + std::to_string(b) + ".", x, src, blocked, cfg_.heads, readable);
   at::Tensor out = at::linear(layer_norm(x, t("out_norm.weight"), t("out_norm.bias")), t("out.weight"), t("out.bias"));  // [B, P, d]
   return out + t("base_prompt").unsqueeze(0);
 }

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
+#include "modules/attention_block.h"
 
 namespace frozenlm {
 
@@ -41,10 +42,6 @@ RecursionConfig recursion_config_from_json(const json& j, const std::string& whe
 }
 
 namespace {
-
-at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return at::layer_norm(x, {x.size(-1)}, w, b, 1e-5);
-}
 
 void check_config(const RecursionConfig& c) {
   if (c.pass1_prompt < 0 || c.pass2_prompt < 0) throw Error("neural recursion: prompt lengths must be >= 0");
@@ -83,18 +80,7 @@ void NeuralRecursion::build(const FrozenLM& lm) {
   ts.push_back({"in.weight", randn({D, d}, 1.0 / std::sqrt(double(d)))});
   ts.push_back({"in.bias", at::zeros({D})});
   if (c.connector == "transformer") {
-    for (int64_t b = 0; b < c.blocks; ++b) {
-      const std::string p = "blocks." + std::to_string(b) + ".";
-      ts.push_back({p + "ln1.weight", at::ones({D})});
-      ts.push_back({p + "ln1.bias", at::zeros({D})});
-      for (const char* w : {"wq", "wk", "wv", "wo"}) ts.push_back({p + w, randn({D, D}, 1.0 / std::sqrt(double(D)))});
-      ts.push_back({p + "ln2.weight", at::ones({D})});
-      ts.push_back({p + "ln2.bias", at::zeros({D})});
-      ts.push_back({p + "ffn.w1", randn({2 * D, D}, 1.0 / std::sqrt(double(D)))});
-      ts.push_back({p + "ffn.b1", at::zeros({2 * D})});
-      ts.push_back({p + "ffn.w2", randn({D, 2 * D}, 1.0 / std::sqrt(double(2 * D)))});
-      ts.push_back({p + "ffn.b2", at::zeros({D})});
-    }
+    for (int64_t b = 0; b < c.blocks; ++b) add_attention_block(ts, "blocks." + std::to_string(b) + ".", D, 2 * D, randn);
     ts.push_back({"out_norm.weight", at::ones({D})});
     ts.push_back({"out_norm.bias", at::zeros({D})});
   }
@@ -132,27 +118,16 @@ double NeuralRecursion::lr_scale(size_t i) const {
 }
 
 at::Tensor NeuralRecursion::connect(const at::Tensor& h1, const at::Tensor& pass_on) const {
-  const int64_t B = h1.size(0), T = h1.size(1), D = cfg_.dim;
+  const int64_t B = h1.size(0), T = h1.size(1);
   at::Tensor x = at::linear(layer_norm(h1, t("in_norm.weight"), t("in_norm.bias")), t("in.weight"), t("in.bias"));  // [B, T, D]
   if (cfg_.connector == "mlp") {
     x = at::silu(x);
   } else {
-    const int64_t H = cfg_.heads, hd = D / H;
     // Causal, and only over passed-on positions (a key elsewhere is padding or target).
     at::Tensor future = at::ones({T, T}, h1.options().dtype(at::kFloat)).triu(1).to(at::kBool).view({1, 1, T, T});
     at::Tensor blocked = future.logical_or(pass_on.logical_not().view({B, 1, 1, T}));  // [B, 1, T, T]
-    for (int64_t b = 0; b < cfg_.blocks; ++b) {
-      const std::string p = "blocks." + std::to_string(b) + ".";
-      at::Tensor h = layer_norm(x, t(p + "ln1.weight"), t(p + "ln1.bias"));
-      at::Tensor q = at::matmul(h, t(p + "wq").t()).view({B, T, H, hd}).transpose(1, 2);  // [B, H, T, hd]
-      at::Tensor k = at::matmul(h, t(p + "wk").t()).view({B, T, H, hd}).transpose(1, 2);
-      at::Tensor v = at::matmul(h, t(p + "wv").t()).view({B, T, H, hd}).transpose(1, 2);
-      at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).div(std::sqrt(double(hd))).masked_fill(blocked, -1e30);  // [B, H, T, T]
-      at::Tensor att = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, D});
-      x = x + at::matmul(att, t(p + "wo").t());
-      h = layer_norm(x, t(p + "ln2.weight"), t(p + "ln2.bias"));
-      x = x + at::linear(at::gelu(at::linear(h, t(p + "ffn.w1"), t(p + "ffn.b1"))), t(p + "ffn.w2"), t(p + "ffn.b2"));
-    }
+    auto lookup = [this](const std::string& n) -> const at::Tensor& { return t(n); };
+    for (int64_t b = 0; b < cfg_.blocks; ++b) x = attention_block(lookup, "blocks." + std::to_string(b) + ".", x, {}, blocked, cfg_.heads);
     x = layer_norm(x, t("out_norm.weight"), t("out_norm.bias"));
   }
   at::Tensor c = at::linear(x, t("out.weight"), t("out.bias"));  // [B, T, d]
