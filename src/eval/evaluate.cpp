@@ -111,8 +111,9 @@ double Answer::mean_logprob() const {
 
 double Answer::first_margin() const { return tokens.empty() ? 0.0 : tokens.front().margin; }
 
-std::vector<Answer> sample_answers(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
-                                   const std::string& input, const SamplingParams& sampling, int64_t n) {
+// The answers, and each token's scores only when asked (evaluation needs the text alone: no log-softmax per token).
+static std::vector<Answer> answers_for(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+                                       const std::string& input, const SamplingParams& sampling, int64_t n, bool with_scores) {
   const int64_t prefix = module ? module->prefix_length() : 0;
   const EncodedExample enc = encode_example(tok, bos_for(lm.config(), tok), input, "", task.max_tokens - prefix - sampling.max_new_tokens);
   at::NoGradGuard ng;
@@ -126,25 +127,34 @@ std::vector<Answer> sample_answers(const FrozenLM& lm, const TrainableModule* mo
   SamplingParams sp = sampling;
   if (sp.eos_ids.empty()) sp.eos_ids = lm.config().eos_ids;
   std::vector<std::vector<TokenScore>> scores;
-  auto outs = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, task.stop), &scores);
+  auto outs = generate_from_embeds(lm, mi.embeds, mi.mask, sp, nullptr, stop_at_strings(tok, task.stop), with_scores ? &scores : nullptr);
   std::vector<Answer> answers;
   for (size_t r = 0; r < outs.size(); ++r) {
     Answer a;
     a.text = tok.decode(outs[r], true);
     for (const std::string& st : task.stop)
       if (auto at = a.text.find(st); at != std::string::npos) a.text.resize(at);
-    a.tokens = std::move(scores[r]);
+    if (with_scores) a.tokens = std::move(scores[r]);
     answers.push_back(std::move(a));
   }
   return answers;
 }
 
-Answer generate_answer(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
-                       const std::string& input, int64_t max_new_tokens) {
+std::vector<Answer> sample_answers(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+                                   const std::string& input, const SamplingParams& sampling, int64_t n) {
+  return answers_for(lm, module, tok, task, input, sampling, n, true);
+}
+
+static SamplingParams greedy(int64_t max_new_tokens) {
   SamplingParams sp;
   sp.temperature = 0;
   sp.max_new_tokens = max_new_tokens;
-  return sample_answers(lm, module, tok, task, input, sp, 1).at(0);
+  return sp;
+}
+
+Answer generate_answer(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
+                       const std::string& input, int64_t max_new_tokens) {
+  return answers_for(lm, module, tok, task, input, greedy(max_new_tokens), 1, true).at(0);
 }
 
 json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer& tok, const Task& task,
@@ -203,7 +213,7 @@ json evaluate(const FrozenLM& lm, const TrainableModule* module, const Tokenizer
     for (auto& e : ex) {
       const std::string input = opt.rewrite_input ? opt.rewrite_input(task, e.input) : e.input;
       truncated += encode_example(tok, bos, input, "", room - opt.max_new_tokens).truncated;
-      const std::string pred = generate_answer(lm, module, tok, task, input, opt.max_new_tokens).text;
+      const std::string pred = answers_for(lm, module, tok, task, input, greedy(opt.max_new_tokens), 1, false).at(0).text;
       const std::vector<std::string>& golds = e.targets;  // the rendered target and every alias
       const double m = exact_match(pred, golds), f = token_f1(pred, golds, opt.squad_v2_f1);
       em += m;
