@@ -44,7 +44,9 @@ struct EvalArgs {
 // The gate's accuracy–compute curve for a recursive module (textual: its own pass 1 answers in one pass; neural:
 // --gate-module, a module that answers in one pass, e.g. the prompt-tuned baseline).
 json eval_gate(const EvalArgs& a, const FrozenLM& lm, const Tokenizer& tok, const TextualRecursion* textual, const TrainableModule* neural) {
-  if (!textual && !neural) throw Error("--gate-thresholds: give the recursive system as --module (a textual or neural recursion)");
+  if (!textual && (!neural || neural->kind() != "neural_recursion"))
+    throw Error("--gate-thresholds: give the recursive system as --module (a textual or neural recursion)" +
+                (neural ? std::string("; ") + a.module_dir + " is a " + neural->kind() + " module, which answers in one pass" : std::string()));
   std::unique_ptr<TrainableModule> gm;
   if (!a.gate_module.empty()) gm = load_module(a.gate_module, lm);
   if (!gm && !textual)
