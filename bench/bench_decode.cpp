@@ -1,9 +1,11 @@
 // Decode speed (issue 13): this machine's memory read bandwidth, then batched greedy decoding on a random-init
-// shape in each storage format, with the decode kernels (core/kernels/skinny_matmul.h) on and off (LibTorch's
-// matmul), in one process. Tokens/s counts generated tokens (all rows); weight GB/s = stored weight bytes × decode
+// shape in each storage format, in one process, two ways: "libtorch" (the forward graph and LibTorch's matmuls: what
+// decoding was before issue 13) and "lean" (the lean decode step, core/decode_step.cpp, with the skinny kernels of
+// core/kernels/skinny_matmul.h up to 8 rows and LibTorch's GEMM beyond: what users get). Tokens/s counts generated tokens (all rows); weight GB/s = stored weight bytes × decode
 // steps / decode time (batch-1 decoding reads every weight once per step); % of the measured bandwidth.
 // Usage: frozenlm_bench_decode [--shape 100m|1b|tiny|PATH-to-model] [--threads 2] [--tokens 64] [--prompt 16]
-//                              [--batches 1,8,64] [--formats f32,bf16,int8] [--reps 3]
+//                              [--batches 1,8,64] [--formats f32,bf16,int8,q8_0] [--reps 3]
+//                              [--modes libtorch,lean]
 #include <immintrin.h>
 
 #include <chrono>
@@ -75,7 +77,7 @@ double read_bandwidth_gbs(int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8";
+  std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8,q8_0", modes = "libtorch,lean";
   int threads = 2, reps = 3;
   int64_t tokens = 64, prompt = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -87,6 +89,7 @@ int main(int argc, char** argv) {
     else if (k == "--batches") batches = v;
     else if (k == "--formats") formats = v;
     else if (k == "--reps") reps = std::stoi(v);
+    else if (k == "--modes") modes = v;
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   init_runtime(threads);
@@ -113,8 +116,11 @@ int main(int argc, char** argv) {
       SamplingParams sp;
       sp.temperature = 0;
       sp.max_new_tokens = tokens;
-      for (bool on : {false, true}) {
-        kernels::set_skinny_kernels(on, kernels::kSkinnyMaxRows);
+      for (const std::string& mode : split(modes)) {
+        if (mode != "libtorch" && mode != "lean") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
+        const bool on = mode == "lean";
+        kernels::set_skinny_kernels(on);
+        FrozenLM::set_lean_decode(on);
         // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
         SamplingParams one = sp;
         one.max_new_tokens = 1;
@@ -124,14 +130,15 @@ int main(int argc, char** argv) {
         const int64_t steps = tokens - 1;
         const double gbs = weight_gb * steps / decode;
         std::printf("{\"bench\": \"decode\", \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"batch\": %lld, \"threads\": %d, "
-                    "\"kernels\": %s, \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, \"per_row_tokens_per_s\": %.1f, "
+                    "\"mode\": \"%s\", \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, \"per_row_tokens_per_s\": %.1f, "
                     "\"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
-                    shape.c_str(), fs.c_str(), weight_gb, (long long)B, threads, on ? "true" : "false", pre, B * steps / decode,
+                    shape.c_str(), fs.c_str(), weight_gb, (long long)B, threads, mode.c_str(), pre, B * steps / decode,
                     steps / decode, gbs, 100 * gbs / bw);
         std::fflush(stdout);
       }
     }
   }
   kernels::set_skinny_kernels(true);
+  FrozenLM::set_lean_decode(true);
   return 0;
 }

@@ -1,6 +1,6 @@
 // Throughput of the frozen LM on a random-init Llama shape: (a) forward, (b) forward + backward to the input
 // embeddings (what prompt tuning costs per step, weights frozen). Prints one JSON line.
-// Usage: frozenlm_bench [--shape 100m|1b|tiny] [--weights f32|bf16|int8] [--batch 8] [--seq 256] [--threads 2] [--reps 5]
+// Usage: frozenlm_bench [--shape 100m|1b|tiny] [--weights f32|bf16|int8|q8_0] [--batch 8] [--seq 256] [--threads 2] [--reps 5]
 #include <sys/resource.h>
 
 #include <algorithm>

@@ -1,7 +1,9 @@
 // Decode kernels (core/kernels/skinny_matmul.h) against LibTorch: y = x · Wᵀ + b for f32, bf16 and int8 storage,
 // odd sizes (vector tails), 1…64 rows, 1 and 2 threads, with and without bias; int8 also against a scalar fp64
 // reference of q · scale; FrozenLinear sends decode-shaped inputs to the kernels and everything with a gradient (or
-// more rows than the limit) to LibTorch.
+// more rows than the limit) to LibTorch. Q8_0: the weights quantised as ggml's reference quantiser does, the fp16
+// scales converted as c10::Half does, activations quantised as stated, the product equal to a scalar fp64 reference of
+// the same integers and within the activations' proven quantisation error of the fp32 product.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
@@ -98,6 +100,156 @@ TEST(SkinnyMatmul, FrozenLinearUsesTheKernelsOnlyForDecodeShapesWithoutGradient)
     const at::Tensor ref = lin.forward(big);
     kernels::set_skinny_kernels(true);
     EXPECT_TRUE(at::equal(lin.forward(big), ref));
+  }
+}
+
+namespace {
+// ggml's quantize_row_q8_0_ref, written out independently: d = amax / 127 (fp32, stored as fp16), q = roundf(x / d).
+void ggml_q8_0_reference(const at::Tensor& w, at::Tensor& q, at::Tensor& d) {
+  const int64_t out = w.size(0), in = w.size(1), nb = in / 32;
+  q = at::empty({out, in}, at::kChar);
+  d = at::empty({out, nb}, at::kHalf);
+  auto wa = w.accessor<float, 2>();
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t b = 0; b < nb; ++b) {
+      float amax = 0;
+      for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(wa[o][b * 32 + i]));
+      const float dv = amax / 127.f, id = dv != 0.f ? 1.f / dv : 0.f;
+      d[o][b] = c10::Half(dv);
+      for (int64_t i = 0; i < 32; ++i) q.data_ptr<int8_t>()[o * in + b * 32 + i] = int8_t(roundf(wa[o][b * 32 + i] * id));
+    }
+}
+}  // namespace
+
+TEST(Q8_0, HalfConversionEqualsC10Half) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    c10::Half ref;
+    ref.x = uint16_t(h);
+    const float want = float(ref), got = kernels::half_to_float(uint16_t(h));
+    if (std::isnan(want)) ASSERT_TRUE(std::isnan(got)) << h;
+    else ASSERT_EQ(got, want) << "half bits " << h;
+  }
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  // Normal, subnormal, overflowing, tie and zero values of every sign.
+  std::vector<float> xs{0.f, -0.f, 1.f, -2.5f, 65504.f, 65519.f, 65520.f, 1e6f, -1e6f, 6.1e-5f, 5.96e-8f, 2.98e-8f, 2.99e-8f, 1e-10f, 1.00048828125f};
+  const at::Tensor r = at::randn({20000}, gen) * at::pow(10.0, at::randint(-9, 6, {20000}, gen).to(at::kFloat));
+  for (int64_t i = 0; i < r.numel(); ++i) xs.push_back(r[i].item<float>());
+  for (float x : xs) ASSERT_EQ(kernels::float_to_half(x), c10::Half(x).x) << x;
+}
+
+TEST(Q8_0, StorageIsGgmlQuantisationAndRowsThatAreNotBlocksStayPerRowInt8) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const at::Tensor w = at::randn({37, 96}, gen) * at::rand({37, 1}, gen);
+  w[3].zero_();  // an all-zero row: scale 0, q 0
+  const FrozenLinear lin(w, at::Tensor(), WeightFormat::Q8_0);
+  ASSERT_EQ(lin.format(), WeightFormat::Q8_0);
+  at::Tensor q, d;
+  ggml_q8_0_reference(w, q, d);
+  EXPECT_TRUE(at::equal(lin.raw_weight(), q));
+  ASSERT_EQ(lin.raw_scale().scalar_type(), at::kHalf);
+  EXPECT_TRUE(at::equal(lin.raw_scale(), d));
+  EXPECT_EQ(lin.bytes(), 37 * 96 + 37 * 3 * 2);
+  // Dequantised: q · d per block, within half a step of the original (plus q · the fp16 rounding of d: ≤ 127 · d / 2048).
+  const at::Tensor deq = lin.weight_f32();
+  EXPECT_TRUE(at::allclose(deq, (q.to(at::kFloat).view({37, 3, 32}) * d.to(at::kFloat).unsqueeze(-1)).view({37, 96})));
+  EXPECT_TRUE(((deq - w).abs() <= d.to(at::kFloat).repeat_interleave(32, 1) * (0.5 + 127.0 / 2048) + 1e-7).all().item<bool>());
+  // 100 inputs are not whole blocks of 32: per-row int8, as llama.cpp leaves such tensors in another type.
+  const FrozenLinear odd(at::randn({5, 100}, gen), at::Tensor(), WeightFormat::Q8_0);
+  EXPECT_EQ(odd.format(), WeightFormat::Int8);
+  EXPECT_EQ(odd.raw_scale().scalar_type(), at::kFloat);
+  // The embedding lookup of a Q8_0 table returns the dequantised rows.
+  const FrozenEmbedding emb(w, WeightFormat::Q8_0);
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{3, 0, 36, 0}, at::kLong).view({2, 2});
+  EXPECT_TRUE(at::equal(emb.lookup(ids), deq.index_select(0, ids.view(-1)).view({2, 2, 96})));
+  EXPECT_EQ(parse_weight_format("q8_0"), WeightFormat::Q8_0);
+  EXPECT_STREQ(weight_format_name(WeightFormat::Q8_0), "q8_0");
+}
+
+TEST(Q8_0, ActivationQuantisationRoundsToNearestEvenPerBlock) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  const int64_t in = 160;
+  at::Tensor x = at::randn({in}, gen);
+  x.narrow(0, 64, 32).zero_();                 // a zero block
+  x[100] = 127.f; x[101] = 0.5f; x[102] = 1.5f;  // amax 127 in its block: exact ties at .5 round to even
+  std::vector<int8_t> qx(in);
+  std::vector<float> dx(in / 32);
+  kernels::quantize_row_q8_0(x.data_ptr<float>(), in, qx.data(), dx.data());
+  for (int64_t b = 0; b < in / 32; ++b) {
+    float amax = 0;
+    for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i].item<float>()));
+    ASSERT_EQ(dx[b], amax / 127.f) << "block " << b;
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    for (int64_t i = 0; i < 32; ++i) ASSERT_EQ(qx[b * 32 + i], int8_t(std::nearbyint(x[b * 32 + i].item<float>() * id))) << b * 32 + i;
+  }
+  EXPECT_EQ(qx[101], 0);  // 0.5 -> 0
+  EXPECT_EQ(qx[102], 2);  // 1.5 -> 2
+  EXPECT_EQ(dx[2], 0.f);
+}
+
+TEST(Q8_0, ProductIsTheIntegerBlockSumsAndWithinTheActivationError) {
+  const int threads_before = at::get_num_threads();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  for (int threads : {1, 2})
+    for (int64_t rows : {1, 3, 8, 64})
+      for (int64_t in : {32, 96, 2048})
+        for (int64_t out : {1, 7, 130}) {
+          at::set_num_threads(threads);
+          const at::Tensor w = at::randn({out, in}, gen), x = at::randn({rows, in}, gen), b = at::randn({out}, gen);
+          const FrozenLinear lin(w, b, WeightFormat::Q8_0);
+          at::Tensor y = at::empty({rows, out});
+          kernels::skinny_matmul_q8_0(x.data_ptr<float>(), rows, in, lin.raw_weight().data_ptr<int8_t>(),
+                                      reinterpret_cast<const uint16_t*>(lin.raw_scale().data_ptr<at::Half>()), out, b.data_ptr<float>(),
+                                      y.data_ptr<float>());
+          // The same integers in fp64: x quantised per row, Σ_blocks dx · dw · Σ qx · qw.
+          at::Tensor qx = at::empty({rows, in}, at::kChar), dx = at::empty({rows, in / 32});
+          for (int64_t r = 0; r < rows; ++r)
+            kernels::quantize_row_q8_0(x[r].data_ptr<float>(), in, qx[r].data_ptr<int8_t>(), dx[r].data_ptr<float>());
+          const at::Tensor prod = (qx.to(at::kDouble).view({rows, 1, in / 32, 32}) * lin.raw_weight().to(at::kDouble).view({1, out, in / 32, 32})).sum(-1);
+          const at::Tensor ref = (prod * dx.to(at::kDouble).unsqueeze(1) * lin.raw_scale().to(at::kDouble).unsqueeze(0)).sum(-1) + b.to(at::kDouble);
+          ASSERT_LE(worst(y, ref), 1e-6 * std::sqrt(double(in))) << "rows " << rows << " in " << in << " out " << out << " threads " << threads;
+          // Against fp32 activations: |Δ| ≤ Σ_i |w_i| · dx(block of i) / 2 (each activation is off by ≤ half a step).
+          const at::Tensor exact = at::linear(x.to(at::kDouble), lin.weight_f32().to(at::kDouble), b.to(at::kDouble));
+          const at::Tensor bound = at::matmul(dx.to(at::kDouble).repeat_interleave(32, 1) * 0.5, lin.weight_f32().to(at::kDouble).abs().t());
+          ASSERT_TRUE(((y.to(at::kDouble) - exact).abs() <= bound * (1 + 1e-5) + 1e-4).all().item<bool>()) << "rows " << rows << " in " << in;
+        }
+  at::set_num_threads(threads_before);
+}
+
+TEST(Q8_0, FrozenLinearDecodesWithTheKernelAndTrainsThroughTheDequantisedMatrix) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  const at::Tensor w = at::randn({48, 64}, gen), b = at::randn({48}, gen);
+  const FrozenLinear lin(w, b, WeightFormat::Q8_0);
+  const at::Tensor x = at::randn({2, 64}, gen);
+  at::Tensor with, without;
+  {
+    at::NoGradGuard ng;
+    with = lin.forward(x);
+    kernels::set_skinny_kernels(false);
+    without = lin.forward(x);
+    kernels::set_skinny_kernels(true);
+  }
+  EXPECT_TRUE(at::allclose(without, at::linear(x, lin.weight_f32(), b), 1e-5, 1e-5));
+  // activation quantisation (bounded exactly in the test above): a few % of the outputs' scale
+  EXPECT_LE((with - without).abs().max().item<double>(), 0.03 * without.abs().max().item<double>());
+  EXPECT_FALSE(at::equal(with, without));
+  std::vector<float> rows_out(2 * 48);
+  lin.forward_rows(x.data_ptr<float>(), 2, rows_out.data());
+  EXPECT_TRUE(at::equal(at::from_blob(rows_out.data(), {2, 48}), with));
+  const at::Tensor xg = x.clone().requires_grad_(true);
+  lin.forward(xg).sum().backward();
+  EXPECT_TRUE(at::allclose(xg.grad(), lin.weight_f32().sum(0).expand({2, 64}), 1e-5, 1e-5));
+}
+
+TEST(SkinnyMatmul, DotAndAxpyForAttentionEqualScalarLoops) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  for (int64_t n : {1, 7, 8, 9, 16, 17, 64, 100}) {
+    const at::Tensor a = at::randn({n}, gen), b = at::randn({n}, gen);
+    double ref = 0;
+    for (int64_t i = 0; i < n; ++i) ref += double(a[i].item<float>()) * b[i].item<float>();
+    EXPECT_NEAR(kernels::dot_f32(a.data_ptr<float>(), b.data_ptr<float>(), n), ref, 1e-5 * (1 + std::abs(ref)) * std::sqrt(double(n)));
+    at::Tensor y = b.clone();
+    kernels::axpy_f32(0.75f, a.data_ptr<float>(), y.data_ptr<float>(), n);
+    EXPECT_TRUE(at::allclose(y, b + 0.75 * a, 1e-6, 1e-6)) << n;
   }
 }
 

@@ -21,6 +21,13 @@ class EveryModel : public ::testing::TestWithParam<std::string> {
   }
 };
 
+// Whether any matrix of the model is stored in Q8_0 blocks (fp16 scales): rows that are whole blocks of 32.
+static bool lm_has_q8_blocks(const FrozenLM& lm) {
+  for (auto& [n, t] : lm.named_tensors())
+    if (t.scalar_type() == at::kHalf) return true;
+  return false;
+}
+
 static at::Tensor logits_of(const FrozenLM& lm, const at::Tensor& ids, const at::Tensor& mask = {}) {
   ForwardInput in;
   in.ids = ids;
@@ -47,6 +54,46 @@ TEST_P(EveryModel, KvCacheDecodingEqualsFullRecomputation) {
     EXPECT_EQ(cache.length(), 14);
     EXPECT_LE((at::cat(parts, 1) - full).abs().max().item<double>(), 1e-4) << "prefix as embeds: " << prefix_as_embeds;
   }
+}
+
+// The lean decode step (core/decode_step.cpp) against the LibTorch graph it replaces, step by step: left-padded
+// prompts of different lengths, a row that has finished (masked dummy tokens), a cache that starts too small and grows.
+TEST_P(EveryModel, LeanDecodeStepEqualsTheLibTorchGraph) {
+  auto lm = load();
+  at::NoGradGuard ng;
+  const int64_t B = 3, T = 6, steps = 9;
+  at::Tensor prompt = random_ids(*lm, B, T, 17), mask = at::ones({B, T}, at::kBool);
+  mask[0].narrow(0, 0, 2).fill_(false);
+  mask[2].narrow(0, 0, 5).fill_(false);
+  at::Tensor next = random_ids(*lm, B, steps, 19);
+  auto run = [&](bool lean, int64_t capacity) {
+    FrozenLM::set_lean_decode(lean);
+    KVCache cache = lm->new_cache(B, capacity);
+    ForwardInput p;
+    p.ids = prompt;
+    p.mask = mask;
+    lm->forward(p, &cache);
+    std::vector<at::Tensor> logits;
+    for (int64_t t = 0; t < steps; ++t) {
+      ForwardInput s;
+      s.ids = next.narrow(1, t, 1);
+      s.mask = at::ones({B, 1}, at::kBool);
+      if (t >= 4) s.mask[1][0] = false;  // row 1 finished: a masked dummy token
+      logits.push_back(lm->forward(s, &cache).logits);
+    }
+    FrozenLM::set_lean_decode(true);
+    EXPECT_EQ(cache.length(), T + steps);
+    EXPECT_TRUE(at::equal(cache.next_pos, at::tensor(std::vector<int64_t>{4 + steps, 6 + 4, 1 + steps}, at::kLong)));
+    return std::pair{at::cat(logits, 1), cache.keys(lm->config().n_layers - 1).clone()};
+  };
+  auto [graph, graph_k] = run(false, 0);
+  auto [lean, lean_k] = run(true, 0);         // grows from nothing, doubling
+  auto [roomy, roomy_k] = run(true, T + steps);
+  EXPECT_LE((lean - graph).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((lean_k - graph_k).abs().max().item<double>(), 1e-4);
+  EXPECT_TRUE(at::equal(lean, roomy)) << "the cache's capacity changed the result";
+  // Not the graph under another name: the step's own arithmetic (summation order) leaves different low bits.
+  EXPECT_FALSE(at::equal(lean, graph));
 }
 
 TEST_P(EveryModel, PaddedBatchEqualsExamplesOneByOne) {
@@ -150,13 +197,13 @@ TEST_P(EveryModel, BackwardLeavesEveryWeightBitIdenticalAndWithoutGrad) {
   EXPECT_EQ(lm->weights_hash(), before);
 }
 
-TEST_P(EveryModel, Bf16AndInt8StorageStayCloseToFp32) {
-  auto f32 = load(WeightFormat::F32), bf16 = load(WeightFormat::BF16), i8 = load(WeightFormat::Int8);
+TEST_P(EveryModel, Bf16Int8AndQ8_0StorageStayCloseToFp32) {
+  auto f32 = load(WeightFormat::F32), bf16 = load(WeightFormat::BF16), i8 = load(WeightFormat::Int8), q8 = load(WeightFormat::Q8_0);
   at::NoGradGuard ng;
   at::Tensor ids = random_ids(*f32, 2, 16, 5);
   at::Tensor ref = at::log_softmax(logits_of(*f32, ids), -1);
-  // Stated tolerances, on log-probabilities: mean |Δ| ≤ 0.02 (bf16) / 0.08 (int8); the argmax agrees on ≥ 90%.
-  for (auto [lm, tol] : {std::pair{bf16.get(), 0.02}, std::pair{i8.get(), 0.08}}) {
+  // Stated tolerances, on log-probabilities: mean |Δ| ≤ 0.02 (bf16) / 0.08 (int8, q8_0); the argmax agrees on ≥ 90%.
+  for (auto [lm, tol] : {std::pair{bf16.get(), 0.02}, std::pair{i8.get(), 0.08}, std::pair{q8.get(), 0.08}}) {
     at::Tensor got = at::log_softmax(logits_of(*lm, ids), -1);
     EXPECT_LE((got - ref).abs().mean().item<double>(), tol) << weight_format_name(lm->weight_format());
     double agree = (got.argmax(-1) == ref.argmax(-1)).to(at::kFloat).mean().item<double>();
@@ -164,11 +211,14 @@ TEST_P(EveryModel, Bf16AndInt8StorageStayCloseToFp32) {
   }
   // Storage: every matrix is 2 bytes (bf16) / 1 byte (int8) an element; norms, biases, scales and learned
   // positions stay fp32, which at these tiny sizes is a visible share of the total.
-  for (auto [lm, bytes] : {std::pair{bf16.get(), 2}, std::pair{i8.get(), 1}})
+  auto is_scale = [](const std::string& n) { return n.size() > 6 && n.compare(n.size() - 6, 6, ".scale") == 0; };
+  for (auto [lm, bytes] : {std::pair{bf16.get(), 2}, std::pair{i8.get(), 1}, std::pair{q8.get(), 1}})
     for (auto& [n, t] : lm->named_tensors())
-      if (t.dim() == 2 && n != "pos_emb") EXPECT_EQ(t.element_size(), bytes) << n;
+      if (t.dim() == 2 && n != "pos_emb" && !is_scale(n)) EXPECT_EQ(t.element_size(), bytes) << n;
   EXPECT_LE(bf16->weight_bytes(), 0.55 * f32->weight_bytes());
   EXPECT_LE(i8->weight_bytes(), 0.35 * f32->weight_bytes());
+  EXPECT_LE(q8->weight_bytes(), 0.4 * f32->weight_bytes());
+  EXPECT_EQ(q8->weight_format(), lm_has_q8_blocks(*q8) ? WeightFormat::Q8_0 : WeightFormat::Int8);
 }
 
 TEST_P(EveryModel, BatchedGenerationEqualsOneByOneAndSamplingIsSeeded) {

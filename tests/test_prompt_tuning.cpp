@@ -49,6 +49,34 @@ TEST(PromptTuning, SoftPromptGradientMatchesFiniteDifferences) {
   }
 }
 
+// The trainer's loss (module_target_loss: the LM head on the target rows only) equals the cross-entropy of the full
+// logits, value and soft-prompt gradient, for f32 and for compact storage (whose backward re-widens the weights).
+TEST(PromptTuning, TargetRowsLossEqualsTheFullLogitsLoss) {
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Q8_0}) {
+    LoadOptions o;
+    o.weights = f;
+    auto lm = load_model(tinystories(), o);
+    auto pt = PromptTuning::create(*lm, 4, PromptInit::RandomUniform, {}, 3);
+    const at::Tensor ids = at::randint(3, lm->vocab_size(), {3, 9}, at::make_generator<at::CPUGeneratorImpl>(2), at::kLong);
+    at::Tensor mask = at::ones({3, 9}, at::kBool);
+    mask[1].narrow(0, 0, 3).fill_(false);
+    at::Tensor targets = at::full({3, 9}, -100, at::kLong);
+    targets[0].narrow(0, 6, 3).copy_(ids[0].narrow(0, 6, 3));
+    targets[1][8] = 17;
+    targets[2].narrow(0, 2, 7).copy_(ids[2].narrow(0, 2, 7));
+    const ModuleInput in = batch_of(*lm, ids, mask);
+    const at::Tensor full = token_cross_entropy(module_forward_logits(*lm, *pt, in).reshape({-1, lm->vocab_size()}), targets.reshape({-1}));
+    full.backward();
+    const at::Tensor g_full = pt->prompt().grad().clone();
+    pt->prompt().grad().zero_();
+    const at::Tensor rows = module_target_loss(*lm, *pt, in, targets);
+    rows.backward();
+    EXPECT_NEAR(rows.item<double>(), full.item<double>(), 1e-5) << weight_format_name(f);
+    EXPECT_LE((pt->prompt().grad() - g_full).abs().max().item<double>(), 1e-6 + 1e-4 * g_full.abs().max().item<double>()) << weight_format_name(f);
+    EXPECT_GT(g_full.abs().max().item<double>(), 0.0);
+  }
+}
+
 TEST(PromptTuning, InitialisationsFollowPeft) {
   auto lm = load_model(tinystories());
   at::NoGradGuard ng;

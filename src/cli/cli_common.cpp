@@ -16,7 +16,7 @@ namespace frozenlm::cli {
 void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
   app->add_option("--model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->capture_default_str();
   if (need_tokenizer) app->add_option("--tokenizer", a.tokenizer, "tokenizer.json or llama2.c tokenizer.bin (default: beside the model)");
-  app->add_option("--weights", a.weights, "in-memory weight storage: f32 | bf16 | int8 (compute is fp32)")->capture_default_str();
+  app->add_option("--weights", a.weights, "in-memory weight storage: f32 | bf16 | int8 (per-row scales) | q8_0 (GGUF blocks of 32) (compute is fp32)")->capture_default_str();
   app->add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
   app->add_option("--threads", a.threads, "CPU threads (0: all cores)")->capture_default_str();
 }

@@ -10,18 +10,49 @@ WeightFormat parse_weight_format(const std::string& s) {
   if (s == "f32" || s == "fp32") return WeightFormat::F32;
   if (s == "bf16") return WeightFormat::BF16;
   if (s == "int8") return WeightFormat::Int8;
-  throw Error("--weights: unknown storage format '" + s + "' (f32, bf16, int8)");
+  if (s == "q8_0" || s == "Q8_0") return WeightFormat::Q8_0;
+  throw Error("--weights: unknown storage format '" + s + "' (f32, bf16, int8, q8_0)");
 }
 
 const char* weight_format_name(WeightFormat f) {
-  return f == WeightFormat::F32 ? "f32" : f == WeightFormat::BF16 ? "bf16" : "int8";
+  switch (f) {
+    case WeightFormat::F32: return "f32";
+    case WeightFormat::BF16: return "bf16";
+    case WeightFormat::Int8: return "int8";
+    case WeightFormat::Q8_0: return "q8_0";
+  }
+  return "?";
 }
+
+// GGUF's Q8_0 quantiser (ggml's quantize_row_q8_0_ref): per block of 32, d = max|w| / 127 (stored as fp16),
+// q = roundf(w / d) (ties away from zero), computed with the fp32 d.
+static void quantize_q8_0(const at::Tensor& wf, at::Tensor& q, at::Tensor& d) {
+  const int64_t out = wf.size(0), in = wf.size(1), nb = in / kernels::kQ8Block;
+  q = at::empty({out, in}, at::kChar);
+  d = at::empty({out, nb}, at::kHalf);
+  const float* w = wf.data_ptr<float>();
+  int8_t* qp = q.data_ptr<int8_t>();
+  uint16_t* dp = reinterpret_cast<uint16_t*>(d.data_ptr<at::Half>());
+  at::parallel_for(0, out * nb, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const float* x = w + blk * kernels::kQ8Block;
+      float amax = 0;
+      for (int64_t i = 0; i < kernels::kQ8Block; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float dv = amax / 127.f, id = dv != 0.f ? 1.f / dv : 0.f;
+      dp[blk] = kernels::float_to_half(dv);
+      for (int64_t i = 0; i < kernels::kQ8Block; ++i) qp[blk * kernels::kQ8Block + i] = int8_t(std::round(x[i] * id));
+    }
+  });
+}
+
+static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::ScalarType dt);
 
 FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFormat fmt) : fmt_(fmt) {
   at::NoGradGuard no_grad;
   TORCH_CHECK(w.dim() == 2, "FrozenLinear: weight must be 2-D");
   at::Tensor wf = w.detach().to(at::kFloat).contiguous();
-  switch (fmt) {
+  if (fmt_ == WeightFormat::Q8_0 && wf.size(1) % kernels::kQ8Block != 0) fmt_ = WeightFormat::Int8;
+  switch (fmt_) {
     case WeightFormat::F32: w_ = wf; break;
     case WeightFormat::BF16: w_ = wf.to(at::kBFloat16); break;
     case WeightFormat::Int8: {
@@ -31,6 +62,7 @@ FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFo
       scale_ = s;
       break;
     }
+    case WeightFormat::Q8_0: quantize_q8_0(wf, w_, scale_); break;
   }
   if (bias.defined()) bias_ = bias.detach().to(at::kFloat).contiguous();
 }
@@ -38,7 +70,14 @@ FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFo
 at::Tensor FrozenLinear::weight_f32() const {
   if (fmt_ == WeightFormat::F32) return w_;
   if (fmt_ == WeightFormat::BF16) return w_.to(at::kFloat);
+  if (fmt_ == WeightFormat::Q8_0) return dequantize_q8_0(w_, scale_, at::kFloat);
   return w_.to(at::kFloat) * scale_.unsqueeze(1);
+}
+
+// Q8_0 blocks -> [out, in] in `dt`: q · d per block.
+static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::ScalarType dt) {
+  const int64_t out = q.size(0), in = q.size(1);
+  return (q.to(dt).view({out, in / kernels::kQ8Block, kernels::kQ8Block}) * d.to(dt).unsqueeze(-1)).view({out, in});
 }
 
 // Decoding (a few rows, no gradient, CPU fp32): the kernels that read each stored weight once, in its own format.
@@ -52,32 +91,70 @@ static bool use_skinny(const at::Tensor& x, const at::Tensor& w) {
   return x.dim() >= 1 && x.size(-1) == in && in > 0 && x.numel() / in <= kernels::skinny_rows_limit();
 }
 
+void FrozenLinear::skinny_into(const float* x, int64_t rows, float* y) const {
+  const int64_t in = w_.size(1), out = w_.size(0);
+  TORCH_CHECK(!bias_.defined() || bias_.scalar_type() == at::kFloat, "FrozenLinear: fp32 input with a non-fp32 bias");
+  const float* b = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
+  switch (fmt_) {
+    case WeightFormat::F32: kernels::skinny_matmul_f32(x, rows, in, w_.data_ptr<float>(), out, b, y); break;
+    case WeightFormat::BF16:
+      kernels::skinny_matmul_bf16(x, rows, in, reinterpret_cast<const uint16_t*>(w_.data_ptr<at::BFloat16>()), out, b, y);
+      break;
+    case WeightFormat::Int8: kernels::skinny_matmul_int8(x, rows, in, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out, b, y); break;
+    case WeightFormat::Q8_0:
+      kernels::skinny_matmul_q8_0(x, rows, in, w_.data_ptr<int8_t>(), reinterpret_cast<const uint16_t*>(scale_.data_ptr<at::Half>()), out, b, y);
+      break;
+  }
+}
+
+// The stored matrix widened to `dt` ([out, in]): what LibTorch multiplies by.
+static at::Tensor widen(const at::Tensor& w, const at::Tensor& scale, WeightFormat fmt, at::ScalarType dt) {
+  switch (fmt) {
+    case WeightFormat::F32:
+    case WeightFormat::BF16: return w.to(dt);
+    case WeightFormat::Int8: return w.to(dt) * scale.to(dt).unsqueeze(1);
+    case WeightFormat::Q8_0: return dequantize_q8_0(w, scale, dt);
+  }
+  return w;
+}
+
+// y = x · Wᵀ for compact weights (bf16 / int8 / Q8_0) when a gradient must reach x (prompt tuning, ID-PT, every
+// module): autograd's own linear would keep each layer's widened fp32 matrix alive until backward — a full fp32
+// copy of the model (issue 13: 9.5 GB peak for 2.5 GB of bf16 weights). This saves only handles to the stored
+// tensors and widens them again in backward, one layer at a time: dL/dx = dL/dy · W.
+struct CompactLinearFn : public torch::autograd::Function<CompactLinearFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const FrozenLinear* lin) {
+    ctx->saved_data["w"] = lin->raw_weight();
+    ctx->saved_data["scale"] = lin->raw_scale().defined() ? lin->raw_scale() : at::empty({0});
+    ctx->saved_data["fmt"] = int64_t(lin->format());
+    return at::matmul(x, widen(lin->raw_weight(), lin->raw_scale(), lin->format(), x.scalar_type()).t());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
+    const at::Tensor w = ctx->saved_data["w"].toTensor(), scale = ctx->saved_data["scale"].toTensor();
+    const auto fmt = WeightFormat(ctx->saved_data["fmt"].toInt());
+    return {at::matmul(g[0], widen(w, scale, fmt, g[0].scalar_type())), at::Tensor()};
+  }
+};
+
 at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
   if (use_skinny(x, w_)) {
-    const int64_t in = w_.size(1), out = w_.size(0);
     const at::Tensor xc = x.contiguous();
-    const int64_t rows = xc.numel() / in;
     auto shape = x.sizes().vec();
-    shape.back() = out;
+    shape.back() = w_.size(0);
     at::Tensor y = at::empty(shape, x.options());
-    TORCH_CHECK(!bias_.defined() || bias_.scalar_type() == at::kFloat, "FrozenLinear: fp32 input with a non-fp32 bias");
-    const float* b = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
-    switch (fmt_) {
-      case WeightFormat::F32:
-        kernels::skinny_matmul_f32(xc.data_ptr<float>(), rows, in, w_.data_ptr<float>(), out, b, y.data_ptr<float>());
-        break;
-      case WeightFormat::BF16:
-        kernels::skinny_matmul_bf16(xc.data_ptr<float>(), rows, in, reinterpret_cast<const uint16_t*>(w_.data_ptr<at::BFloat16>()), out, b,
-                                    y.data_ptr<float>());
-        break;
-      case WeightFormat::Int8:
-        kernels::skinny_matmul_int8(xc.data_ptr<float>(), rows, in, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out, b, y.data_ptr<float>());
-        break;
-    }
+    skinny_into(xc.data_ptr<float>(), xc.numel() / w_.size(1), y.data_ptr<float>());
     return y;
   }
   // Compute in the input's dtype (fp32; fp64 in gradient checks): compact weights are widened just in time.
   const auto dt = x.scalar_type();
+  if (fmt_ != WeightFormat::F32 && at::GradMode::is_enabled() && x.requires_grad()) {
+    const at::Tensor y = CompactLinearFn::apply(x, this);
+    return bias_.defined() ? y + bias_.to(dt) : y;
+  }
+  if (fmt_ == WeightFormat::Q8_0) {
+    const at::Tensor w = dequantize_q8_0(w_, scale_, dt);  // one layer's matrix at a time
+    return at::linear(x, w, bias_.defined() ? c10::optional<at::Tensor>(bias_.to(dt)) : c10::nullopt);
+  }
   const at::Tensor w = w_.scalar_type() == dt ? w_ : w_.to(dt);
   if (fmt_ == WeightFormat::Int8) {
     // (x · qᵀ) · diag(s): the scale is applied to the (smaller) output instead of the weight.
@@ -87,9 +164,16 @@ at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
   return at::linear(x, w, bias_.defined() ? c10::optional<at::Tensor>(bias_.to(dt)) : c10::nullopt);
 }
 
+void FrozenLinear::forward_rows(const float* x, int64_t rows, float* y) const {
+  const at::Tensor xt = at::from_blob(const_cast<float*>(x), {rows, w_.size(1)}, at::kFloat);
+  at::Tensor yt = at::from_blob(y, {rows, w_.size(0)}, at::kFloat);
+  if (use_skinny(xt, w_)) return skinny_into(x, rows, y);
+  yt.copy_(forward(xt));
+}
+
 int64_t FrozenLinear::bytes() const {
   int64_t b = w_.numel() * w_.element_size();
-  if (scale_.defined()) b += scale_.numel() * 4;
+  if (scale_.defined()) b += scale_.numel() * scale_.element_size();
   if (bias_.defined()) b += bias_.numel() * 4;
   return b;
 }
@@ -108,7 +192,13 @@ at::Tensor FrozenEmbedding::lookup(const at::Tensor& ids) const {
   at::Tensor flat = ids.reshape({-1});
   at::Tensor rows = w.index_select(0, flat);
   if (!rows.is_floating_point() || rows.scalar_type() == at::kBFloat16) rows = rows.to(at::kFloat);
-  if (table_.raw_scale().defined()) rows = rows * table_.raw_scale().index_select(0, flat).unsqueeze(1);
+  if (table_.format() == WeightFormat::Q8_0) {
+    const int64_t d = w.size(1);
+    rows = (rows.view({-1, d / kernels::kQ8Block, kernels::kQ8Block}) *
+            table_.raw_scale().index_select(0, flat).to(at::kFloat).unsqueeze(-1)).view({-1, d});
+  } else if (table_.raw_scale().defined()) {
+    rows = rows * table_.raw_scale().index_select(0, flat).unsqueeze(1);
+  }
   auto shape = ids.sizes().vec();
   shape.push_back(w.size(1));
   return rows.view(shape);

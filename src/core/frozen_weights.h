@@ -1,5 +1,6 @@
-// Frozen weight storage: fp32, bf16 or int8 (weight-only, per-output-channel scales). Compute is always fp32:
-// compact storage is dequantised right before each matmul. No tensor here ever requires grad.
+// Frozen weight storage: fp32, bf16, int8 (weight-only, one scale per output row) or Q8_0 (GGUF's: int8 in blocks
+// of 32 along the input, one fp16 scale per block). Compute is fp32: compact storage is dequantised right before each
+// matmul, or read in its own format by the decode kernels (core/kernels/skinny_matmul.h). No tensor here requires grad.
 #pragma once
 #include <ATen/Tensor.h>
 
@@ -7,16 +8,22 @@
 
 namespace frozenlm {
 
-enum class WeightFormat { F32, BF16, Int8 };
-WeightFormat parse_weight_format(const std::string& s);  // "f32" | "bf16" | "int8"
+enum class WeightFormat { F32, BF16, Int8, Q8_0 };
+WeightFormat parse_weight_format(const std::string& s);  // "f32" | "bf16" | "int8" | "q8_0"
 const char* weight_format_name(WeightFormat f);
 
 // y = x · Wᵀ + b with W [out, in].
 class FrozenLinear {
  public:
   FrozenLinear() = default;
+  // Q8_0 needs `in` to be a multiple of 32; a matrix whose rows are not (llama.cpp keeps those unquantised too)
+  // is stored as per-row int8 instead: format() says which.
   FrozenLinear(const at::Tensor& w_f32, const at::Tensor& bias_f32, WeightFormat fmt);
   at::Tensor forward(const at::Tensor& x) const;  // [..., in] -> [..., out]
+  // The decode path: y [rows, out] = x [rows, in] · Wᵀ + b on CPU fp32 buffers (no autograd, no allocation on the
+  // kernel path: the skinny kernels for up to skinny_rows_limit() rows, LibTorch's GEMM beyond).
+  void forward_rows(const float* x, int64_t rows, float* y) const;
+  WeightFormat format() const { return fmt_; }
   at::Tensor weight_f32() const;                    // dequantised copy [out, in]
   int64_t out_features() const { return w_.size(0); }
   int64_t in_features() const { return w_.size(1); }
@@ -25,10 +32,11 @@ class FrozenLinear {
   // Moves to a device; float_dtype (e.g. kDouble for gradient checks) converts fp32-stored weights.
   void to(const at::Device& d, c10::optional<at::ScalarType> float_dtype = c10::nullopt);
   const at::Tensor& raw_weight() const { return w_; }
-  const at::Tensor& raw_scale() const { return scale_; }
+  const at::Tensor& raw_scale() const { return scale_; }  // int8: [out] fp32; Q8_0: [out, in/32] fp16
   const at::Tensor& bias() const { return bias_; }
 
  private:
+  void skinny_into(const float* x, int64_t rows, float* y) const;  // the decode kernels, in this storage format
   at::Tensor w_, scale_, bias_;
   WeightFormat fmt_ = WeightFormat::F32;
 };

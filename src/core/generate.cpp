@@ -36,28 +36,37 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
   if (scores) scores->assign(B, {});
   if (p.max_new_tokens <= 0 || B == 0) return out;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
-  KVCache cache = lm.new_cache(B);
+  KVCache cache = lm.new_cache(B, embeds.size(1) + p.max_new_tokens);
   ForwardOptions fo;
   fo.last_logits_only = true;
   ForwardInput in;
   in.embeds = embeds;
   in.mask = mask;
-  at::Tensor logits = lm.forward(in, &cache, fo).logits.squeeze(1).to(at::kCPU);  // [B, V]
+  at::Tensor logits = lm.forward(in, &cache, fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();  // [B, V]
   std::vector<bool> done(B, false);
   int64_t live = B;
   for (int64_t step = 0; step < p.max_new_tokens && live > 0; ++step) {
     std::vector<int64_t> next(B, 0);
-    at::Tensor step_mask = at::zeros({B, 1}, at::kBool);
+    std::vector<uint8_t> step_mask(B, 0);
+    const int64_t V = logits.size(1);
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
-      const int64_t t = sample_token(logits[b], p, gen);
+      // Greedy picks the first largest logit (as argmax) straight from the buffer; sampling goes through LibTorch.
+      int64_t t = 0;
+      if (p.temperature <= 0) {
+        const float* row = logits.data_ptr<float>() + b * V;
+        for (int64_t i = 1; i < V; ++i)
+          if (row[i] > row[t]) t = i;
+      } else {
+        t = sample_token(logits[b], p, gen);
+      }
       if (scores) {
         const at::Tensor lp = at::log_softmax(logits[b].to(at::kFloat), -1);  // [V]
         const at::Tensor top2 = std::get<0>(lp.topk(2));
         (*scores)[b].push_back({lp[t].item<float>(), (top2[0] - top2[1]).item<float>()});
       }
       next[b] = t;
-      step_mask[b][0] = true;
+      step_mask[b] = 1;
       out[b].push_back(t);
       if (on_token) on_token(b, t);
       bool stop = false;
@@ -67,9 +76,9 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
     }
     if (live == 0 || step + 1 == p.max_new_tokens) break;
     ForwardInput ni;
-    ni.ids = at::tensor(next, at::kLong).view({B, 1});
-    ni.mask = step_mask;  // finished rows feed a masked dummy token
-    logits = lm.forward(ni, &cache, fo).logits.squeeze(1).to(at::kCPU);
+    ni.ids = at::from_blob(next.data(), {B, 1}, at::kLong).clone();
+    ni.mask = at::from_blob(step_mask.data(), {B, 1}, at::kByte).to(at::kBool);  // finished rows feed a masked dummy token
+    logits = lm.forward(ni, &cache, fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();
   }
   return out;
 }

@@ -20,9 +20,11 @@ FrozenLM::FrozenLM(ModelConfig cfg, FrozenEmbedding tok_emb, at::Tensor pos_emb,
       final_norm_b_(std::move(final_norm_b)),
       head_(std::move(head)) {
   tied_ = !head_.raw_weight().defined();
-  fmt_ = tok_emb_.as_linear().raw_weight().scalar_type() == at::kFloat      ? WeightFormat::F32
-         : tok_emb_.as_linear().raw_weight().scalar_type() == at::kBFloat16 ? WeightFormat::BF16
-                                                                            : WeightFormat::Int8;
+  // The storage format asked for: a Q8_0 model may hold per-row int8 matrices where rows are not whole blocks.
+  fmt_ = tok_emb_.as_linear().format();
+  for (const auto& L : layers_)
+    for (const FrozenLinear* f : {&L.qkv, &L.o, &L.up, &L.down})
+      if (f->format() == WeightFormat::Q8_0) fmt_ = WeightFormat::Q8_0;
   if (cfg_.rope) {
     // inv_freq[i] = θ^(-2i/hd), as in Hugging Face (computed in fp32), then the checkpoint's scaling rule.
     const int64_t hd = cfg_.head_dim;
@@ -73,19 +75,38 @@ at::Tensor FrozenLM::rope(const at::Tensor& x, const at::Tensor& cos, const at::
   return x * cos + at::roll(x, {x.size(-1) / 2}, {-1}) * sin;
 }
 
+void KVCache::reserve(int64_t positions) {
+  const int64_t cap = capacity();
+  if (positions <= cap) return;
+  const int64_t n = std::max(positions, 2 * cap);
+  auto grow = [&](at::Tensor& t, int64_t dim) {
+    auto shape = t.sizes().vec();
+    shape[dim] = n;
+    at::Tensor g = at::zeros(shape, t.options());
+    g.narrow(dim, 0, len).copy_(t.narrow(dim, 0, len));
+    t = g;
+  };
+  for (auto& t : k_buf) grow(t, 2);
+  for (auto& t : v_buf) grow(t, 2);
+  grow(mask_buf, 1);
+}
+
 void KVCache::select_rows(const at::Tensor& idx) {
-  for (auto& t : k) t = t.index_select(0, idx);
-  for (auto& t : v) t = t.index_select(0, idx);
-  mask = mask.index_select(0, idx);
+  for (auto& t : k_buf) t = t.index_select(0, idx);
+  for (auto& t : v_buf) t = t.index_select(0, idx);
+  mask_buf = mask_buf.index_select(0, idx);
   next_pos = next_pos.index_select(0, idx);
 }
 
-KVCache FrozenLM::new_cache(int64_t batch) const {
+KVCache FrozenLM::new_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
   auto opt = at::TensorOptions().device(device_);
-  c.k.assign(cfg_.n_layers, at::empty({batch, cfg_.n_kv_heads, 0, cfg_.head_dim}, opt.dtype(dtype_)));
-  c.v = c.k;
-  c.mask = at::zeros({batch, 0}, opt.dtype(at::kBool));
+  capacity = std::max<int64_t>(capacity, 0);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    c.k_buf.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, opt.dtype(dtype_)));
+    c.v_buf.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, opt.dtype(dtype_)));
+  }
+  c.mask_buf = at::zeros({batch, capacity}, opt.dtype(at::kBool));
   c.next_pos = at::zeros({batch}, opt.dtype(at::kLong));
   return c;
 }
@@ -106,6 +127,7 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
   } else {
     throw Error("forward: give ids or embeds");
   }
+  if (cache && can_decode_lean(x, cache, in, opt)) return decode_step(x, in, *cache, opt);
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, G = H / Hkv;
   auto lopt = at::TensorOptions().device(device_).dtype(at::kLong);
@@ -120,15 +142,20 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
   at::Tensor pos = in.position_ids.defined()
                        ? in.position_ids.to(device_, at::kLong)
                        : (start.unsqueeze(1) + mask.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // [B, T]
-  at::Tensor key_mask = cache ? at::cat({cache->mask, mask}, 1) : mask;                           // [B, S]
   const int64_t S = past + T;
+  at::Tensor key_mask = mask;  // [B, S]
+  if (cache) {
+    cache->reserve(S);
+    cache->mask_buf.narrow(1, past, T).copy_(mask);
+    key_mask = cache->mask_buf.narrow(1, 0, S);
+  }
   // allowed[b, i, j]: query i (absolute past + i) may see key j.
   at::Tensor causal = at::arange(S, lopt).unsqueeze(0) <= (at::arange(T, lopt) + past).unsqueeze(1);  // [T, S]
   at::Tensor blocked = causal.unsqueeze(0).logical_and(key_mask.unsqueeze(1)).logical_not()            // [B, T, S]
                            .view({B, 1, 1, T, S});
   if (cache) {
-    cache->mask = key_mask;
     cache->next_pos = start + mask.to(at::kLong).sum(1);
+    cache->len = S;
   }
 
   if (!cfg_.rope) {
@@ -158,10 +185,17 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
       k = rope(k, cos, sin);
     }
     if (cache) {
-      k = at::cat({cache->k[l], k}, 2);  // [B, Hkv, S, hd]
-      v = at::cat({cache->v[l], v}, 2);
-      cache->k[l] = k.detach();
-      cache->v[l] = v.detach();
+      // Written into the preallocated buffers; attention reads them back as [B, Hkv, S, hd] (through a cat when
+      // gradients must reach the new keys/values).
+      cache->k_buf[l].narrow(2, past, T).copy_(k.detach());
+      cache->v_buf[l].narrow(2, past, T).copy_(v.detach());
+      if (at::GradMode::is_enabled() && (k.requires_grad() || v.requires_grad())) {
+        k = at::cat({cache->k_buf[l].narrow(2, 0, past), k}, 2);
+        v = at::cat({cache->v_buf[l].narrow(2, 0, past), v}, 2);
+      } else {
+        k = cache->k_buf[l].narrow(2, 0, S);
+        v = cache->v_buf[l].narrow(2, 0, S);
+      }
     } else {
       // Contiguous [B, Hkv, S, hd]: Kᵀ is then a transposed view, which BLAS takes as is (4× faster than a
       // materialised Kᵀ on the 100M bench).

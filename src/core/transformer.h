@@ -22,13 +22,23 @@ struct TransformerLayer {
   FrozenLinear down;                    // [d, ffn]
 };
 
-// Incremental-decoding state for a batch: keys/values of every layer plus which cached positions are real.
+// Incremental-decoding state for a batch: keys/values of every layer plus which cached positions are real. The
+// buffers are preallocated for `capacity` positions (grown by doubling when a forward needs more), so a decode step
+// writes its one new key/value in place instead of copying the whole cache.
 struct KVCache {
-  std::vector<at::Tensor> k, v;  // per layer [B, n_kv_heads, S, head_dim]
-  at::Tensor mask;               // [B, S] bool: key is a real (non-padding) token
-  at::Tensor next_pos;           // [B] int64: position id of the next real token
-  int64_t length() const { return mask.defined() ? mask.size(1) : 0; }
+  std::vector<at::Tensor> k_buf, v_buf;  // per layer [B, n_kv_heads, capacity, head_dim]
+  at::Tensor mask_buf;                   // [B, capacity] bool: key is a real (non-padding) token
+  at::Tensor next_pos;                   // [B] int64: position id of the next real token
+  int64_t len = 0;                       // positions filled
+
+  int64_t length() const { return len; }
+  int64_t capacity() const { return mask_buf.defined() ? mask_buf.size(1) : 0; }
   int64_t batch() const { return next_pos.defined() ? next_pos.size(0) : 0; }
+  at::Tensor keys(size_t layer) const { return k_buf[layer].narrow(2, 0, len); }    // [B, Hkv, len, hd] (a view)
+  at::Tensor values(size_t layer) const { return v_buf[layer].narrow(2, 0, len); }
+  at::Tensor mask() const { return mask_buf.narrow(1, 0, len); }                    // [B, len]
+  // Makes room for `positions` in all (keeps the contents; at least doubles when it grows).
+  void reserve(int64_t positions);
   // Keep only rows `idx` (e.g. drop finished sequences).
   void select_rows(const at::Tensor& idx);
 };
@@ -74,7 +84,12 @@ class FrozenLM {
 
   // One pass. With `cache`, the input continues the cached sequences and the cache is extended.
   ForwardOutput forward(const ForwardInput& in, KVCache* cache = nullptr, const ForwardOptions& opt = {}) const;
-  KVCache new_cache(int64_t batch) const;
+  // An empty cache for `batch` sequences with room for `capacity` positions (it grows on demand past that).
+  KVCache new_cache(int64_t batch, int64_t capacity = 0) const;
+  // Whether forward() may take the lean decode step (one new token per sequence with a cache, CPU fp32, no
+  // gradient: core/decode_step.cpp) instead of the LibTorch graph. On by default; off for before/after benchmarks.
+  static void set_lean_decode(bool on);
+  static bool lean_decode_on();
 
   // Moves the weights to a device. dtype kDouble (fp32 storage only) makes every op run in fp64: for finite-
   // difference gradient checks. The compute dtype is otherwise fp32.
@@ -95,6 +110,9 @@ class FrozenLM {
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
   std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& pos) const;
+  // The lean decode step (core/decode_step.cpp): x [B, 1, d] fp32, one token per row, written into `cache`.
+  bool can_decode_lean(const at::Tensor& x, const KVCache* cache, const ForwardInput& in, const ForwardOptions& opt) const;
+  ForwardOutput decode_step(const at::Tensor& x, const ForwardInput& in, KVCache& cache, const ForwardOptions& opt) const;
 
   ModelConfig cfg_;
   FrozenEmbedding tok_emb_;

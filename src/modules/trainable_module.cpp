@@ -1,5 +1,7 @@
 #include "modules/trainable_module.h"
 
+#include "core/losses.h"
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -84,6 +86,22 @@ at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, c
   fi.mask = x.mask;
   at::Tensor logits = lm.forward(fi).logits;
   return logits.narrow(1, m.prefix_length(), logits.size(1) - m.prefix_length());
+}
+
+at::Tensor module_target_loss(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in, const at::Tensor& targets) {
+  const ModuleInput x = m.apply(lm, in);
+  ForwardInput fi;
+  fi.embeds = x.embeds;
+  fi.mask = x.mask;
+  ForwardOptions fo;
+  fo.logits = false;
+  fo.hidden = true;
+  at::Tensor h = lm.forward(fi, nullptr, fo).hidden;  // [B, P + T, d]
+  const int64_t P = m.prefix_length();
+  h = h.narrow(1, P, h.size(1) - P).reshape({-1, lm.dim()});
+  const at::Tensor t = targets.reshape({-1}).to(h.device());
+  const at::Tensor rows = (t != -100).nonzero().squeeze(1);
+  return token_cross_entropy(lm.head(h.index_select(0, rows)), t.index_select(0, rows));
 }
 
 }  // namespace frozenlm

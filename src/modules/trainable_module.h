@@ -59,5 +59,9 @@ void load_named_tensors(const std::string& path, const std::vector<std::pair<std
 
 // Runs the frozen LM on a module's output. Returns logits for the input's own positions only: [B, T, V].
 at::Tensor module_forward_logits(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in);
+// The training loss: mean token cross-entropy over the target positions (targets [B, T], −100 elsewhere). The LM head
+// runs on those rows only — [N_targets, V] logits instead of [B, T, V] (for a 128k vocabulary at batch 4 × 256 that
+// is 0.5 GB of logits, and as much again for their gradient, to learn from a few answer tokens).
+at::Tensor module_target_loss(const FrozenLM& lm, const TrainableModule& m, const ModuleInput& in, const at::Tensor& targets);
 
 }  // namespace frozenlm

@@ -379,8 +379,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       for (size_t i : batches[batch_pos]) items.push_back(data[i]);
       ++batch_pos;
       Batch b = make_batch(items, lm.device());
-      at::Tensor logits = module_forward_logits(lm, module, module_input(lm, b.ids, b.mask, b.input_mask));
-      at::Tensor loss = token_cross_entropy(logits.reshape({-1, lm.vocab_size()}), b.targets.reshape({-1})) / double(opt.grad_accum);
+      at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) / double(opt.grad_accum);
       loss.backward();
       loss_sum += loss.item<double>();
       step_tokens += b.mask.sum().item<int64_t>();

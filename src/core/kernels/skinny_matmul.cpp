@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -102,6 +104,33 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, int64_t r
     default: break;
   }
 }
+
+// Batch 1: four weight rows against the one x row at once — x is loaded once per four rows, and the four sums are
+// reduced together at the end (the per-row reduction and call overhead dominate small matrices).
+template <typename Row>
+__attribute__((target("avx2,fma"))) void dot4_one_row(const float* x, int64_t in, const Row& w0, const Row& w1, const Row& w2,
+                                                      const Row& w3, float* out4) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 8 <= in; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    a0 = _mm256_fmadd_ps(xv, w0.load8(i), a0);
+    a1 = _mm256_fmadd_ps(xv, w1.load8(i), a1);
+    a2 = _mm256_fmadd_ps(xv, w2.load8(i), a2);
+    a3 = _mm256_fmadd_ps(xv, w3.load8(i), a3);
+  }
+  // Transposed reduction: lane sums of a0..a3 into one 4-float vector.
+  const __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
+  const __m256 h = _mm256_hadd_ps(h01, h23);
+  const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  _mm_storeu_ps(out4, r);
+  for (; i < in; ++i) {
+    out4[0] += x[i] * w0.scalar(i);
+    out4[1] += x[i] * w1.scalar(i);
+    out4[2] += x[i] * w2.scalar(i);
+    out4[3] += x[i] * w3.scalar(i);
+  }
+}
 #endif
 
 const bool kVectorised =
@@ -118,7 +147,15 @@ void skinny(const float* x, int64_t rows, int64_t in, int64_t out, const float* 
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(in, 1));
   at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
     float acc[kSkinnyMaxRows];
-    for (int64_t o = begin; o < end; ++o) {
+    int64_t o = begin;
+#if defined(__x86_64__)
+    if (kVectorised && rows == 1)
+      for (; o + 4 <= end; o += 4) {
+        dot4_one_row(x, in, row_at(o), row_at(o + 1), row_at(o + 2), row_at(o + 3), acc);
+        for (int k = 0; k < 4; ++k) y[o + k] = acc[k] * scale_at(o + k) + (bias ? bias[o + k] : 0.f);
+      }
+#endif
+    for (; o < end; ++o) {
       const auto w = row_at(o);
       for (int64_t r0 = 0; r0 < rows; r0 += kSkinnyMaxRows) {
         const int64_t n = std::min<int64_t>(kSkinnyMaxRows, rows - r0);
@@ -161,6 +198,211 @@ void skinny_matmul_bf16(const float* x, int64_t rows, int64_t in, const uint16_t
 void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
                         const float* bias, float* y) {
   skinny(x, rows, in, out, bias, y, [&](int64_t o) { return Int8Row{q + o * in}; }, [&](int64_t o) { return scale[o]; });
+}
+
+}  // namespace frozenlm::kernels
+
+// ---------------------------------------------------------------------------------------------------------------
+// Q8_0 (blocks of 32 int8 with one fp16 scale), activations quantised to Q8_0 as well: integer dot products per block.
+
+namespace frozenlm::kernels {
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      int e = -1;
+      uint32_t m = man;
+      do { ++e; m <<= 1; } while ((m & 0x400) == 0);
+      bits = sign | uint32_t(127 - 15 - e) << 23 | (m & 0x3ff) << 13;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | man << 13;
+  } else {
+    bits = sign | (exp + 127 - 15) << 23 | man << 13;
+  }
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  __builtin_memcpy(&x, &f, 4);
+  const uint16_t sign = (x >> 16) & 0x8000;
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0);  // inf / nan
+  if (ax >= 0x477ff000u) return sign | 0x7c00;                                    // rounds past the largest half
+  if (ax < 0x38800000u) {                                                          // half subnormal (or zero)
+    if (ax < 0x33000000u) return sign;
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;  // m · 2^(e − 150) in units of 2^-24 (the smallest half subnormal)
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return sign | uint16_t(r);
+  }
+  // normal: round the 13 dropped mantissa bits to nearest even
+  uint32_t h = ((ax >> 13) - (112u << 10));
+  const uint32_t rem = ax & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
+  return sign | uint16_t(h);
+}
+
+namespace {
+
+// The Q8_0 dot product also converts the fp16 scales in hardware (F16C).
+const bool kQ8Vectorised =
+#if defined(__x86_64__)
+    kVectorised && __builtin_cpu_supports("f16c");
+#else
+    false;
+#endif
+
+void quantize_row_q8_0_scalar(const float* x, int64_t in, int8_t* qx, float* dx) {
+  for (int64_t b = 0; b < in / kQ8Block; ++b) {
+    const float* xb = x + b * kQ8Block;
+    float amax = 0;
+    for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    dx[b] = amax / 127.f;
+    for (int64_t i = 0; i < kQ8Block; ++i) qx[b * kQ8Block + i] = int8_t(std::nearbyint(xb[i] * id));
+  }
+}
+
+float dot_q8_0_scalar(const int8_t* qx, const float* dx, const int8_t* qw, const uint16_t* dw, int64_t nblocks) {
+  float acc = 0;
+  for (int64_t b = 0; b < nblocks; ++b) {
+    int32_t s = 0;
+    for (int64_t i = 0; i < kQ8Block; ++i) s += int32_t(qx[b * kQ8Block + i]) * int32_t(qw[b * kQ8Block + i]);
+    acc += float(s) * (dx[b] * half_to_float(dw[b]));
+  }
+  return acc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void quantize_row_q8_0_avx2(const float* x, int64_t in, int8_t* qx, float* dx) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < in / kQ8Block; ++b) {
+    const float* xb = x + b * kQ8Block;
+    __m256 v[4];
+    __m256 mx = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign_bit, v[k]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    dx[b] = amax / 127.f;
+    const __m256 id = _mm256_set1_ps(amax != 0.f ? 127.f / amax : 0.f);
+    __m256i i32[4];
+    for (int k = 0; k < 4; ++k)
+      i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    // int32 -> int16 -> int8 (packs interleave 128-bit lanes: undo with a permute)
+    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]), i16b = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i i8 = _mm256_packs_epi16(i16a, i16b);
+    i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qx + b * kQ8Block), i8);
+  }
+}
+
+// One block: |w| (unsigned) × (a with w's sign): maddubs multiplies u8 × s8 and adds pairs into int16 (no overflow:
+// 2 · 128 · 127 < 32768), madd with ones adds pairs again into int32: 8 exact partial sums, as fp32.
+__attribute__((target("avx2,fma"))) inline __m256 q8_block_dot(const int8_t* qx, const int8_t* qw) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qw));
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx));
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+__attribute__((target("avx2,fma,f16c"))) float dot_q8_0_avx2(const int8_t* qx, const float* dx, const int8_t* qw, const uint16_t* dw,
+                                                         int64_t nblocks) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nblocks; b += 2) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * _cvtsh_ss(dw[b])), q8_block_dot(qx + b * kQ8Block, qw + b * kQ8Block), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b + 1] * _cvtsh_ss(dw[b + 1])),
+                           q8_block_dot(qx + (b + 1) * kQ8Block, qw + (b + 1) * kQ8Block), acc1);
+  }
+  if (b < nblocks)
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * _cvtsh_ss(dw[b])), q8_block_dot(qx + b * kQ8Block, qw + b * kQ8Block), acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+__attribute__((target("avx2,fma"))) float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) void axpy_f32_avx2(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+#endif
+
+}  // namespace
+
+void quantize_row_q8_0(const float* x, int64_t in, int8_t* qx, float* dx) {
+#if defined(__x86_64__)
+  if (kVectorised) return quantize_row_q8_0_avx2(x, in, qx, dx);
+#endif
+  quantize_row_q8_0_scalar(x, in, qx, dx);
+}
+
+void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q, const uint16_t* d, int64_t out,
+                        const float* bias, float* y) {
+  const int64_t nb = in / kQ8Block;
+  std::vector<int8_t> qx(rows * in);
+  std::vector<float> dx(rows * nb);
+  for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx.data() + r * in, dx.data() + r * nb);
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(in, 1));
+  at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      const int8_t* qw = q + o * in;
+      const uint16_t* dw = d + o * nb;
+      const float b = bias ? bias[o] : 0.f;
+      for (int64_t r = 0; r < rows; ++r) {
+#if defined(__x86_64__)
+        const float s = kQ8Vectorised ? dot_q8_0_avx2(qx.data() + r * in, dx.data() + r * nb, qw, dw, nb)
+                                    : dot_q8_0_scalar(qx.data() + r * in, dx.data() + r * nb, qw, dw, nb);
+#else
+        const float s = dot_q8_0_scalar(qx.data() + r * in, dx.data() + r * nb, qw, dw, nb);
+#endif
+        y[r * out + o] = s + b;
+      }
+    }
+  });
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+#if defined(__x86_64__)
+  if (kVectorised) return dot_f32_avx2(a, b, n);
+#endif
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
+#if defined(__x86_64__)
+  if (kVectorised) return axpy_f32_avx2(alpha, x, y, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
 }  // namespace frozenlm::kernels

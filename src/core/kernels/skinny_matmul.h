@@ -12,6 +12,8 @@ namespace frozenlm::kernels {
 
 // The largest number of x rows these kernels are meant for (beyond it, LibTorch's GEMM is faster).
 constexpr int64_t kSkinnyMaxRows = 64;
+// Q8_0's block length (elements of one weight row sharing an fp16 scale), as in GGUF.
+constexpr int64_t kQ8Block = 32;
 
 // x [rows, in] fp32 (row-major, contiguous); y [rows, out] fp32; bias [out] or null.
 void skinny_matmul_f32(const float* x, int64_t rows, int64_t in, const float* w, int64_t out, const float* bias, float* y);
@@ -20,6 +22,23 @@ void skinny_matmul_bf16(const float* x, int64_t rows, int64_t in, const uint16_t
 // W ≈ q · scale[o] (per output row), q int8.
 void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
                         const float* bias, float* y);
+
+// Q8_0 weights (int8 q [out, in], fp16 scale bits d [out, in/32]; in a multiple of 32), as llama.cpp computes them:
+// each row of x is first quantised to Q8_0 too (per block of 32: scale = max|x| / 127, fp32), then every block's dot
+// product is exact in int32 and scaled by d_x · d_w. The error is the activations' quantisation on top of the weights'
+// (tests compare with a scalar reference of the same arithmetic, and with fp32).
+void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q, const uint16_t* d, int64_t out,
+                        const float* bias, float* y);
+// x [in] -> int8 qx [in] and fp32 scales dx [in/32]: q = nearbyint(x · 127 / max|x|) (ties to even, as llama.cpp's
+// AVX2 quantiser); a zero block gets scale 0.
+void quantize_row_q8_0(const float* x, int64_t in, int8_t* qx, float* dx);
+// IEEE half bits <-> float (scalar; Q8_0 scales).
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+
+// Attention over the KV cache (one query): Σ a[i]·b[i], and y += alpha · x, n floats.
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 
 // Whether the vector (AVX2 + FMA) code runs on this CPU.
 bool skinny_matmul_vectorised();
