@@ -44,9 +44,11 @@ class CachingCpuAllocator final : public c10::Allocator {
     void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      // The smallest idle block that fits (the cap below bounds what idles).
+      // The smallest idle block that fits, if at most 25% larger (two size classes): a larger one would pin memory
+      // the request does not use while it lives — a 36 MB activation must not take a 1 GB block (training through
+      // a 1B model: 2× allowed, 6.4 GiB peak; 1.25×, see BENCHMARKS.md "Training memory"). The cap bounds what idles.
       auto it = free_.lower_bound(size);
-      if (it != free_.end()) {
+      if (it != free_.end() && it->first <= size + size / 4) {
         p = it->second;
         live_[p] = it->first;
         cached_ -= it->first;
@@ -88,6 +90,13 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
   }
 
+  void release_idle() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, p] : free_) c10::free_cpu(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
   CpuCacheStats stats() const {
     std::lock_guard<std::mutex> lock(mu_);
     return {cached_, hits_, misses_};
@@ -119,6 +128,10 @@ void install_caching_cpu_allocator(size_t max_cached_bytes) {
         std::fprintf(stderr, "[cpu cache] %zu MiB idle, %zu hits, %zu misses\n", s.cached_bytes >> 20, s.hits, s.misses);
       });
   });
+}
+
+void release_cpu_cache() {
+  if (CachingCpuAllocator::instance_) CachingCpuAllocator::instance_->release_idle();
 }
 
 CpuCacheStats cpu_cache_stats() {

@@ -12,5 +12,7 @@ struct CpuCacheStats {
   size_t cached_bytes, hits, misses;
 };
 CpuCacheStats cpu_cache_stats();
+// Returns every idle block to the system (after loading a model: its fp32 conversion buffers are not needed again).
+void release_cpu_cache();
 
 }  // namespace frozenlm

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/cpu_allocator.h"
 #include "core/error.h"
 #include "core/fnv1a.h"
 #include "core/llama2c_header.h"
@@ -126,6 +127,7 @@ std::unique_ptr<FrozenLM> load_hf_llama(const ModelConfig& c, const Checkpoint& 
     if (c.mlp_bias) bgu = at::cat({ck.get(p + "mlp.gate_proj.bias", {f}), ck.get(p + "mlp.up_proj.bias", {f})});
     L.up = FrozenLinear(at::cat({ck.get(p + "mlp.gate_proj.weight", {f, d}), ck.get(p + "mlp.up_proj.weight", {f, d})}), bgu, fmt);
     L.down = FrozenLinear(ck.get(p + "mlp.down_proj.weight", {d, f}), c.mlp_bias ? ck.get(p + "mlp.down_proj.bias", {d}) : at::Tensor(), fmt);
+    release_cpu_cache();  // the layer's fp32 conversion buffers: never an fp32 copy of all weights at once
   }
   at::Tensor norm = ck.get("model.norm.weight", {d});
   FrozenLinear head;
@@ -151,6 +153,7 @@ std::unique_ptr<FrozenLM> load_hf_gpt2(const ModelConfig& c, const Checkpoint& c
     L.o = FrozenLinear(ck.get(p + "attn.c_proj.weight", {d, d}).t(), ck.get(p + "attn.c_proj.bias", {d}), fmt);
     L.up = FrozenLinear(ck.get(p + "mlp.c_fc.weight", {d, f}).t(), ck.get(p + "mlp.c_fc.bias", {f}), fmt);
     L.down = FrozenLinear(ck.get(p + "mlp.c_proj.weight", {f, d}).t(), ck.get(p + "mlp.c_proj.bias", {d}), fmt);
+    release_cpu_cache();
   }
   FrozenLinear head;
   if (!c.tied_embeddings) head = FrozenLinear(ck.get("lm_head.weight", {c.vocab_size, d}), at::Tensor(), fmt);
@@ -242,11 +245,14 @@ std::unique_ptr<FrozenLM> make_random_model(const ModelConfig& c, WeightFormat f
     L.o = FrozenLinear(r({d, c.q_dim()}), zeros_if(c.o_bias, d), fmt);
     L.up = FrozenLinear(r({(c.gated_mlp ? 2 : 1) * f, d}), zeros_if(c.mlp_bias, (c.gated_mlp ? 2 : 1) * f), fmt);
     L.down = FrozenLinear(r({d, f}), zeros_if(c.mlp_bias, d), fmt);
+    release_cpu_cache();  // the layer's fp32 random draws
   }
   FrozenLinear head;
   if (!c.tied_embeddings) head = FrozenLinear(r({c.vocab_size, d}), at::Tensor(), fmt);
-  return std::make_unique<FrozenLM>(c, FrozenEmbedding(r({c.vocab_size, d}), fmt), c.rope ? at::Tensor() : r({c.max_seq_len, d}),
-                                    std::move(layers), ones(d), zeros_if(c.norm_bias, d), std::move(head));
+  auto lm = std::make_unique<FrozenLM>(c, FrozenEmbedding(r({c.vocab_size, d}), fmt), c.rope ? at::Tensor() : r({c.max_seq_len, d}),
+                                       std::move(layers), ones(d), zeros_if(c.norm_bias, d), std::move(head));
+  release_cpu_cache();
+  return lm;
 }
 
 std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions& opt) {
@@ -280,6 +286,7 @@ std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions&
     throw Error(path + ": no such model (expected a Hugging Face model directory or a llama2.c .bin file)");
   }
   if (dev != at::Device(at::kCPU)) lm->to(dev);
+  release_cpu_cache();  // the embedding's and the last layer's conversion buffers
   return lm;
 }
 

@@ -111,6 +111,33 @@ KVCache FrozenLM::new_cache(int64_t batch, int64_t capacity) const {
   return c;
 }
 
+// silu(gate) · up of the fused up-projection output [.., 2·ffn] (gate first). As one autograd node it keeps only its
+// input for backward — autograd's silu then mul would also keep silu(gate), another [B, T, ffn] per layer (on the
+// Llama-3.2-1B shape at batch 4 × 256: 0.55 GiB of the training step's peak).
+struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gu) {
+    ctx->save_for_backward({gu});
+    const auto parts = gu.chunk(2, -1);
+    return at::silu(parts[0]) * parts[1];
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
+    const at::Tensor gu = ctx->get_saved_variables()[0];
+    const auto parts = gu.chunk(2, -1);
+    const at::Tensor& gate = parts[0];
+    const at::Tensor sig = at::sigmoid(gate);
+    // d silu(x)/dx = σ(x) · (1 + x · (1 − σ(x)))
+    at::Tensor d_gate = g[0] * parts[1] * sig * (1 + gate * (1 - sig));
+    at::Tensor d_up = g[0] * (gate * sig);
+    return {at::cat({d_gate, d_up}, -1)};
+  }
+};
+
+static at::Tensor swiglu(const at::Tensor& gu) {
+  if (at::GradMode::is_enabled() && gu.requires_grad()) return SwiGluFn::apply(gu);
+  const auto parts = gu.chunk(2, -1);
+  return at::silu(parts[0]) * parts[1];
+}
+
 ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const ForwardOptions& opt) const {
   // ---- input: ids or embeddings -> x [B, T, d] ----
   at::Tensor x;
@@ -213,8 +240,7 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
     h = norm(x, L.mlp_norm_w, L.mlp_norm_b);
     at::Tensor m;
     if (cfg_.gated_mlp) {
-      auto gu = L.up.forward(h).chunk(2, -1);  // [B, T, ffn] × 2
-      m = at::silu(gu[0]) * gu[1];
+      m = swiglu(L.up.forward(h));  // silu(gate) · up
     } else {
       m = L.up.forward(h);
       m = cfg_.act == Activation::GeluTanh ? at::gelu(m, "tanh") : cfg_.act == Activation::Gelu ? at::gelu(m) : at::silu(m);

@@ -105,8 +105,8 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, int64_t r
   }
 }
 
-// Batch 1: four weight rows against the one x row at once — x is loaded once per four rows, and the four sums are
-// reduced together at the end (the per-row reduction and call overhead dominate small matrices).
+// Batch 1, short rows: four weight rows against the one x row at once — x is loaded once per four rows, and the four
+// sums are reduced together at the end (for small matrices the per-row reduction and call overhead dominate).
 template <typename Row>
 __attribute__((target("avx2,fma"))) void dot4_one_row(const float* x, int64_t in, const Row& w0, const Row& w1, const Row& w2,
                                                       const Row& w3, float* out4) {
@@ -149,7 +149,9 @@ void skinny(const float* x, int64_t rows, int64_t in, int64_t out, const float* 
     float acc[kSkinnyMaxRows];
     int64_t o = begin;
 #if defined(__x86_64__)
-    if (kVectorised && rows == 1)
+    // Measured (BENCHMARKS.md "Decode"): four rows at once win on short rows (TinyStories-656K, in 128–384: 10.8k →
+    // 14.4k tokens/s), lose on long streamed ones (100M shape, in 768–2048: f32 50 → 47, int8 124 → 92 tokens/s).
+    if (kVectorised && rows == 1 && in <= 512)
       for (; o + 4 <= end; o += 4) {
         dot4_one_row(x, in, row_at(o), row_at(o + 1), row_at(o + 2), row_at(o + 3), acc);
         for (int k = 0; k < 4; ++k) y[o + k] = acc[k] * scale_at(o + k) + (bias ? bias[o + k] : 0.f);

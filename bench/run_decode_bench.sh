@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 13's numbers in one run (BENCHMARKS.md "Decode" and "Training memory"), each configuration in its own process:
+#  1. decode: this machine's read bandwidth, then greedy decode tokens/s at batch 1, 8, 64 on the random-init 100M
+#     shape in f32 / bf16 / int8 / q8_0, before (LibTorch graph) and after (lean decode step + kernels);
+#  2. TinyStories-656K decode, 1 and 2 threads;
+#  3. training memory: a 1B-shape (Llama-3.2-1B) bf16 checkpoint written to disk, loaded as bf16 / int8 / q8_0, and a
+#     soft prompt and an ID-PT generator trained through it at batch 4 × 256, each under /usr/bin/time -v;
+#  4. the existing throughput bench (prefill and training) for the no-regression check, 100M f32.
+# Usage: bench/run_decode_bench.sh BUILD_DIR [SHARED_DIR=../shared] [WORK_DIR=/tmp/frozenlm-decode-bench]
+# Takes ≈ 30 minutes on the 2-core machine; run it on a quiet machine (one heavy process at a time).
+set -euo pipefail
+BUILD=$(cd "$1" && pwd); SHARED=${2:-$(cd "$(dirname "$0")/../.." && pwd)/shared}; WORK=${3:-/tmp/frozenlm-decode-bench}
+mkdir -p "$WORK"
+echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+peak() {  # runs "$@" under /usr/bin/time -v; prints its JSON lines and one with the process's maximum RSS
+  /usr/bin/time -v -o "$WORK/time.txt" "$@"
+  echo "{\"time_v_max_rss_mb\": $(awk '/Maximum resident set size/ {printf "%.0f", $NF / 1024}' "$WORK/time.txt"), \"cmd\": \"$*\"}"
+}
+# 1. decode, 100M shape
+"$BUILD/bench/frozenlm_bench_decode" --shape 100m --threads 2 --tokens 32 --reps 3
+# 2. TinyStories-656K
+for t in 1 2; do
+  "$BUILD/bench/frozenlm_bench_decode" --shape "$SHARED/models/tinystories-656k" --formats f32,q8_0 --batches 1,8,64 \
+    --tokens 128 --reps 5 --threads "$t"
+done
+# 3. training memory through a 1B-shape checkpoint
+CKPT="$WORK/llama-1b-shape-bf16"
+[ -f "$CKPT/model.safetensors" ] || peak "$BUILD/bench/frozenlm_bench_train_memory" --write-checkpoint "$CKPT" --shape 1b
+for w in bf16 int8 q8_0; do
+  for m in pt idpt; do
+    peak "$BUILD/bench/frozenlm_bench_train_memory" --model "$CKPT" --weights "$w" --module "$m" --batch 4 --seq 256 --steps 2
+  done
+done
+# The issue's own measurement (full logits, forward + backward to the embeddings), for before/after.
+peak "$BUILD/bench/frozenlm_bench" --shape 1b --weights bf16 --batch 1 --seq 256 --reps 1
+# 4. prefill and training throughput (BENCHMARKS.md's first table), for the no-regression check
+for w in f32 int8; do "$BUILD/bench/frozenlm_bench" --shape 100m --weights "$w" --reps 3; done
