@@ -77,7 +77,9 @@ at::Tensor FrozenLinear::weight_f32() const {
 // Q8_0 blocks -> [out, in] in `dt`: q · d per block.
 static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::ScalarType dt) {
   const int64_t out = q.size(0), in = q.size(1);
-  return (q.to(dt).view({out, in / kernels::kQ8Block, kernels::kQ8Block}) * d.to(dt).unsqueeze(-1)).view({out, in});
+  at::Tensor w = q.to(dt);  // one full-size temporary, scaled in place
+  w.view({out, in / kernels::kQ8Block, kernels::kQ8Block}).mul_(d.to(dt).unsqueeze(-1));
+  return w;
 }
 
 // Decoding (a few rows, no gradient, CPU fp32): the kernels that read each stored weight once, in its own format.
@@ -112,7 +114,7 @@ static at::Tensor widen(const at::Tensor& w, const at::Tensor& scale, WeightForm
   switch (fmt) {
     case WeightFormat::F32:
     case WeightFormat::BF16: return w.to(dt);
-    case WeightFormat::Int8: return w.to(dt) * scale.to(dt).unsqueeze(1);
+    case WeightFormat::Int8: return w.to(dt).mul_(scale.to(dt).unsqueeze(1));
     case WeightFormat::Q8_0: return dequantize_q8_0(w, scale, dt);
   }
   return w;

@@ -111,6 +111,51 @@ KVCache FrozenLM::new_cache(int64_t batch, int64_t capacity) const {
   return c;
 }
 
+// softmax(q·Kᵀ · scale, blocked keys at −1e30) for qg [B, Hkv, G·T, hd], k [B, Hkv, S, hd], blocked
+// [B, 1, 1, T, S] -> [B, Hkv, G·T, S]. The −1e30 is finite: rows with every key blocked (all padding) stay NaN-free.
+static at::Tensor attention_probs(const at::Tensor& qg, const at::Tensor& k, const at::Tensor& blocked, double scale, int64_t G) {
+  const int64_t B = qg.size(0), Hkv = qg.size(1), T = qg.size(2) / G, S = k.size(2);
+  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul_(scale);  // [B, Hkv, G·T, S]
+  scores = scores.view({B, Hkv, G, T, S}).masked_fill(blocked, -1e30);
+  return at::softmax(scores, -1).view({B, Hkv, G * T, S});
+}
+
+// Attention as one autograd node for training: it keeps q, K and V (which the two matmuls kept anyway) and recomputes
+// the probabilities in backward instead of keeping them — [B, H, T, S] per layer, the largest activation of a
+// training step at long contexts (Llama-3.2-1B shape, batch 4 × 276: 39 MiB a layer, 0.6 GiB in all).
+struct AttentionFn : public torch::autograd::Function<AttentionFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qg, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& blocked, double scale, int64_t G) {
+    ctx->save_for_backward({qg, k, v});
+    ctx->saved_data["blocked"] = blocked;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["G"] = G;
+    return at::matmul(attention_probs(qg, k, blocked, scale, G), v);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list g) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &qg = saved[0], &k = saved[1], &v = saved[2];
+    const at::Tensor blocked = ctx->saved_data["blocked"].toTensor();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const int64_t G = ctx->saved_data["G"].toInt();
+    const at::Tensor P = attention_probs(qg, k, blocked, scale, G);  // [B, Hkv, G·T, S]
+    const at::Tensor& dO = g[0];                                     // [B, Hkv, G·T, hd]
+    const at::Tensor dV = at::matmul(P.transpose(-1, -2), dO);
+    const at::Tensor dP = at::matmul(dO, v.transpose(-1, -2));
+    // softmax backward, then the mask (blocked scores were constants) and the scale
+    at::Tensor dS = P * (dP - (dP * P).sum(-1, /*keepdim=*/true));
+    const int64_t B = qg.size(0), Hkv = qg.size(1), T = qg.size(2) / G, S = k.size(2);
+    dS = dS.view({B, Hkv, G, T, S}).masked_fill(blocked, 0.0).view({B, Hkv, G * T, S}).mul_(scale);
+    return {at::matmul(dS, k), at::matmul(dS.transpose(-1, -2), qg), dV, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+static at::Tensor attention(const at::Tensor& qg, const at::Tensor& k, const at::Tensor& v, const at::Tensor& blocked, double scale, int64_t G) {
+  if (at::GradMode::is_enabled() && (qg.requires_grad() || k.requires_grad() || v.requires_grad()))
+    return AttentionFn::apply(qg, k, v, blocked, scale, G);
+  return at::matmul(attention_probs(qg, k, blocked, scale, G), v);
+}
+
 // silu(gate) · up of the fused up-projection output [.., 2·ffn] (gate first). As one autograd node it keeps only its
 // input for backward — autograd's silu then mul would also keep silu(gate), another [B, T, ffn] per layer (on the
 // Llama-3.2-1B shape at batch 4 × 256: 0.55 GiB of the training step's peak).
@@ -231,10 +276,7 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
     }
     // Grouped-query attention without copying K/V: the G query heads that share a KV head are stacked along time.
     at::Tensor qg = q.reshape({B, Hkv, G * T, hd});
-    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul_(scale);  // [B, Hkv, G·T, S]
-    scores = scores.view({B, Hkv, G, T, S}).masked_fill(blocked, -1e30);   // finite: all-padding rows stay NaN-free
-    at::Tensor probs = at::softmax(scores, -1).view({B, Hkv, G * T, S});
-    at::Tensor att = at::matmul(probs, v).view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
+    at::Tensor att = attention(qg, k, v, blocked, scale, G).view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
     x = x + L.o.forward(att);
     // ---- MLP ----
     h = norm(x, L.mlp_norm_w, L.mlp_norm_b);
