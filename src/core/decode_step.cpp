@@ -107,7 +107,7 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
   cache.len = S;
 
   // ---- the residual stream x [B, d] and scratch rows ----
-  at::Tensor xt = x_in.reshape({B, d}).clone();
+  at::Tensor xt = x_in.reshape({B, d}).clone(at::MemoryFormat::Contiguous);
   float* x = xt.data_ptr<float>();
   if (!cfg_.rope)
     for (int64_t b = 0; b < B; ++b) {

@@ -45,8 +45,6 @@ static void quantize_q8_0(const at::Tensor& wf, at::Tensor& q, at::Tensor& d) {
   });
 }
 
-static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::ScalarType dt);
-
 FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFormat fmt) : fmt_(fmt) {
   at::NoGradGuard no_grad;
   TORCH_CHECK(w.dim() == 2, "FrozenLinear: weight must be 2-D");
@@ -67,13 +65,6 @@ FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFo
   if (bias.defined()) bias_ = bias.detach().to(at::kFloat).contiguous();
 }
 
-at::Tensor FrozenLinear::weight_f32() const {
-  if (fmt_ == WeightFormat::F32) return w_;
-  if (fmt_ == WeightFormat::BF16) return w_.to(at::kFloat);
-  if (fmt_ == WeightFormat::Q8_0) return dequantize_q8_0(w_, scale_, at::kFloat);
-  return w_.to(at::kFloat) * scale_.unsqueeze(1);
-}
-
 // Q8_0 blocks -> [out, in] in `dt`: q · d per block.
 static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::ScalarType dt) {
   const int64_t out = q.size(0), in = q.size(1);
@@ -82,15 +73,32 @@ static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::
   return w;
 }
 
+// The stored matrix widened to `dt` ([out, in]): what LibTorch multiplies by.
+static at::Tensor widen(const at::Tensor& w, const at::Tensor& scale, WeightFormat fmt, at::ScalarType dt) {
+  switch (fmt) {
+    case WeightFormat::F32:
+    case WeightFormat::BF16: return w.to(dt);
+    case WeightFormat::Int8: return w.to(dt).mul_(scale.to(dt).unsqueeze(1));
+    case WeightFormat::Q8_0: return dequantize_q8_0(w, scale, dt);
+  }
+  return w;
+}
+
+at::Tensor FrozenLinear::weight_f32() const { return fmt_ == WeightFormat::F32 ? w_ : widen(w_, scale_, fmt_, at::kFloat); }
+
 // Decoding (a few rows, no gradient, CPU fp32): the kernels that read each stored weight once, in its own format.
-static bool use_skinny(const at::Tensor& x, const at::Tensor& w) {
-  if (!kernels::skinny_kernels_on() || !x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
-  if (!w.is_contiguous()) return false;
-  if (x.requires_grad() && at::GradMode::is_enabled()) return false;
+// The weight's side of the test (CPU, contiguous, a kernel for its dtype) and the number of rows.
+static bool skinny_weight_rows(const at::Tensor& w, int64_t rows) {
+  if (!kernels::skinny_kernels_on() || !w.device().is_cpu() || !w.is_contiguous() || w.size(1) == 0) return false;
   const auto wt = w.scalar_type();
   if (wt != at::kFloat && wt != at::kBFloat16 && wt != at::kChar) return false;
+  return rows <= kernels::skinny_rows_limit();
+}
+
+static bool use_skinny(const at::Tensor& x, const at::Tensor& w) {
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || (x.requires_grad() && at::GradMode::is_enabled())) return false;
   const int64_t in = w.size(1);
-  return x.dim() >= 1 && x.size(-1) == in && in > 0 && x.numel() / in <= kernels::skinny_rows_limit();
+  return x.dim() >= 1 && x.size(-1) == in && skinny_weight_rows(w, in > 0 ? x.numel() / in : 0);
 }
 
 void FrozenLinear::skinny_into(const float* x, int64_t rows, float* y) const {
@@ -107,17 +115,6 @@ void FrozenLinear::skinny_into(const float* x, int64_t rows, float* y) const {
       kernels::skinny_matmul_q8_0(x, rows, in, w_.data_ptr<int8_t>(), reinterpret_cast<const uint16_t*>(scale_.data_ptr<at::Half>()), out, b, y);
       break;
   }
-}
-
-// The stored matrix widened to `dt` ([out, in]): what LibTorch multiplies by.
-static at::Tensor widen(const at::Tensor& w, const at::Tensor& scale, WeightFormat fmt, at::ScalarType dt) {
-  switch (fmt) {
-    case WeightFormat::F32:
-    case WeightFormat::BF16: return w.to(dt);
-    case WeightFormat::Int8: return w.to(dt).mul_(scale.to(dt).unsqueeze(1));
-    case WeightFormat::Q8_0: return dequantize_q8_0(w, scale, dt);
-  }
-  return w;
 }
 
 // y = x · Wᵀ for compact weights (bf16 / int8 / Q8_0) when a gradient must reach x (prompt tuning, ID-PT, every
@@ -153,24 +150,17 @@ at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
     const at::Tensor y = CompactLinearFn::apply(x, this);
     return bias_.defined() ? y + bias_.to(dt) : y;
   }
-  if (fmt_ == WeightFormat::Q8_0) {
-    const at::Tensor w = dequantize_q8_0(w_, scale_, dt);  // one layer's matrix at a time
-    return at::linear(x, w, bias_.defined() ? c10::optional<at::Tensor>(bias_.to(dt)) : c10::nullopt);
-  }
-  const at::Tensor w = w_.scalar_type() == dt ? w_ : w_.to(dt);
   if (fmt_ == WeightFormat::Int8) {
     // (x · qᵀ) · diag(s): the scale is applied to the (smaller) output instead of the weight.
-    at::Tensor y = at::matmul(x, w.t()) * scale_.to(dt);
+    at::Tensor y = at::matmul(x, w_.to(dt).t()) * scale_.to(dt);
     return bias_.defined() ? y + bias_.to(dt) : y;
   }
-  return at::linear(x, w, bias_.defined() ? c10::optional<at::Tensor>(bias_.to(dt)) : c10::nullopt);
+  return at::linear(x, widen(w_, scale_, fmt_, dt), bias_.defined() ? c10::optional<at::Tensor>(bias_.to(dt)) : c10::nullopt);
 }
 
 void FrozenLinear::forward_rows(const float* x, int64_t rows, float* y) const {
-  const at::Tensor xt = at::from_blob(const_cast<float*>(x), {rows, w_.size(1)}, at::kFloat);
-  at::Tensor yt = at::from_blob(y, {rows, w_.size(0)}, at::kFloat);
-  if (use_skinny(xt, w_)) return skinny_into(x, rows, y);
-  yt.copy_(forward(xt));
+  if (skinny_weight_rows(w_, rows)) return skinny_into(x, rows, y);
+  at::from_blob(y, {rows, w_.size(0)}, at::kFloat).copy_(forward(at::from_blob(const_cast<float*>(x), {rows, w_.size(1)}, at::kFloat)));
 }
 
 int64_t FrozenLinear::bytes() const {
