@@ -46,7 +46,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   std::string shape = "1b", model, weights = "bf16", module = "idpt", write_dir;
   int64_t B = 4, T = 256, target = 16, steps = 2;
   int threads = 2;
@@ -119,4 +119,13 @@ int main(int argc, char** argv) {
     phase("train_step", since(t0));
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // a missing checkpoint, a bad --weights: say so, no abort
+    std::fprintf(stderr, "frozenlm_bench_train_memory: %s\n", e.what());
+    return 1;
+  }
 }
