@@ -8,7 +8,7 @@ BUILD_DIR=${1:-build}
 PKGS=(build-essential cmake ccache pkg-config
       libtorch-dev libopenblas0-openmp          # LibTorch 1.13; OpenMP OpenBLAS (the pthread one halves matmul speed)
       nlohmann-json3-dev libcli11-dev           # header-only: JSON, CLI
-      libgtest-dev libbenchmark-dev             # tests, benchmarks
+      libgtest-dev libbenchmark-dev time        # tests, benchmarks (GNU time: peak RSS in bench/run_decode_bench.sh)
       python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)
       clang libclang-rt-14-dev                  # libFuzzer + sanitizers for fuzz/
       libxapian-dev xapian-tools libhnswlib-dev # retrieval: BM25 (Xapian; xapian-tcpsrv for shard tests), HNSW graphs
