@@ -11,7 +11,7 @@ RUNS=${1:-1000000}
 shift || true
 OUT=${FUZZ_OUT:-build-fuzz}
 JOBS=${FUZZ_JOBS:-1}
-ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records"
+ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records completion_request"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 mkdir -p "$OUT"
 FLAGS="-std=c++17 ${FUZZ_OPT:--O1 -g} -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc"
@@ -24,6 +24,7 @@ sources() {
     trainer_state) echo src/train/trainer_state.cpp ;;
     llama2c_header) echo src/core/llama2c_header.cpp ;;
     jsonl_records) echo src/data/records.cpp ;;
+    completion_request) echo src/serve/openai_api.cpp ;;
     *) echo "unknown fuzz target $1" >&2; exit 2 ;;
   esac
 }
@@ -36,7 +37,7 @@ done
 
 # Seeds are written here (not tracked), from the repository's own files where it has them.
 S="$OUT/seeds"
-rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records}
+rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records,completion_request}
 cp tasks/*.json tests/data/stories_lm.json "$S/task_json/"
 /usr/bin/python3 - "$S" "$(cd .. && pwd)/shared/models/stories260k/stories260K.bin" <<'PY'
 import json, struct, sys, os
@@ -65,6 +66,11 @@ open(d + '/llama2c_header/tiny.bin', 'wb').write(struct.pack('<q', 1 << 20) + st
 open(d + '/jsonl_records/a.jsonl', 'wb').write(b'\x00' + open('tests/data/stories.jsonl', 'rb').read() + b'not json\n{"text": 1}\n')
 open(d + '/jsonl_records/b.tsv', 'wb').write(b'\x01text\tlabel\nhello\t1\nbad line\n')
 open(d + '/jsonl_records/c.json', 'wb').write(b'\x02[{"text": "a", "label": 0}, 3]')
+cr = d + '/completion_request/'
+open(cr + 'full.json', 'w').write(json.dumps({"model": "m", "prompt": ["a", "b"], "max_tokens": 3, "temperature": 0.5, "top_p": 0.9,
+    "n": 2, "stop": ["\n"], "seed": 7, "logprobs": 2, "echo": True, "stream": True, "stream_options": {"include_usage": True}}))
+open(cr + 'ids.json', 'w').write(json.dumps({"model": "m", "prompt": [[1, 2], [3]], "max_tokens": 0, "echo": True, "logprobs": 0}))
+open(cr + 'module.json', 'w').write(json.dumps({"name": "qa", "path": "modules/qa"}))
 PY
 
 status=0

@@ -12,6 +12,8 @@ PKGS=(build-essential cmake ccache pkg-config
       python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)
       clang libclang-rt-14-dev                  # libFuzzer + sanitizers for fuzz/
       libxapian-dev xapian-tools libhnswlib-dev # retrieval: BM25 (Xapian; xapian-tcpsrv for shard tests), HNSW graphs
+      libcpp-httplib-dev prometheus-cpp-dev     # serving: HTTP (the library llama.cpp's server uses), Prometheus metrics
+      curl chromium haproxy                     # serving tests: the playground in a real browser, replicas behind HAProxy
       wordnet-base dict-elements dict-gcide)    # knowledge testbed sources (testbed/; GCIDE: the reader experiments' distractors)
 # Node.js (for the Hugging Face `tokenizers` reference): Debian's, unless a Node with npm is already there.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

@@ -59,5 +59,6 @@ void add_train_commands(CLI::App& app, Commands& cmds);    // cmd_train.cpp: pro
 void add_eval_command(CLI::App& app, Commands& cmds);      // cmd_eval.cpp
 void add_index_commands(CLI::App& app, Commands& cmds);    // cmd_index.cpp: index build|add|embed|stats, retrieve
 void add_answer_command(CLI::App& app, Commands& cmds);    // cmd_answer.cpp: the frozen-reader pipeline
+void add_serve_command(CLI::App& app, Commands& cmds);     // cmd_serve.cpp: the OpenAI-compatible server
 
 }  // namespace frozenlm::cli

@@ -1,0 +1,57 @@
+// The KV cache of a running decode batch whose rows come and go (continuous batching). Rows live in preallocated
+// buffers [max_rows, Hkv, capacity, hd]; the FrozenLM sees a KVCache whose tensors are views of the first rows()
+// rows (a narrow along dim 0 is still contiguous, so the lean decode step reads them in place).
+//
+// Rows do not have to be aligned: every row keeps its own real keys at whatever columns they were written to, and
+// the cache's mask hides the rest (attention is masked, positions come from next_pos). So admitting a request copies
+// only its own prefilled rows, and removing a finished one moves only the last row into its place. Columns only grow
+// (one per decode step for every row); when they run out, compact() gathers each row's real keys to the front, which
+// costs one copy of the cache per doubling of the columns used.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "core/transformer.h"
+
+namespace frozenlm::serve {
+
+class BatchCache {
+ public:
+  BatchCache(const FrozenLM& lm, int64_t max_rows);
+
+  int64_t rows() const { return rows_; }
+  int64_t max_rows() const { return max_rows_; }
+  int64_t columns() const { return len_; }           // columns in use (the cache length the model sees)
+  int64_t capacity() const { return capacity_; }     // columns allocated
+  // Real (unmasked) keys of row i.
+  int64_t real_length(int64_t i) const;
+  // The KVCache for a forward over all rows (valid until the next call that changes rows or columns).
+  KVCache& cache() { return view_; }
+
+  // Appends row r of a prefilled cache (its columns [0, src.length()) and mask) as the last row; returns its index.
+  int64_t add_row(const KVCache& src, int64_t r);
+  // Removes row i; the last row moves into its place (callers move their per-row state the same way).
+  void remove_row(int64_t i);
+  // Makes room for `extra` more columns (a decode step needs 1): compacts when that frees enough, else grows.
+  void ensure_room(int64_t extra);
+  // Gathers every row's real keys to columns [0, real_length) and sets columns() to the longest row.
+  void compact();
+  // Call after every forward through cache(): takes over the length and positions the forward wrote.
+  void after_forward();
+  // Bytes held by the buffers.
+  int64_t bytes() const;
+
+ private:
+  void allocate(int64_t capacity);  // (re)allocates with `capacity` columns, keeping [0, len_) of every row
+  void refresh_view();
+  const FrozenLM& lm_;
+  int64_t max_rows_, rows_ = 0, len_ = 0, capacity_ = 0;
+  std::vector<at::Tensor> k_, v_;  // per layer [max_rows, Hkv, capacity, hd]
+  at::Tensor mask_;                // [max_rows, capacity] bool; columns >= len_ and rows >= rows_ are all false
+  at::Tensor next_pos_;            // [max_rows] int64
+  KVCache view_;
+};
+
+}  // namespace frozenlm::serve

@@ -1,0 +1,427 @@
+#include "serve/engine.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "core/generate.h"
+#include "core/runtime.h"
+#include "core/torch_pch.h"
+#include "serve/batch_cache.h"
+#include "serve/completion_text.h"
+
+namespace frozenlm::serve {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request: a queue of updates between the engine thread and the request's consumer.
+
+Request::Request(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices)
+    : module_(std::move(module)), choices_(std::move(choices)) {
+  submitted = first_token = Clock::now();
+}
+
+bool Request::next(std::vector<Update>* out, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(m_);
+  cv_.wait_for(lk, timeout, [&] { return !updates_.empty() || finished_choices_ == int(choices_.size()) || !error_.empty(); });
+  while (!updates_.empty()) {
+    out->push_back(std::move(updates_.front()));
+    updates_.pop_front();
+  }
+  return !(updates_.empty() && (finished_choices_ == int(choices_.size()) || !error_.empty()) && out->empty());
+}
+
+bool Request::done() const {
+  std::lock_guard<std::mutex> lk(m_);
+  return finished_choices_ == int(choices_.size()) || !error_.empty();
+}
+
+int64_t Request::prompt_tokens() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < choices_.size(); ++i)
+    if (i == 0 || choices_[i].prompt_ids != choices_[i - 1].prompt_ids) n += choices_[i].prompt_ids.size();
+  return n;
+}
+
+void Request::push(Update u) {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    if (u.finished) ++finished_choices_;
+    updates_.push_back(std::move(u));
+  }
+  cv_.notify_all();
+}
+
+void Request::fail(const std::string& message) {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    if (error_.empty()) error_ = message;
+  }
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Engine
+
+struct Engine::Row {
+  std::shared_ptr<Request> req;
+  int choice = 0;
+  SamplingParams sp;
+  at::Generator gen;
+  std::unique_ptr<CompletionText> text;
+  int64_t next_token = 0, generated = 0, budget = 0;
+  Clock::time_point last_token;
+};
+
+struct Engine::Batch {
+  explicit Batch(const FrozenLM& lm, int64_t rows) : cache(lm, rows) {}
+  BatchCache cache;
+};
+
+Engine::Engine(const FrozenLM& lm, const Tokenizer& tok, EngineOptions opt, EngineObserver* observer)
+    : lm_(lm), tok_(tok), opt_(opt), observer_(observer) {
+  if (opt_.max_batch < 1) throw Error("serve: --max-batch must be >= 1");
+  if (opt_.max_queue < 0) throw Error("serve: --max-queue must be >= 0");
+  if (opt_.kv_budget_tokens <= 0) opt_.kv_budget_tokens = opt_.max_batch * context_length();
+  if (opt_.kv_budget_tokens < context_length())
+    throw Error("serve: --kv-budget-tokens " + std::to_string(opt_.kv_budget_tokens) + " is below the model's context length " +
+                std::to_string(context_length()) + " (a request of full length could never run)");
+  batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
+  thread_ = std::thread([this] { run(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+int64_t Engine::context_length() const { return lm_.config().max_seq_len; }
+
+int64_t Engine::input_length(const ServedModule* m, const ChoiceParams& c) {
+  return (m && m->module ? m->module->prefix_length() : 0) + int64_t(c.prompt_ids.size());
+}
+
+std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices) {
+  if (choices.empty()) throw Error("nothing to generate (no prompt)");
+  if (int64_t(choices.size()) > opt_.max_batch)
+    throw Error("this request asks for " + std::to_string(choices.size()) + " completions (prompts × n); the server decodes at most " +
+                std::to_string(opt_.max_batch) + " together (--max-batch)");
+  int64_t need = 0;
+  for (const ChoiceParams& c : choices) {
+    if (c.prompt_ids.empty()) throw Error("empty prompt (it needs at least one token)");
+    const int64_t in = input_length(module.get(), c);
+    if (in + c.max_tokens > context_length())
+      throw Error("this request needs " + std::to_string(in) + " input positions" +
+                  (module && module->module ? " (" + std::to_string(module->module->prefix_length()) + " of them the module's prompt)" : std::string()) +
+                  " + max_tokens " + std::to_string(c.max_tokens) + " = " + std::to_string(in + c.max_tokens) +
+                  ", more than the model's context length " + std::to_string(context_length()));
+    need += in + c.max_tokens;
+  }
+  if (need > opt_.kv_budget_tokens)
+    throw Error("this request needs " + std::to_string(need) + " KV-cache positions (inputs + max_tokens over all completions), more than the server's budget of " +
+                std::to_string(opt_.kv_budget_tokens) + " (--kv-budget-tokens)");
+  auto r = std::make_shared<Request>(std::move(module), std::move(choices));
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    if (draining_ || stop_) throw Error("the server is shutting down");
+    if (int64_t(queue_.size()) >= opt_.max_queue)
+      throw QueueFull("the server's queue is full (" + std::to_string(queue_.size()) + " requests waiting, --max-queue); retry shortly");
+    queue_.push_back(r);
+  }
+  cv_.notify_all();
+  return r;
+}
+
+void Engine::drain() {
+  std::unique_lock<std::mutex> lk(m_);
+  draining_ = true;
+  cv_.notify_all();
+  idle_cv_.wait(lk, [&] { return queue_.empty() && running_rows_ == 0; });
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    s.queued = queue_.size();
+  }
+  s.running_rows = running_rows_;
+  s.running_requests = running_requests_;
+  s.max_rows = opt_.max_batch;
+  s.kv_cache_bytes = kv_bytes_;
+  s.steps = steps_;
+  return s;
+}
+
+int64_t Engine::budget_in_use() const {
+  int64_t n = 0;
+  for (const auto& r : rows_) n += r->budget;
+  return n;
+}
+
+void Engine::run() {
+  set_threads(opt_.threads);  // OpenMP's thread count is per thread: this one runs every forward
+  at::NoGradGuard no_grad;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(m_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !rows_.empty(); });
+      if (stop_) break;
+    }
+    try {
+      drop_cancelled();
+      admit_and_prefill();
+      if (!rows_.empty()) decode_step();
+    } catch (const std::exception& e) {
+      // A failure in a forward leaves the batch in an unknown state: fail everything running, start again.
+      std::fprintf(stderr, "[serve] engine error: %s\n", e.what());
+      for (auto& r : rows_) r->req->fail(std::string("internal error: ") + e.what());
+      rows_.clear();
+      batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
+    }
+    running_rows_ = rows_.size();
+    std::vector<const Request*> reqs;
+    for (auto& r : rows_) reqs.push_back(r->req.get());
+    std::sort(reqs.begin(), reqs.end());
+    running_requests_ = std::unique(reqs.begin(), reqs.end()) - reqs.begin();
+    kv_bytes_ = batch_->cache.bytes();
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      if (queue_.empty() && rows_.empty()) idle_cv_.notify_all();
+    }
+  }
+  // Stopped: nothing may wait forever on a request the engine will not finish.
+  for (auto& r : rows_) r->req->fail("the server stopped");
+  std::lock_guard<std::mutex> lk(m_);
+  for (auto& r : queue_) r->fail("the server stopped");
+  queue_.clear();
+  idle_cv_.notify_all();
+}
+
+void Engine::remove_row(size_t i) {
+  batch_->cache.remove_row(i);
+  if (i + 1 != rows_.size()) rows_[i] = std::move(rows_.back());
+  rows_.pop_back();
+}
+
+void Engine::drop_cancelled() {
+  for (size_t i = rows_.size(); i-- > 0;)
+    if (rows_[i]->req->cancelled()) remove_row(i);
+}
+
+namespace {
+// log p of every token from logits [V] (fp64 log-sum-exp), the chosen one's and the k largest.
+TokenLogprob logprob_of(const float* logits, int64_t V, int64_t token, int k) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(double(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  TokenLogprob lp;
+  lp.id = token;
+  lp.logprob = float(logits[token] - lse);
+  if (k > 0) {
+    std::vector<int64_t> idx(V);
+    std::iota(idx.begin(), idx.end(), 0);
+    k = int(std::min<int64_t>(k, V));
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (int i = 0; i < k; ++i) lp.top.emplace_back(idx[i], float(logits[idx[i]] - lse));
+  }
+  return lp;
+}
+}  // namespace
+
+bool Engine::take_token(Row& row, const float* logits, int64_t V) {
+  const ChoiceParams& p = row.req->choices()[row.choice];
+  int64_t t = 0;
+  if (p.temperature <= 0) {
+    for (int64_t i = 1; i < V; ++i)  // the first largest logit, as generate() picks it
+      if (logits[i] > logits[t]) t = i;
+  } else {
+    t = sample_token(at::from_blob(const_cast<float*>(logits), {V}, at::kFloat), row.sp, row.gen);
+  }
+  Update u;
+  u.choice = row.choice;
+  if (p.top_logprobs >= 0) u.tokens.push_back(logprob_of(logits, V, t, p.top_logprobs));
+  else u.tokens.push_back(TokenLogprob{t, 0, {}});
+  ++row.generated;
+  row.req->completion_tokens_ += 1;
+  const bool eos = std::find(row.sp.eos_ids.begin(), row.sp.eos_ids.end(), t) != row.sp.eos_ids.end();
+  if (!eos) u.text = row.text->push(t);
+  const bool stopped = eos || row.text->stopped();
+  u.finished = stopped || row.generated >= p.max_tokens;
+  if (u.finished) {
+    if (!stopped) u.text += row.text->finish();
+    u.finish_reason = stopped ? "stop" : "length";
+  }
+  const auto now = Clock::now();
+  if (row.generated == 1) {
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lk(row.req->m_);
+      if (!row.req->got_first_) {
+        row.req->got_first_ = first = true;
+        row.req->first_token = now;
+      }
+    }
+    if (first && observer_) observer_->on_first_token(*row.req, std::chrono::duration<double>(now - row.req->submitted).count());
+  } else if (observer_) {
+    observer_->on_token_gap(*row.req, std::chrono::duration<double>(now - row.last_token).count());
+  }
+  row.last_token = now;
+  row.next_token = t;
+  row.req->push(std::move(u));
+  return row.req->done() ? true : (row.generated >= p.max_tokens || stopped);
+}
+
+void Engine::admit_and_prefill() {
+  // ---- admit queued requests while rows and the KV budget allow (first come, first served) ----
+  std::vector<std::shared_ptr<Request>> admitted;
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    int64_t rows = rows_.size(), budget = budget_in_use();
+    while (!queue_.empty()) {
+      std::shared_ptr<Request> r = queue_.front();
+      if (r->cancelled()) {
+        queue_.pop_front();
+        continue;
+      }
+      int64_t need = 0;
+      for (const ChoiceParams& c : r->choices()) need += input_length(r->module().get(), c) + c.max_tokens;
+      if (rows + int64_t(r->choices().size()) > opt_.max_batch || budget + need > opt_.kv_budget_tokens) break;
+      rows += r->choices().size();
+      budget += need;
+      admitted.push_back(r);
+      queue_.pop_front();
+    }
+  }
+  if (admitted.empty()) return;
+  try {
+    prefill(admitted);
+  } catch (...) {
+    for (auto& r : admitted) r->fail("internal error during prefill");
+    throw;
+  }
+}
+
+void Engine::prefill(const std::vector<std::shared_ptr<Request>>& admitted) {
+  // ---- each row's input: its module's output for its prompt (one apply per distinct prompt of a request) ----
+  const auto t0 = Clock::now();
+  std::vector<std::unique_ptr<Row>> fresh;
+  std::vector<at::Tensor> embeds, masks;
+  for (const auto& r : admitted) {
+    const TrainableModule* module = r->module() ? r->module()->module.get() : nullptr;
+    ModuleInput x;
+    for (size_t c = 0; c < r->choices().size(); ++c) {
+      const ChoiceParams& p = r->choices()[c];
+      if (c == 0 || p.prompt_ids != r->choices()[c - 1].prompt_ids) {
+        at::Tensor ids = at::tensor(p.prompt_ids, at::kLong).view({1, -1}).to(lm_.device());
+        const auto ta = Clock::now();
+        x = module ? module->apply(lm_, module_input(lm_, ids)) : module_input(lm_, ids);
+        if (module && observer_) observer_->on_module_apply(module->kind(), std::chrono::duration<double>(Clock::now() - ta).count());
+        if (p.prompt_logprobs) {
+          // The prompt's own tokens scored: logits at the input positions (after the module's prefix).
+          ForwardInput fi;
+          fi.embeds = x.embeds;
+          fi.mask = x.mask;
+          const int64_t T = p.prompt_ids.size(), off = x.embeds.size(1) - T;
+          at::Tensor lg = lm_.forward(fi).logits[0].narrow(0, off, T).to(at::kCPU, at::kFloat).contiguous();  // [T, V]
+          Update u;
+          u.choice = int(c);
+          const int64_t V = lg.size(1);
+          u.prompt.push_back(TokenLogprob{p.prompt_ids[0], NAN, {}});
+          for (int64_t i = 1; i < T; ++i)
+            u.prompt.push_back(logprob_of(lg.data_ptr<float>() + (i - 1) * V, V, p.prompt_ids[i], std::max(p.top_logprobs, 0)));
+          for (size_t cc = c; cc < r->choices().size() && r->choices()[cc].prompt_ids == p.prompt_ids; ++cc) {
+            Update uc = u;
+            uc.choice = int(cc);
+            r->push(std::move(uc));
+          }
+        }
+      }
+      if (p.max_tokens == 0) {  // scoring a prompt (echo + logprobs): nothing to generate
+        Update u;
+        u.choice = int(c);
+        u.finished = true;
+        u.finish_reason = "length";
+        r->push(std::move(u));
+        continue;
+      }
+      embeds.push_back(x.embeds[0]);
+      masks.push_back(x.mask[0].to(at::kBool));
+      auto row = std::make_unique<Row>();
+      row->req = r;
+      row->choice = int(c);
+      row->sp.max_new_tokens = p.max_tokens;
+      row->sp.temperature = p.temperature;
+      row->sp.top_p = p.top_p;
+      row->sp.top_k = p.top_k;
+      row->sp.seed = p.seed;
+      row->sp.eos_ids = lm_.config().eos_ids;
+      if (row->sp.eos_ids.empty() && tok_.eos_id() >= 0) row->sp.eos_ids.push_back(tok_.eos_id());
+      row->gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
+      row->text = std::make_unique<CompletionText>(tok_, p.prompt_ids, p.stops);
+      row->budget = input_length(r->module().get(), p) + p.max_tokens;
+      fresh.push_back(std::move(row));
+    }
+  }
+
+  // ---- one prefill forward for all of them, left-padded ----
+  if (fresh.empty()) return;
+  const int64_t N = fresh.size(), d = lm_.dim();
+  int64_t T = 0, tokens = 0;
+  for (auto& e : embeds) T = std::max(T, e.size(0));
+  at::Tensor E = at::zeros({N, T, d}, embeds[0].options());
+  at::Tensor M = at::zeros({N, T}, masks[0].options());
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t n = embeds[i].size(0);
+    E[i].narrow(0, T - n, n).copy_(embeds[i]);
+    M[i].narrow(0, T - n, n).copy_(masks[i]);
+    tokens += n;
+  }
+  KVCache pc = lm_.new_cache(N, T);
+  ForwardInput in;
+  in.embeds = E;
+  in.mask = M;
+  ForwardOptions fo;
+  fo.last_logits_only = true;
+  at::Tensor logits = lm_.forward(in, &pc, fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();  // [N, V]
+  if (observer_) observer_->on_prefill(N, tokens, std::chrono::duration<double>(Clock::now() - t0).count());
+  const int64_t V = logits.size(1);
+  for (int64_t i = 0; i < N; ++i) {
+    Row& row = *fresh[i];
+    if (row.req->cancelled()) continue;
+    if (take_token(row, logits.data_ptr<float>() + i * V, V)) continue;
+    batch_->cache.add_row(pc, i);
+    rows_.push_back(std::move(fresh[i]));
+  }
+}
+
+void Engine::decode_step() {
+  const auto t0 = Clock::now();
+  const int64_t B = rows_.size();
+  batch_->cache.ensure_room(1);
+  std::vector<int64_t> next(B);
+  for (int64_t b = 0; b < B; ++b) next[b] = rows_[b]->next_token;
+  ForwardInput in;
+  in.ids = at::tensor(next, at::kLong).view({B, 1}).to(lm_.device());
+  ForwardOptions fo;
+  fo.last_logits_only = true;
+  at::Tensor logits = lm_.forward(in, &batch_->cache.cache(), fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();  // [B, V]
+  batch_->cache.after_forward();
+  ++steps_;
+  const int64_t V = logits.size(1);
+  std::vector<size_t> finished;
+  for (int64_t b = 0; b < B; ++b)
+    if (take_token(*rows_[b], logits.data_ptr<float>() + b * V, V)) finished.push_back(b);
+  for (size_t i = finished.size(); i-- > 0;) remove_row(finished[i]);  // last first: remove_row moves the last row
+  if (observer_) observer_->on_step(B, opt_.max_batch, std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+}  // namespace frozenlm::serve

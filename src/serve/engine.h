@@ -1,0 +1,168 @@
+// The serving engine: one frozen LM, requests for any module, continuously batched. One thread owns the model; between
+// decode steps it admits queued requests, prefills them together whatever their modules (each row's input is its own
+// module's output: a soft prompt, a generated prompt, a connector's vectors — all just embeddings), adds them to the
+// running batch, and decodes every running row in one forward. A request's tokens depend only on its own module,
+// prompt and seed: each row samples with its own generator, so a batch mixing modules gives each request what it gets
+// alone.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "core/transformer.h"
+#include "modules/trainable_module.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frozenlm::serve {
+
+using Clock = std::chrono::steady_clock;
+
+// A module as the server holds it (shared by the requests that use it: unloading it lets them finish).
+struct ServedModule {
+  std::string name, kind, path;
+  std::unique_ptr<TrainableModule> module;
+};
+
+// One completion (an OpenAI "choice") to generate.
+struct ChoiceParams {
+  std::vector<int64_t> prompt_ids;
+  int64_t max_tokens = 16;
+  double temperature = 1.0;  // 0: greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  uint64_t seed = 0;
+  std::vector<std::string> stops;
+  int top_logprobs = -1;         // -1: no logprobs; k >= 0: each token's logprob and the k most likely
+  bool prompt_logprobs = false;  // also the prompt's tokens' logprobs (echo with logprobs)
+};
+
+struct TokenLogprob {
+  int64_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int64_t, float>> top;  // most likely first
+};
+
+// What the consumer of a request receives, in order, per choice.
+struct Update {
+  int choice = 0;
+  std::string text;                    // text that became final
+  std::vector<TokenLogprob> tokens;    // the tokens generated since the last update (with logprobs when asked)
+  std::vector<TokenLogprob> prompt;    // prompt_logprobs: once, first (the first token's logprob is NaN)
+  bool finished = false;
+  std::string finish_reason;           // "stop" (EOS or a stop string) or "length"
+};
+
+// A submitted request, shared by its consumer (an HTTP handler) and the engine.
+class Request {
+ public:
+  Request(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices);
+  // Waits up to `timeout` for updates; false when the request is over and everything was taken.
+  bool next(std::vector<Update>* out, std::chrono::milliseconds timeout);
+  // The client went away: the engine drops the request's rows at its next step.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+  bool done() const;
+  const std::string& error() const { return error_; }  // set when the engine failed this request
+
+  const std::shared_ptr<const ServedModule>& module() const { return module_; }
+  const std::vector<ChoiceParams>& choices() const { return choices_; }
+  std::string module_name() const { return module_ ? module_->name : std::string(); }
+  int64_t prompt_tokens() const;          // summed over distinct prompts
+  int64_t completion_tokens() const { return completion_tokens_; }
+  Clock::time_point submitted, first_token;  // first_token: when the first choice's first token came
+
+ private:
+  friend class Engine;
+  void push(Update u);
+  void fail(const std::string& message);
+  std::shared_ptr<const ServedModule> module_;
+  std::vector<ChoiceParams> choices_;
+  mutable std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<Update> updates_;
+  int finished_choices_ = 0;
+  std::string error_;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<int64_t> completion_tokens_{0};
+  bool got_first_ = false;
+};
+
+struct QueueFull : Error {
+  using Error::Error;
+};
+
+struct EngineOptions {
+  int64_t max_batch = 64;         // rows decoded together
+  int64_t max_queue = 256;        // requests waiting; more are refused (QueueFull -> 429)
+  int64_t kv_budget_tokens = 0;   // Σ over running rows of (input + max_tokens); 0: max_batch × context length
+  int threads = 0;                // LibTorch threads of the engine thread (0: all cores)
+};
+
+// What the engine reports as it runs (metrics); called on the engine thread.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  virtual void on_step(int64_t rows, int64_t max_rows, double seconds) {}
+  virtual void on_prefill(int64_t rows, int64_t tokens, double seconds) {}
+  virtual void on_module_apply(const std::string& kind, double seconds) {}
+  virtual void on_first_token(const Request& r, double seconds_since_submit) {}
+  virtual void on_token_gap(const Request& r, double seconds) {}
+};
+
+struct EngineStats {
+  int64_t queued = 0, running_requests = 0, running_rows = 0, max_rows = 0, kv_cache_bytes = 0, steps = 0;
+};
+
+class Engine {
+ public:
+  Engine(const FrozenLM& lm, const Tokenizer& tok, EngineOptions opt, EngineObserver* observer = nullptr);
+  ~Engine();  // stops the engine thread (requests still running get an error)
+
+  // Queues a request (one row per choice); throws QueueFull when the queue is full and Error when it can never run
+  // (more choices than max_batch, longer than the budget or the context).
+  std::shared_ptr<Request> submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices);
+  // Stops admitting new requests (submit throws) and waits until every queued and running one has finished.
+  void drain();
+  EngineStats stats() const;
+  int64_t context_length() const;  // longest input + completion the model takes
+  // Positions a request's input takes: its module's prefix + the prompt.
+  static int64_t input_length(const ServedModule* m, const ChoiceParams& c);
+  const EngineOptions& options() const { return opt_; }
+
+ private:
+  struct Row;
+  void run();
+  void admit_and_prefill();
+  void prefill(const std::vector<std::shared_ptr<Request>>& admitted);
+  void decode_step();
+  // Samples row's next token from logits [V]; emits it; returns true when the row is finished.
+  bool take_token(Row& row, const float* logits, int64_t V);
+  void drop_cancelled();
+  void remove_row(size_t i);
+  int64_t budget_in_use() const;
+
+  const FrozenLM& lm_;
+  const Tokenizer& tok_;
+  EngineOptions opt_;
+  EngineObserver* observer_;
+  mutable std::mutex m_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::shared_ptr<Request>> queue_;
+  bool stop_ = false, draining_ = false;
+  std::vector<std::unique_ptr<Row>> rows_;  // aligned with the batch cache's rows
+  struct Batch;
+  std::unique_ptr<Batch> batch_;
+  std::atomic<int64_t> running_rows_{0}, running_requests_{0}, kv_bytes_{0}, steps_{0};
+  std::thread thread_;
+};
+
+}  // namespace frozenlm::serve

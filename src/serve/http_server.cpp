@@ -1,0 +1,478 @@
+#include "serve/http_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "core/torch_pch.h"
+#include "serve/openai_api.h"
+#include "serve/playground.h"
+
+namespace frozenlm::serve {
+
+using json = nlohmann::json;
+
+namespace {
+
+// JSON for a client: invalid UTF-8 (a token that is half a character) becomes U+FFFD instead of an exception.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void send_json(httplib::Response& res, int status, const json& j) {
+  res.status = status;
+  res.set_content(dump(j), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  if (e.status == 429) res.set_header("Retry-After", "1");
+  send_json(res, e.status, e.body());
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string completion_id() {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "cmpl-%012llx%06llx", (unsigned long long)(salt & 0xffffffffffffULL), (unsigned long long)(++counter));
+  return buf;
+}
+
+// What the request log line says beyond method, path and status (set by the handler on its worker thread; a
+// streamed response's provider runs on the same thread before the logger).
+struct LogExtra {
+  std::string module;
+  int64_t prompt_tokens = -1, completion_tokens = -1;
+  double ttft_s = -1;
+  bool stream = false;
+  std::string error;
+  bool completion = false;
+  bool counted = false;  // the request's metrics were recorded (before its last bytes went out)
+  std::chrono::steady_clock::time_point start;
+};
+thread_local LogExtra t_log;
+
+}  // namespace
+
+struct Server::Impl {
+  const FrozenLM& lm;
+  const Tokenizer& tok;
+  Engine& engine;
+  ModuleRegistry& modules;
+  Metrics& metrics;
+  httplib::Server http;
+  std::atomic<bool> draining{false};
+  std::atomic<int> in_flight{0};  // completion requests being answered (streams included)
+  std::mutex run_m;
+  bool serving = false, stop_requested = false;
+  int64_t created = unix_now();
+
+  Impl(const FrozenLM& l, const Tokenizer& t, Engine& e, ModuleRegistry& m, Metrics& mt) : lm(l), tok(t), engine(e), modules(m), metrics(mt) {}
+
+  // Text of `id` as it reads after `prev` (so a SentencePiece token keeps its leading space).
+  std::string token_text(int64_t prev, int64_t id) const {
+    if (prev < 0) {
+      std::string s = tok.decode({id}, true);
+      return s.empty() ? tok.id_to_token(id) : s;
+    }
+    const std::string a = tok.decode({prev}, true), b = tok.decode({prev, id}, true);
+    std::string s = b.compare(0, a.size(), a) == 0 ? b.substr(a.size()) : tok.decode({id}, true);
+    return s.empty() && tok.decode({id}, true).empty() ? tok.id_to_token(id) : s;
+  }
+
+  std::vector<int64_t> encode_prompt(const std::string& text) const {
+    std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
+    const int64_t bos = bos_for(lm.config(), tok);
+    if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);  // as training, eval and generate encode
+    if (ids.empty()) throw ApiError(400, "the prompt encodes to no tokens and the model has no BOS token", "prompt");
+    return ids;
+  }
+};
+
+namespace {
+
+struct ChoiceOut {
+  std::string text;
+  std::vector<TokenLogprob> tokens, prompt;
+  std::string finish_reason;
+};
+
+struct InFlight {  // counts a completion request until its response is written
+  explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
+  ~InFlight() { --n_; }
+  std::atomic<int>& n_;
+};
+
+}  // namespace
+
+// A completion's metrics, recorded before its last bytes are written (a client that reads /metrics right after its
+// answer sees it counted).
+static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, int status);
+// POST /v1/completions
+static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, httplib::Response& res);
+
+Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleRegistry& modules, Metrics& metrics, ServerOptions opt)
+    : p_(std::make_unique<Impl>(lm, tok, engine, modules, metrics)), opt_(std::move(opt)) {
+  Impl& P = *p_;
+  httplib::Server& h = P.http;
+  const int threads = opt_.http_threads > 0 ? opt_.http_threads
+                                            : int(engine.options().max_batch + engine.options().max_queue + 8);
+  h.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  h.set_tcp_nodelay(true);
+  h.set_payload_max_length(opt_.max_body_bytes);
+  h.set_keep_alive_timeout(2);
+  h.set_read_timeout(30, 0);
+  h.set_write_timeout(30, 0);
+
+  // ---- API key on everything but /health ----
+  h.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    t_log = LogExtra();
+    t_log.start = std::chrono::steady_clock::now();
+    // /health (load balancers) and the static playground page (a browser cannot send a Bearer header when it opens a
+    // page; the page asks for the key and sends it with every API call) need no key.
+    if (opt_.api_key.empty() || req.path == "/health" || (req.path == "/" && req.method == "GET"))
+      return httplib::Server::HandlerResponse::Unhandled;
+    const std::string auth = req.get_header_value("Authorization");
+    if (auth != "Bearer " + opt_.api_key) {
+      send_error(res, ApiError(401, auth.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
+                                                 : "invalid API key", "", "invalid_api_key"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Every error status gets the API's error object (unknown routes, a body over the limit, ...).
+  h.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string msg = res.status == 404 ? "no route " + req.method + " " + req.path
+                    : res.status == 413 ? "the request body is larger than the server's limit (--max-body-bytes)"
+                    : res.status == 405 ? "method not allowed" : "request failed (HTTP " + std::to_string(res.status) + ")";
+    send_json(res, res.status, ApiError(res.status, msg, "", res.status == 413 ? "request_too_large" : "").body());
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  h.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = std::string("internal error: ") + e.what();
+    } catch (...) {
+    }
+    t_log.error = what;
+    send_json(res, 500, ApiError(500, what).body());
+  });
+  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    const LogExtra& x = t_log;
+    if (x.completion && !x.counted) p_->metrics.on_request(x.module, res.status);
+    if (!opt_.log_requests) return;
+    json j = {{"ts", unix_now()}, {"method", req.method}, {"path", req.path}, {"status", res.status},
+              {"ms", std::round(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - x.start).count() * 10) / 10},
+              {"remote", req.remote_addr}};
+    if (x.completion) {
+      j["model"] = x.module.empty() ? opt_.model_name : x.module;
+      j["stream"] = x.stream;
+      if (x.prompt_tokens >= 0) j["prompt_tokens"] = x.prompt_tokens;
+      if (x.completion_tokens >= 0) j["completion_tokens"] = x.completion_tokens;
+      if (x.ttft_s >= 0) j["ttft_ms"] = std::round(x.ttft_s * 10000) / 10;
+    }
+    if (res.status >= 400) {
+      json b = json::parse(res.body, nullptr, false);
+      j["error"] = !x.error.empty() ? x.error : (b.is_object() && b.contains("error") ? b["error"].value("message", "") : "");
+    }
+    std::fprintf(stderr, "%s\n", dump(j).c_str());
+  });
+
+  h.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (p_->draining) return send_json(res, 503, {{"status", "draining"}});
+    send_json(res, 200, {{"status", "ok"}});
+  });
+
+  h.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(playground_html(), "text/html; charset=utf-8"); });
+
+  h.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    p_->metrics.set_engine_state(p_->engine.stats(), p_->modules.list().size());
+    res.set_content(p_->metrics.render(), "text/plain; version=0.0.4");
+  });
+
+  h.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    json data = json::array();
+    data.push_back({{"id", opt_.model_name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"},
+                    {"kind", "base"}, {"parameters", p_->lm.num_parameters()}, {"context_length", p_->engine.context_length()},
+                    {"weights", p_->lm.weights_hash()}});
+    for (const auto& m : p_->modules.list())
+      data.push_back({{"id", m->name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"}, {"kind", m->kind},
+                      {"root", opt_.model_name}, {"parent", opt_.model_name}, {"parameters", m->module->num_parameters()},
+                      {"prefix_tokens", m->module->prefix_length()}});
+    send_json(res, 200, {{"object", "list"}, {"data", data}});
+  });
+
+  h.Post("/v1/modules", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      const ModuleLoadRequest r = parse_module_load_request(req.body);
+      if (r.name == opt_.model_name) throw ApiError(409, "'" + r.name + "' is the base model's name", "name", "name_taken");
+      std::shared_ptr<const ServedModule> m;
+      try {
+        m = p_->modules.load(r.name, r.path, /*confine=*/true);
+      } catch (const ModuleRegistry::Conflict& e) {
+        throw ApiError(409, e.what(), "name", "name_taken");
+      } catch (const ModuleRegistry::NotFound& e) {
+        throw ApiError(404, e.what(), "path", "module_not_found");
+      } catch (const Error& e) {
+        std::string msg = e.what();
+        // Paths in messages are the server's own: show them relative to the modules root.
+        const std::string& root = p_->modules.root();
+        for (size_t at; !root.empty() && (at = msg.find(root + "/")) != std::string::npos;) msg.erase(at, root.size() + 1);
+        throw ApiError(400, msg, "path", "invalid_module");
+      }
+      send_json(res, 200, {{"id", m->name}, {"object", "model"}, {"kind", m->kind}, {"parameters", m->module->num_parameters()},
+                           {"prefix_tokens", m->module->prefix_length()}});
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  });
+
+  h.Delete(R"(/v1/modules/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    if (!p_->modules.unload(name))
+      return send_error(res, ApiError(404, "no module named '" + name + "' is loaded", "name", "model_not_found"));
+    send_json(res, 200, {{"id", name}, {"object", "model"}, {"deleted", true}});
+  });
+
+  h.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle_completions(*p_, opt_, req, res); });
+}
+
+Server::~Server() = default;
+
+static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, int status) {
+  t_log.counted = true;
+  t_log.completion_tokens = job->completion_tokens();
+  if (job->completion_tokens() > 0) t_log.ttft_s = std::chrono::duration<double>(job->first_token - job->submitted).count();
+  P.metrics.on_tokens(t_log.module, job->prompt_tokens(), job->completion_tokens());
+  P.metrics.on_request(t_log.module, status);
+  if (status == 200) P.metrics.on_end_to_end(t_log.module, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_log.start).count());
+}
+
+static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, httplib::Response& res) {
+  t_log.completion = true;
+  auto in_flight = std::make_shared<InFlight>(P.in_flight);
+  CompletionRequest r;
+  std::shared_ptr<const ServedModule> module;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<std::string> prompt_texts;
+  std::shared_ptr<Request> job;
+  try {
+    if (P.draining) throw ApiError(503, "the server is shutting down", "", "server_shutting_down", "server_error");
+    r = parse_completion_request(req.body);
+    t_log.stream = r.stream;
+    if (r.model != opt.model_name) {
+      module = P.modules.find(r.model);
+      if (!module) throw ApiError(404, "model '" + r.model + "' not found: GET /v1/models lists the base model ('" + opt.model_name + "') and the loaded modules", "model", "model_not_found");
+    }
+    t_log.module = module ? module->name : "";
+    if (!r.prompt_ids.empty()) {
+      for (auto& ids : r.prompt_ids) {
+        for (int64_t id : ids)
+          if (id >= P.lm.vocab_size()) throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(P.lm.vocab_size()) + " tokens)", "prompt");
+        prompts.push_back(ids);
+        prompt_texts.push_back(P.tok.decode(ids, true));
+      }
+    } else {
+      for (auto& t : r.prompts) {
+        prompts.push_back(P.encode_prompt(t));
+        prompt_texts.push_back(t);
+      }
+    }
+    const uint64_t seed = r.seed ? *r.seed : std::random_device{}();
+    std::vector<ChoiceParams> choices;
+    for (size_t i = 0; i < prompts.size(); ++i)
+      for (int j = 0; j < r.n; ++j) {
+        ChoiceParams c;
+        c.prompt_ids = prompts[i];
+        c.max_tokens = r.max_tokens;
+        c.temperature = r.temperature;
+        c.top_p = r.top_p;
+        c.top_k = r.top_k;
+        c.seed = seed + i * r.n + j;  // one prompt, n = 1: exactly `frozenlm generate --seed`
+        c.stops = r.stop;
+        c.top_logprobs = r.logprobs;
+        c.prompt_logprobs = r.echo && r.logprobs >= 0;
+        choices.push_back(std::move(c));
+      }
+    try {
+      job = P.engine.submit(module, std::move(choices));
+    } catch (const QueueFull& e) {
+      throw ApiError(429, e.what(), "", "queue_full");
+    } catch (const Error& e) {
+      if (P.draining) throw ApiError(503, "the server is shutting down", "", "server_shutting_down", "server_error");
+      const std::string msg = e.what();
+      throw ApiError(400, msg, msg.find("context length") != std::string::npos ? "max_tokens" : "",
+                     msg.find("context length") != std::string::npos ? "context_length_exceeded" : "request_too_large");
+    }
+  } catch (const ApiError& e) {
+    t_log.error = e.what();
+    return send_error(res, e);
+  }
+  t_log.prompt_tokens = job->prompt_tokens();
+
+  const std::string id = completion_id();
+  const int64_t created = unix_now();
+  const std::string model = r.model;
+  const size_t n_choices = prompts.size() * r.n;
+  // Logprobs of tokens as the API shows them: each token's text (read after the one before it), offsets into the text.
+  auto logprobs_json = [&P, top = r.logprobs](const std::vector<TokenLogprob>& toks, int64_t prev, size_t offset) {
+    LogprobsOut lo;
+    for (const TokenLogprob& t : toks) {
+      lo.tokens.push_back(P.token_text(prev, t.id));
+      lo.token_logprobs.push_back(std::isnan(t.logprob) ? std::optional<float>() : std::optional<float>(t.logprob));
+      std::vector<std::pair<std::string, float>> tops;
+      for (auto& [tid, lp] : t.top) tops.emplace_back(P.token_text(prev, tid), lp);
+      lo.top_logprobs.push_back(std::move(tops));
+      lo.text_offset.push_back(offset);
+      offset += lo.tokens.back().size();
+      prev = t.id;
+    }
+    return lo.to_json(top > 0);
+  };
+  auto usage = [job] {
+    return json{{"prompt_tokens", job->prompt_tokens()}, {"completion_tokens", job->completion_tokens()},
+                {"total_tokens", job->prompt_tokens() + job->completion_tokens()}};
+  };
+
+  if (!r.stream) {
+    std::vector<ChoiceOut> out(n_choices);
+    std::vector<Update> ups;
+    while (job->next(&ups, std::chrono::milliseconds(200))) {
+      for (Update& u : ups) {
+        ChoiceOut& c = out[u.choice];
+        c.text += u.text;
+        c.tokens.insert(c.tokens.end(), u.tokens.begin(), u.tokens.end());
+        if (!u.prompt.empty()) c.prompt = u.prompt;
+        if (u.finished) c.finish_reason = u.finish_reason;
+      }
+      ups.clear();
+    }
+    count_request(P, job, job->error().empty() ? 200 : 500);
+    if (!job->error().empty()) {
+      t_log.error = job->error();
+      return send_json(res, 500, ApiError(500, job->error()).body());
+    }
+    json choices = json::array();
+    for (size_t i = 0; i < n_choices; ++i) {
+      const size_t pi = i / r.n;
+      const ChoiceOut& c = out[i];
+      json ch = {{"index", i}, {"text", (r.echo ? prompt_texts[pi] : std::string()) + c.text}, {"finish_reason", c.finish_reason}};
+      if (r.logprobs >= 0) {
+        std::vector<TokenLogprob> all = r.echo ? c.prompt : std::vector<TokenLogprob>();
+        all.insert(all.end(), c.tokens.begin(), c.tokens.end());
+        ch["logprobs"] = logprobs_json(all, r.echo ? -1 : prompts[pi].back(), r.echo ? 0 : prompt_texts[pi].size());
+      } else {
+        ch["logprobs"] = nullptr;
+      }
+      choices.push_back(ch);
+    }
+    return send_json(res, 200, {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
+                                {"system_fingerprint", P.lm.weights_hash()}, {"choices", choices}, {"usage", usage()}});
+  }
+
+  // ---- streamed: one server-sent event per update, then (stream_options.include_usage) the usage, then [DONE] ----
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  auto chunk = [id, created, model](json choices) {
+    return "data: " + dump({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}, {"choices", choices}}) + "\n\n";
+  };
+  const bool echo = r.echo, include_usage = r.include_usage, want_logprobs = r.logprobs >= 0;
+  const int n = r.n;
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [&P, job, chunk, echo, include_usage, want_logprobs, n, prompts, prompt_texts, logprobs_json, usage, in_flight](size_t, httplib::DataSink& sink) {
+        std::vector<int64_t> prev(prompts.size() * n);
+        std::vector<size_t> offset(prev.size());
+        for (size_t i = 0; i < prev.size(); ++i) {
+          prev[i] = prompts[i / n].back();
+          offset[i] = prompt_texts[i / n].size();
+        }
+        auto write = [&](const std::string& s) {
+          if (sink.write(s.data(), s.size())) return true;
+          job->cancel();
+          return false;
+        };
+        if (echo)
+          for (size_t i = 0; i < prev.size(); ++i)
+            if (!write(chunk(json::array({{{"index", i}, {"text", prompt_texts[i / n]}, {"logprobs", nullptr}, {"finish_reason", nullptr}}})))) return false;
+        std::vector<Update> ups;
+        while (job->next(&ups, std::chrono::milliseconds(100))) {
+          for (Update& u : ups) {
+            json ch = {{"index", u.choice}, {"text", u.text}};
+            if (want_logprobs) {
+              ch["logprobs"] = logprobs_json(u.tokens, prev[u.choice], offset[u.choice]);
+              for (auto& t : u.tokens) offset[u.choice] += P.token_text(prev[u.choice], t.id).size(), prev[u.choice] = t.id;
+            } else {
+              ch["logprobs"] = nullptr;
+            }
+            ch["finish_reason"] = u.finished ? json(u.finish_reason) : json(nullptr);
+            if (!write(chunk(json::array({ch})))) return false;
+          }
+          ups.clear();
+          if (!sink.is_writable()) {
+            job->cancel();
+            return false;
+          }
+        }
+        count_request(P, job, 200);  // the status line went out as 200 whatever follows
+        if (!job->error().empty()) {
+          t_log.error = job->error();
+          write("data: " + dump(ApiError(500, job->error()).body()) + "\n\n");
+        } else if (include_usage) {
+          std::string u = chunk(json::array());
+          u.insert(u.size() - 3, ",\"usage\":" + dump(usage()));  // the same chunk, with the usage and no choices
+          if (!write(u)) return false;
+        }
+        write("data: [DONE]\n\n");
+        sink.done();
+        return true;
+      },
+      [job](bool success) {
+        if (!success) job->cancel();
+      });
+}
+
+int Server::bind() {
+  const int port = opt_.port == 0 ? p_->http.bind_to_any_port(opt_.host) : (p_->http.bind_to_port(opt_.host, opt_.port) ? opt_.port : -1);
+  if (port < 0) throw Error("serve: cannot listen on " + opt_.host + ":" + std::to_string(opt_.port) + " (in use, or not an address of this machine)");
+  return port;
+}
+
+void Server::serve() {
+  {
+    std::lock_guard<std::mutex> lk(p_->run_m);
+    if (p_->stop_requested) return;
+    p_->serving = true;
+  }
+  p_->http.listen_after_bind();
+}
+
+void Server::stop() {
+  {
+    std::lock_guard<std::mutex> lk(p_->run_m);
+    p_->stop_requested = true;
+    if (!p_->serving) return;  // serve() will not start
+  }
+  // serve() was entered: httplib's stop() only works once its loop runs (is_running), so wait for that.
+  for (int i = 0; i < 5000 && !p_->http.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  p_->http.stop();
+}
+
+void Server::drain_and_stop() {
+  p_->draining = true;
+  p_->engine.drain();
+  // Every request has its last update; let the handlers write it before the server closes sockets (bounded: a
+  // client that stopped reading cannot hold the shutdown for more than the write timeout).
+  for (int i = 0; i < 1500 && p_->in_flight > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  stop();
+}
+
+}  // namespace frozenlm::serve

@@ -1,0 +1,97 @@
+#include "serve/module_registry.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/torch_pch.h"
+#include "serve/openai_api.h"
+
+namespace frozenlm::serve {
+
+namespace fs = std::filesystem;
+
+ModuleRegistry::ModuleRegistry(const FrozenLM& lm, std::string root) : lm_(lm) {
+  if (!root.empty()) {
+    std::error_code ec;
+    fs::path c = fs::canonical(root, ec);
+    if (ec || !fs::is_directory(c)) throw Error("--modules-dir " + root + ": not a directory");
+    root_ = c.string();
+  }
+}
+
+std::string ModuleRegistry::resolve_confined(const std::string& path) const {
+  if (root_.empty()) throw NotFound("this server has no --modules-dir: modules cannot be loaded through the API");
+  fs::path p(path);
+  for (const auto& part : p)
+    if (part == "..") throw Error("'path' must not contain '..': give a directory inside the modules root");
+  fs::path full = p.is_absolute() ? p : fs::path(root_) / p;
+  std::error_code ec;
+  fs::path c = fs::canonical(full, ec);  // resolves every symlink
+  if (ec) throw NotFound("no module directory '" + path + "' under the modules root");
+  const std::string s = c.string();
+  if (s != root_ && s.compare(0, root_.size() + 1, root_ + "/") != 0)
+    throw Error("'" + path + "' resolves outside the modules root (symlinks may not lead out of it)");
+  if (!fs::is_directory(c)) throw NotFound("'" + path + "' is not a directory");
+  return s;
+}
+
+std::shared_ptr<const ServedModule> ModuleRegistry::load(const std::string& name, const std::string& path, bool confine) {
+  if (!valid_module_name(name)) throw Error("module name '" + name + "': use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with '.')");
+  const std::string dir = confine ? resolve_confined(path) : path;
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    if (modules_.count(name)) throw Conflict("a module named '" + name + "' is already loaded (DELETE /v1/modules/" + name + " first)");
+  }
+  auto sm = std::make_shared<ServedModule>();
+  sm->name = name;
+  sm->path = dir;
+  {
+    at::NoGradGuard ng;
+    sm->module = load_module(dir, lm_);  // refuses another base model, fine-tuned models and textual recursions, with the reason
+  }
+  if (sm->module->modifies_base_model()) throw Error(dir + ": this module changes the frozen weights; a server shares one copy of them");
+  for (auto& p : sm->module->parameters()) p.requires_grad_(false);
+  sm->kind = sm->module->kind();
+  std::lock_guard<std::mutex> lk(m_);
+  if (modules_.count(name)) throw Conflict("a module named '" + name + "' is already loaded (DELETE /v1/modules/" + name + " first)");
+  modules_[name] = sm;
+  return sm;
+}
+
+std::vector<std::string> ModuleRegistry::load_root() {
+  std::vector<std::string> skipped;
+  if (root_.empty()) return skipped;
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(root_))
+    if (e.is_directory()) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  for (const fs::path& d : dirs) {
+    const std::string name = d.filename().string();
+    try {
+      load(name, name, /*confine=*/true);
+    } catch (const std::exception& e) {
+      skipped.push_back(name + ": " + e.what());
+    }
+  }
+  return skipped;
+}
+
+bool ModuleRegistry::unload(const std::string& name) {
+  std::lock_guard<std::mutex> lk(m_);
+  return modules_.erase(name) > 0;
+}
+
+std::shared_ptr<const ServedModule> ModuleRegistry::find(const std::string& name) const {
+  std::lock_guard<std::mutex> lk(m_);
+  auto it = modules_.find(name);
+  return it == modules_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<const ServedModule>> ModuleRegistry::list() const {
+  std::lock_guard<std::mutex> lk(m_);
+  std::vector<std::shared_ptr<const ServedModule>> out;
+  for (auto& [n, m] : modules_) out.push_back(m);
+  return out;
+}
+
+}  // namespace frozenlm::serve

@@ -1,0 +1,69 @@
+// OpenAI's completions API as frozenlm serves it: parsing and validating a request body (every mistake a 4xx naming
+// the field) and writing the response objects, non-streamed and as server-sent-event chunks. No LibTorch here: the
+// parser is what the fuzz target exercises.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace frozenlm::serve {
+
+// An error as the API returns it: {"error": {"message", "type", "param", "code"}} with an HTTP status.
+struct ApiError : std::runtime_error {
+  ApiError(int status, std::string message, std::string param = "", std::string code = "", std::string type = "");
+  int status;
+  std::string type, param, code;
+  nlohmann::json body() const;
+};
+
+struct CompletionRequest {
+  std::string model;
+  std::vector<std::string> prompts;               // text prompts, or
+  std::vector<std::vector<int64_t>> prompt_ids;   // token-id prompts (the API's "array of integers" forms)
+  int64_t max_tokens = 16;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = 0;                              // an extension (as vLLM's and llama.cpp's servers take it)
+  int n = 1;
+  std::vector<std::string> stop;
+  std::optional<uint64_t> seed;
+  int logprobs = -1;                              // -1: none; 0..5
+  bool echo = false;
+  bool stream = false;
+  bool include_usage = false;                     // stream_options.include_usage
+  size_t num_prompts() const { return prompt_ids.empty() ? prompts.size() : prompt_ids.size(); }
+};
+
+// Limits a request must stay within (checked while parsing).
+struct ApiLimits {
+  int max_n = 16;
+  int64_t max_tokens = 1 << 20;
+  size_t max_prompts = 64;
+  size_t max_stops = 4;
+  int max_logprobs = 5;
+};
+
+// Parses a POST /v1/completions body. Throws ApiError (400) naming the field for anything malformed.
+CompletionRequest parse_completion_request(const std::string& body, const ApiLimits& limits = {});
+
+// A loaded module's registration request: POST /v1/modules {"name", "path"}.
+struct ModuleLoadRequest {
+  std::string name, path;
+};
+ModuleLoadRequest parse_module_load_request(const std::string& body);
+// Module and model names: 1–64 of [A-Za-z0-9._-], not starting with '.'.
+bool valid_module_name(const std::string& name);
+
+// One choice's logprobs as the completions API shows them.
+struct LogprobsOut {
+  std::vector<std::string> tokens;
+  std::vector<std::optional<float>> token_logprobs;
+  std::vector<std::vector<std::pair<std::string, float>>> top_logprobs;  // empty per token when none were asked
+  std::vector<size_t> text_offset;
+  nlohmann::json to_json(bool with_top) const;
+};
+
+}  // namespace frozenlm::serve

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `frozenlm serve` as users reach it: the official OpenAI client (npm `openai`) and the web playground in a real
+# headless Chromium (playwright-core driving Debian's chromium). Starts a server on a free port with the committed
+# testbed base and its two soft prompts, compares its answers with `frozenlm generate`, and stops it with SIGTERM.
+# Usage: tests/serve_clients.sh FROZENLM_BINARY OUT_DIR   (the screenshot goes to OUT_DIR/playground.png)
+set -euo pipefail
+F=$1; OUT=$2
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+M=testbed/model
+KEY=test-key-$$
+PROMPT=$'Question: What is the capital of Germany?\nAnswer:'
+EXPECTED=$($F generate --model $M --module testbed/modules/closed_book --prompt "$PROMPT" --temperature 0 --max-new-tokens 12 --stop $'\n' --threads 1 2>/dev/null | tail -c +$((${#PROMPT} + 1)))
+EXPECTED=${EXPECTED%%$'\n'*}  # the text up to the stop string, as the API returns it
+$F serve --model $M --modules-dir testbed/modules --port 0 --api-key "$KEY" --threads 1 2> "$OUT/serve.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  PORT=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\).*|\1|p' "$OUT/serve.log" | head -1)
+  [ -n "$PORT" ] && curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  kill -0 $PID 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
+  sleep 0.1
+done
+[ -n "${PORT:-}" ] || { echo "server did not start"; cat "$OUT/serve.log"; exit 1; }
+echo "server on port $PORT; generate says: $(printf %q "$EXPECTED")"
+node tests/serve_openai_client.js "http://127.0.0.1:$PORT/v1" "$KEY" closed_book "$PROMPT" "$EXPECTED"
+node tests/serve_playground.js "http://127.0.0.1:$PORT/" "$KEY" "$OUT/playground.png"
+kill -TERM $PID
+wait $PID
+grep -q "SIGTERM: draining" "$OUT/serve.log" && grep -q "\[serve\] stopped" "$OUT/serve.log" && echo "ok SIGTERM drained and stopped the server"
+# One structured log line per request.
+L=$(grep -c '^{"method"\|^{.*"path":"/v1/completions"' "$OUT/serve.log" || true)
+[ "$L" -ge 5 ] && echo "ok $L JSON log lines for completions"

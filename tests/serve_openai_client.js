@@ -1,0 +1,57 @@
+// The official OpenAI Node client (npm `openai`) against a running `frozenlm serve`: list models, a completion, a
+// streamed completion, the errors it raises. Usage: node serve_openai_client.js BASE_URL API_KEY MODULE PROMPT EXPECTED
+// (EXPECTED: what `frozenlm generate` printed for the same module, prompt and greedy decoding). Prints "ok" lines.
+const path = require("path");
+const { OpenAI } = require(path.join(__dirname, "../tools/node_modules/openai"));
+const [baseURL, apiKey, moduleName, prompt, expected] = process.argv.slice(2);
+
+function check(cond, what) {
+  if (!cond) { console.error("FAILED: " + what); process.exit(1); }
+  console.log("ok " + what);
+}
+
+(async () => {
+  const client = new OpenAI({ baseURL, apiKey, maxRetries: 0 });
+  const models = [];
+  for await (const m of client.models.list()) models.push(m);
+  check(models.some((m) => m.id === moduleName && m.kind === "prompt_tuning") && models.some((m) => m.kind === "base"),
+        "models.list has the base and " + moduleName + ": " + models.map((m) => m.id + "(" + m.kind + ")").join(" "));
+
+  const r = await client.completions.create({ model: moduleName, prompt, max_tokens: 12, temperature: 0, stop: ["\n"] });
+  check(r.object === "text_completion" && r.choices.length === 1, "completions.create answers a text_completion");
+  check(r.choices[0].text === expected, "non-streamed text equals frozenlm generate: " + JSON.stringify(r.choices[0].text));
+  check(r.usage.prompt_tokens > 0 && r.usage.total_tokens === r.usage.prompt_tokens + r.usage.completion_tokens, "usage adds up");
+
+  const stream = await client.completions.create({ model: moduleName, prompt, max_tokens: 12, temperature: 0, stop: ["\n"], stream: true,
+                                                   stream_options: { include_usage: true } });
+  let text = "", usage = null, finish = null;
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) { text += c.text; if (c.finish_reason) finish = c.finish_reason; }
+    if (chunk.usage) usage = chunk.usage;
+  }
+  check(text === expected, "streamed text equals it too");
+  check(finish === r.choices[0].finish_reason && usage && usage.completion_tokens === r.usage.completion_tokens, "stream's finish_reason and usage");
+
+  const many = await client.completions.create({ model: moduleName, prompt: [prompt, prompt], n: 2, max_tokens: 6, temperature: 1, seed: 3 });
+  check(many.choices.length === 4 && many.choices.map((c) => c.index).join() === "0,1,2,3", "a prompt list with n=2 gives 4 indexed choices");
+
+  try {
+    await client.completions.create({ model: "no-such-module", prompt: "x" });
+    check(false, "an unknown model raises");
+  } catch (e) {
+    check(e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === "model_not_found", "an unknown model raises NotFoundError (model_not_found)");
+  }
+  try {
+    await client.completions.create({ model: moduleName, prompt: "x", max_tokens: -1 });
+    check(false, "a negative max_tokens raises");
+  } catch (e) {
+    check(e instanceof OpenAI.BadRequestError && e.param === "max_tokens", "a negative max_tokens raises BadRequestError naming max_tokens");
+  }
+  const wrong = new OpenAI({ baseURL, apiKey: apiKey + "x", maxRetries: 0 });
+  try {
+    await wrong.completions.create({ model: moduleName, prompt: "x" });
+    check(false, "a wrong API key raises");
+  } catch (e) {
+    check(e instanceof OpenAI.AuthenticationError && e.status === 401, "a wrong API key raises AuthenticationError");
+  }
+})().catch((e) => { console.error("FAILED: " + (e.stack || e)); process.exit(1); });

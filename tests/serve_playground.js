@@ -1,0 +1,50 @@
+// The web playground in a real browser: headless Chromium (Debian's, driven by playwright-core) opens the page of a
+// running `frozenlm serve`, enters the API key, runs one prompt through every model at once, and the rendered answers
+// must be exactly what the API returns for each model. Usage: node serve_playground.js PAGE_URL API_KEY SCREENSHOT
+const path = require("path");
+const { chromium } = require(path.join(__dirname, "../tools/node_modules/playwright-core"));
+const [url, apiKey, screenshot] = process.argv.slice(2);
+const prompt = "Question: What is the capital of Germany?\nAnswer:";
+
+function check(cond, what) {
+  if (!cond) { console.error("FAILED: " + what); process.exit(1); }
+  console.log("ok " + what);
+}
+
+(async () => {
+  const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+  const browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.fill("#api_key", apiKey);
+    await page.dispatchEvent("#api_key", "change");
+    await page.waitForSelector("#models input[type=checkbox]");
+    const models = await page.$$eval("#models input[type=checkbox]", (xs) => xs.map((x) => x.value));
+    check(models.length >= 3, "the page lists the base and the modules: " + models.join(", "));
+    await page.fill("#prompt", prompt);
+    await page.fill("#max_tokens", "12");
+    await page.fill("#temperature", "0");
+    await page.click("#run");
+    await page.waitForSelector("body[data-finished='1']", { timeout: 120000 });
+    const cards = await page.$$eval(".card", (cs) => cs.map((c) => ({ model: c.dataset.model, answer: c.querySelector(".answer").textContent,
+                                                                         state: c.querySelector(".state").textContent, stats: c.querySelector(".stats").textContent })));
+    check(cards.length === models.length && cards.every((c) => c.state === "done"), "one finished card per model");
+    for (const c of cards) {
+      const res = await fetch(new URL("/v1/completions", url), {
+        method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + apiKey },
+        body: JSON.stringify({ model: c.model, prompt, max_tokens: 12, temperature: 0 }),
+      });
+      const want = (await res.json()).choices[0].text;
+      check(c.answer === want, c.model + " renders exactly the API's answer: " + JSON.stringify(c.answer) + " (" + c.stats + ")");
+    }
+    check(new Set(cards.map((c) => c.answer)).size > 1, "the modules' answers differ from the base's (many skills, one model)");
+    check(errors.length === 0, "no errors in the page: " + errors.join("; "));
+    await page.screenshot({ path: screenshot, fullPage: true });
+    console.log("ok screenshot " + screenshot);
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => { console.error("FAILED: " + (e.stack || e)); process.exit(1); });

@@ -1,0 +1,653 @@
+// The server: request parsing (every malformed request a 4xx naming the field), completion text with stop strings,
+// the continuous-batching engine (a batch that mixes modules gives each request exactly what it gets alone, and what
+// `generate` gives), and the HTTP API end to end (SSE framing, errors, API key, hot load/unload, limits, drain).
+#include <httplib.h>
+
+#include <filesystem>
+#include <future>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "core/generate.h"
+#include "core/loader.h"
+#include "modules/idpt.h"
+#include "modules/prompt_tuning.h"
+#include "serve/batch_cache.h"
+#include "serve/completion_text.h"
+#include "serve/http_server.h"
+#include "serve/openai_api.h"
+#include "test_util.h"
+
+namespace frozenlm::test {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request parsing
+
+int status_of(const std::string& body, std::string* param = nullptr, std::string* code = nullptr) {
+  try {
+    serve::parse_completion_request(body);
+    return 200;
+  } catch (const serve::ApiError& e) {
+    if (param) *param = e.param;
+    if (code) *code = e.code;
+    return e.status;
+  }
+}
+
+TEST(ServeApi, ParsesEveryPromptFormAndTheSamplingFields) {
+  auto r = serve::parse_completion_request(R"({"model":"m","prompt":"hi","max_tokens":3,"temperature":0,"top_p":0.5,"n":2,
+      "stop":["\n","."],"seed":7,"logprobs":2,"echo":true,"stream":false,"user":"u",
+      "frequency_penalty":0,"presence_penalty":0.0,"best_of":1,"logit_bias":{}})");
+  EXPECT_EQ(r.model, "m");
+  EXPECT_EQ(r.prompts, std::vector<std::string>{"hi"});
+  EXPECT_EQ(r.max_tokens, 3);
+  EXPECT_EQ(r.temperature, 0);
+  EXPECT_EQ(r.top_p, 0.5);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_EQ(r.stop.size(), 2u);
+  EXPECT_EQ(*r.seed, 7u);
+  EXPECT_EQ(r.logprobs, 2);
+  EXPECT_TRUE(r.echo && !r.stream && !r.include_usage);
+  r = serve::parse_completion_request(R"({"model":"m","prompt":"hi","stream":true,"stream_options":{"include_usage":true}})");
+  EXPECT_TRUE(r.stream && r.include_usage);
+  EXPECT_EQ(serve::parse_completion_request(R"({"model":"m","prompt":["a","b"]})").prompts.size(), 2u);
+  EXPECT_EQ(serve::parse_completion_request(R"({"model":"m","prompt":[1,5,9]})").prompt_ids, (std::vector<std::vector<int64_t>>{{1, 5, 9}}));
+  EXPECT_EQ(serve::parse_completion_request(R"({"model":"m","prompt":[[1],[2,3]]})").prompt_ids.size(), 2u);
+  EXPECT_EQ(serve::parse_completion_request(R"({"model":"m","prompt":"x"})").max_tokens, 16);  // OpenAI's default
+  EXPECT_EQ(serve::parse_completion_request(R"({"model":"m","prompt":"x","max_tokens":4.0})").max_tokens, 4);
+}
+
+TEST(ServeApi, EveryMalformedRequestIsA400NamingTheField) {
+  std::string param, code;
+  EXPECT_EQ(status_of("{not json", &param, &code), 400);
+  EXPECT_EQ(code, "invalid_json");
+  EXPECT_EQ(status_of("[1,2]"), 400);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"prompt":"x"})", "model"},
+      {R"({"model":3,"prompt":"x"})", "model"},
+      {R"({"model":"m"})", "prompt"},
+      {R"({"model":"m","prompt":42})", "prompt"},
+      {R"({"model":"m","prompt":[]})", "prompt"},
+      {R"({"model":"m","prompt":["a",1]})", "prompt"},
+      {R"({"model":"m","prompt":[1,-2]})", "prompt"},
+      {R"({"model":"m","prompt":[[1],[]]})", "prompt"},
+      {R"({"model":"m","prompt":"x","max_tokens":-1})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","max_tokens":"5"})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","max_tokens":2.5})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","max_tokens":1e300})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","max_tokens":99999999999999999999})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","max_tokens":0})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","temperature":-1})", "temperature"},
+      {R"({"model":"m","prompt":"x","temperature":"hot"})", "temperature"},
+      {R"({"model":"m","prompt":"x","top_p":0})", "top_p"},
+      {R"({"model":"m","prompt":"x","top_p":1.5})", "top_p"},
+      {R"({"model":"m","prompt":"x","n":0})", "n"},
+      {R"({"model":"m","prompt":"x","n":1000})", "n"},
+      {R"({"model":"m","prompt":"x","stop":5})", "stop"},
+      {R"({"model":"m","prompt":"x","stop":["a","b","c","d","e"]})", "stop"},
+      {R"({"model":"m","prompt":"x","stop":[""]})", "stop"},
+      {R"({"model":"m","prompt":"x","seed":"s"})", "seed"},
+      {R"({"model":"m","prompt":"x","logprobs":6})", "logprobs"},
+      {R"({"model":"m","prompt":"x","echo":"yes"})", "echo"},
+      {R"({"model":"m","prompt":"x","stream":1})", "stream"},
+      {R"({"model":"m","prompt":"x","stream_options":{"include_usage":true}})", "stream_options"},
+      {R"({"model":"m","prompt":"x","frequency_penalty":0.5})", "frequency_penalty"},
+      {R"({"model":"m","prompt":"x","best_of":3})", "best_of"},
+      {R"({"model":"m","prompt":"x","logit_bias":{"5":1}})", "logit_bias"},
+      {R"({"model":"m","prompt":"x","suffix":"end"})", "suffix"},
+  };
+  for (const auto& [body, field] : cases) {
+    param.clear();
+    EXPECT_EQ(status_of(body, &param), 400) << body;
+    EXPECT_EQ(param, field) << body;
+  }
+  EXPECT_EQ(status_of(R"({"model":"m","prompt":"x","max_tokens":0,"echo":true,"logprobs":0})"), 200);  // scoring a prompt
+  EXPECT_TRUE(serve::valid_module_name("qa-v2.1_x"));
+  for (std::string bad : std::vector<std::string>{"", ".hidden", "a/b", "../x", "a b", std::string(65, 'a')}) EXPECT_FALSE(serve::valid_module_name(bad)) << bad;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Completion text: detokenised incrementally, cut before the first stop string, nothing streamed a stop could swallow.
+
+TEST(ServeText, StopStringsCutTheTextAndAreNeverStreamed) {
+  auto tok = load_tokenizer_for_model(tinystories(), "");
+  const std::vector<int64_t> prompt = tok->encode("Once upon a time", true);
+  const std::vector<int64_t> ids = tok->encode_continuation(" there was a little girl. She was happy.");
+  // No stop: the streamed pieces are the whole text (with its leading space, read after the prompt).
+  serve::CompletionText plain(*tok, prompt, {});
+  std::string full;
+  for (int64_t id : ids) full += plain.push(id);
+  full += plain.finish();
+  EXPECT_EQ(full, " there was a little girl. She was happy.");
+  // A stop that spans tokens: the text ends before it, and no piece ever contained any of it.
+  for (const std::string stop : {"girl.", ". She", "l."}) {
+    serve::CompletionText t(*tok, prompt, {stop, "never"});
+    std::string out;
+    const std::string want = full.substr(0, full.find(stop));
+    for (int64_t id : ids) {
+      if (t.stopped()) break;
+      out += t.push(id);
+      EXPECT_EQ(want.compare(0, out.size(), out), 0) << "streamed text that is not the final text's: '" << out << "' stop '" << stop << "'";
+    }
+    out += t.finish();
+    EXPECT_TRUE(t.stopped()) << stop;
+    EXPECT_EQ(out, want) << stop;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The engine
+
+struct Served {
+  std::unique_ptr<FrozenLM> lm = load_model(tinystories());
+  std::unique_ptr<Tokenizer> tok = load_tokenizer_for_model(tinystories(), "");
+  std::vector<std::shared_ptr<serve::ServedModule>> modules;  // 3 prompt-tuning modules and an ID-PT module
+  Served() {
+    for (int i = 0; i < 3; ++i) {
+      auto m = std::make_shared<serve::ServedModule>();
+      m->name = "pt" + std::to_string(i);
+      m->module = PromptTuning::create(*lm, 3 + i, PromptInit::RandomUniform, {}, 100 + i);
+      m->kind = m->module->kind();
+      modules.push_back(m);
+    }
+    IdptConfig c;
+    c.prompt_tokens = 4;
+    c.dim = 32;
+    c.heads = 2;
+    c.seed = 5;
+    auto m = std::make_shared<serve::ServedModule>();
+    m->name = "idpt";
+    m->module = IdPromptTuning::create(*lm, c);
+    {  // a generator that is not zero (a fresh ID-PT equals prompt tuning): its prompt must depend on the input
+      at::NoGradGuard ng;
+      for (auto& p : m->module->parameters()) p.add_(at::randn(p.sizes(), at::TensorOptions().dtype(p.dtype())) * 0.05);
+    }
+    m->kind = m->module->kind();
+    modules.push_back(m);
+  }
+  // What `generate` gives alone for this module (null: base), prompt and sampling.
+  std::vector<int64_t> alone(const serve::ServedModule* m, const std::vector<int64_t>& ids, int64_t max_new, double temperature, uint64_t seed) {
+    at::NoGradGuard ng;
+    SamplingParams sp;
+    sp.max_new_tokens = max_new;
+    sp.temperature = temperature;
+    sp.seed = seed;
+    sp.eos_ids = lm->config().eos_ids;
+    ModuleInput x = module_input(*lm, at::tensor(ids, at::kLong).view({1, -1}));
+    if (m) x = m->module->apply(*lm, x);
+    return generate_from_embeds(*lm, x.embeds, x.mask, sp)[0];
+  }
+};
+
+std::vector<std::vector<int64_t>> collect(serve::Request& r, std::vector<std::string>* finish = nullptr, std::string* text = nullptr) {
+  std::vector<std::vector<int64_t>> out(r.choices().size());
+  if (finish) finish->assign(r.choices().size(), "");
+  std::vector<serve::Update> ups;
+  while (r.next(&ups, 100ms)) {
+    for (auto& u : ups) {
+      for (auto& t : u.tokens) out[u.choice].push_back(t.id);
+      if (u.finished && finish) (*finish)[u.choice] = u.finish_reason;
+      if (text && u.choice == 0) *text += u.text;
+    }
+    ups.clear();
+  }
+  EXPECT_EQ(r.error(), "");
+  return out;
+}
+
+TEST(ServeEngine, AMixedModuleBatchGivesEachRequestWhatGenerateGivesAlone) {
+  Served s;
+  serve::EngineOptions eo;
+  eo.max_batch = 8;
+  eo.threads = 1;
+  serve::Engine engine(*s.lm, *s.tok, eo);
+  const std::vector<std::string> texts = {"Once upon a time", "The dog", "Lily saw a big red ball and", "Tom", "One day, a"};
+  struct Job {
+    std::shared_ptr<serve::Request> req;
+    const serve::ServedModule* module;
+    std::vector<int64_t> ids;
+    int64_t max_new;
+    double temperature;
+    uint64_t seed;
+  };
+  std::vector<Job> jobs;
+  auto submit = [&](const serve::ServedModule* m, size_t text, int64_t max_new, double temperature, uint64_t seed) {
+    serve::ChoiceParams c;
+    c.prompt_ids = s.tok->encode(texts[text], true);
+    c.max_tokens = max_new;
+    c.temperature = temperature;
+    c.seed = seed;
+    std::shared_ptr<const serve::ServedModule> sm;
+    for (auto& x : s.modules)
+      if (x.get() == m) sm = x;
+    jobs.push_back({engine.submit(sm, {c}), m, c.prompt_ids, max_new, temperature, seed});
+  };
+  // 12 requests over the base, three soft prompts and an ID-PT module, greedy and sampled, different lengths; the
+  // second half arrives while the first is decoding (admitted between steps into a running batch of at most 8 rows).
+  for (int i = 0; i < 6; ++i) submit(i % 5 == 4 ? nullptr : s.modules[i % 4].get(), i % 5, 10 + 7 * i, i % 2 ? 0.8 : 0.0, 40 + i);
+  std::vector<serve::Update> first;
+  while (first.empty()) jobs[0].req->next(&first, 100ms);
+  for (int i = 6; i < 12; ++i) submit(i % 5 == 0 ? nullptr : s.modules[i % 4].get(), (i * 3) % 5, 6 + 5 * i, i % 3 ? 0.0 : 1.0, 40 + i);
+  std::map<std::string, std::vector<int64_t>> by_module;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Job& j = jobs[i];
+    auto got = collect(*j.req)[0];
+    if (i == 0) {
+      std::vector<int64_t> head;
+      for (auto& u : first)
+        for (auto& t : u.tokens) head.push_back(t.id);
+      got.insert(got.begin(), head.begin(), head.end());
+    }
+    const auto want = s.alone(j.module, j.ids, j.max_new, j.temperature, j.seed);
+    EXPECT_EQ(got, want) << "request " << i << " module " << (j.module ? j.module->name : "base") << " T=" << j.temperature;
+    if (j.temperature == 0 && j.ids == jobs[0].ids) by_module[j.module ? j.module->name : "base"] = got;
+  }
+  EXPECT_GE(engine.stats().steps, 30);
+  // The check can fail: greedy outputs of the same prompt differ between the modules (so a row reading another
+  // row's prompt would be caught).
+  std::set<std::vector<int64_t>> distinct;
+  const auto ids0 = jobs[0].ids;
+  for (auto& m : s.modules) distinct.insert(s.alone(m.get(), ids0, 12, 0, 0));
+  distinct.insert(s.alone(nullptr, ids0, 12, 0, 0));
+  EXPECT_EQ(distinct.size(), s.modules.size() + 1);
+}
+
+TEST(ServeEngine, NChoicesStopsLogprobsAndCancellation) {
+  Served s;
+  serve::EngineOptions eo;
+  eo.max_batch = 4;
+  eo.threads = 1;
+  serve::Engine engine(*s.lm, *s.tok, eo);
+  serve::ChoiceParams c;
+  c.prompt_ids = s.tok->encode("Once upon a time", true);
+  c.max_tokens = 40;
+  c.temperature = 0;
+  c.top_logprobs = 3;
+  // Greedy logprobs: the chosen token is the top one, and its logprob is log_softmax's.
+  auto r = engine.submit(nullptr, {c});
+  std::vector<serve::Update> ups, all;
+  while (r->next(&ups, 100ms)) all.insert(all.end(), ups.begin(), ups.end()), ups.clear();
+  ASSERT_FALSE(all.empty());
+  std::vector<int64_t> ids = c.prompt_ids;
+  for (auto& u : all)
+    for (auto& t : u.tokens) {
+      ASSERT_EQ(t.top.size(), 3u);
+      EXPECT_EQ(t.top[0].first, t.id);
+      EXPECT_FLOAT_EQ(t.top[0].second, t.logprob);
+      EXPECT_GE(t.top[0].second, t.top[1].second);
+      at::NoGradGuard ng;
+      const at::Tensor lp = s.lm->forward({at::tensor(ids, at::kLong).view({1, -1})}).logits[0][-1].log_softmax(-1);
+      EXPECT_NEAR(t.logprob, lp[t.id].item<float>(), 1e-4);
+      ids.push_back(t.id);
+    }
+  EXPECT_EQ(all.back().finish_reason, "length");
+  // A stop string: the text ends before it, finish_reason "stop".
+  std::string greedy_text = s.tok->decode(std::vector<int64_t>(ids.begin() + c.prompt_ids.size(), ids.end()), true);
+  const size_t cut = greedy_text.find(' ', 10);
+  ASSERT_NE(cut, std::string::npos);
+  c.top_logprobs = -1;
+  c.stops = {greedy_text.substr(cut, 3)};
+  std::vector<std::string> finish;
+  std::string text;
+  auto r2 = engine.submit(nullptr, {c});
+  collect(*r2, &finish, &text);
+  EXPECT_EQ(finish[0], "stop");
+  EXPECT_EQ(text, greedy_text.substr(0, greedy_text.find(c.stops[0])));
+  // n = 3 sampled choices with seeds 0, 1, 2: each is generate() with that seed.
+  c.stops.clear();
+  c.temperature = 1.0;
+  c.max_tokens = 12;
+  std::vector<serve::ChoiceParams> three(3, c);
+  for (int i = 0; i < 3; ++i) three[i].seed = i;
+  auto r3 = engine.submit(nullptr, three);
+  auto got = collect(*r3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i], s.alone(nullptr, c.prompt_ids, 12, 1.0, i)) << i;
+  EXPECT_NE(got[0], got[1]);
+  // Cancelled mid-way: the row leaves the batch and the engine goes idle.
+  c.max_tokens = 400;
+  auto r4 = engine.submit(nullptr, {c});
+  std::vector<serve::Update> u4;
+  while (u4.empty()) r4->next(&u4, 100ms);
+  r4->cancel();
+  for (int i = 0; i < 100 && engine.stats().running_rows > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(engine.stats().running_rows, 0);
+  EXPECT_LT(r4->completion_tokens(), 400);
+  // Requests that can never run are refused at once.
+  c.max_tokens = 600;
+  EXPECT_THROW(engine.submit(nullptr, {c}), Error);  // beyond the 512-token context
+  EXPECT_THROW(engine.submit(nullptr, std::vector<serve::ChoiceParams>(5, three[0])), Error);  // more rows than max_batch
+}
+
+TEST(ServeEngine, BatchCacheCompactionAndGrowthKeepEveryRowExact) {
+  // A running batch whose rows join at different times, leave in the middle and outlive the first capacity: every
+  // row's logits stay those of decoding it alone (the compaction and growth paths both run).
+  Served s;
+  at::NoGradGuard ng;
+  serve::BatchCache bc(*s.lm, 4);
+  struct RowRef {
+    KVCache alone;
+    int64_t token;
+  };
+  std::vector<RowRef> refs;
+  auto add = [&](const std::string& text) {
+    auto ids = s.tok->encode(text, true);
+    KVCache c = s.lm->new_cache(1, 0);
+    ForwardOptions fo;
+    fo.last_logits_only = true;
+    at::Tensor lg = s.lm->forward({at::tensor(ids, at::kLong).view({1, -1})}, &c, fo).logits;
+    bc.add_row(c, 0);
+    KVCache alone = s.lm->new_cache(1, 0);
+    s.lm->forward({at::tensor(ids, at::kLong).view({1, -1})}, &alone, fo);
+    refs.push_back({std::move(alone), lg.argmax(-1).item<int64_t>()});
+  };
+  auto step = [&] {
+    bc.ensure_room(1);
+    std::vector<int64_t> next;
+    for (auto& r : refs) next.push_back(r.token);
+    ForwardOptions fo;
+    fo.last_logits_only = true;
+    ForwardInput in;
+    in.ids = at::tensor(next, at::kLong).view({-1, 1});
+    at::Tensor lg = s.lm->forward(in, &bc.cache(), fo).logits.squeeze(1);
+    bc.after_forward();
+    for (size_t i = 0; i < refs.size(); ++i) {
+      ForwardInput one;
+      one.ids = at::tensor(std::vector<int64_t>{refs[i].token}, at::kLong).view({1, 1});
+      at::Tensor want = s.lm->forward(one, &refs[i].alone, fo).logits.squeeze(1)[0];
+      EXPECT_LT((lg[i] - want).abs().max().item<double>(), 1e-4) << "row " << i;
+      refs[i].token = want.argmax().item<int64_t>();
+    }
+  };
+  add("Once upon a time, there was a little girl");
+  const int64_t first_capacity = bc.capacity();
+  for (int i = 0; i < 5; ++i) step();
+  add("Tom");
+  add("The sun was hot and the children played");
+  int64_t compactions_seen = 0, last_cols = bc.columns();
+  for (int i = 0; i < 80; ++i) {
+    step();
+    if (bc.columns() < last_cols) ++compactions_seen;
+    last_cols = bc.columns();
+    if (i == 20) {  // the first row leaves; the last moves into its place
+      bc.remove_row(0);
+      refs[0] = std::move(refs.back());
+      refs.pop_back();
+    }
+    if (i == 30) add("A cat");
+    if (i == 40)  // all but the short late row leave: its real keys are far fewer than the columns, so they compact
+      while (refs.size() > 1) {
+        const size_t i = refs.size() - 2;  // the last row ("A cat") moves into its place
+        bc.remove_row(i);
+        refs[i] = std::move(refs.back());
+        refs.pop_back();
+      }
+  }
+  EXPECT_GT(compactions_seen, 0);
+  EXPECT_GE(bc.capacity(), 4 * first_capacity);  // and it grew (by doubling) before
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTTP end to end
+
+struct Running {
+  Served s;
+  std::string root = temp_dir("serve-modules");
+  std::unique_ptr<serve::ModuleRegistry> reg;
+  serve::Metrics metrics;
+  std::unique_ptr<serve::Engine> engine;
+  std::unique_ptr<serve::Server> server;
+  std::thread th;
+  int port = 0;
+  explicit Running(serve::EngineOptions eo = {}, std::string key = "") {
+    for (int i = 0; i < 2; ++i) s.modules[i]->module->save(root + "/" + s.modules[i]->name);
+    s.modules[3]->module->save(root + "/idpt");
+    reg = std::make_unique<serve::ModuleRegistry>(*s.lm, root);
+    EXPECT_TRUE(reg->load_root().empty());
+    eo.threads = 1;
+    engine = std::make_unique<serve::Engine>(*s.lm, *s.tok, eo, &metrics);
+    serve::ServerOptions so;
+    so.port = 0;
+    so.model_name = "tinystories";
+    so.api_key = key;
+    so.max_body_bytes = 64 * 1024;
+    so.log_requests = false;
+    server = std::make_unique<serve::Server>(*s.lm, *s.tok, *engine, *reg, metrics, so);
+    port = server->bind();
+    th = std::thread([this] { server->serve(); });
+  }
+  ~Running() {
+    server->stop();
+    th.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+};
+
+json post(httplib::Client& c, const std::string& path, const json& body, int* status = nullptr, httplib::Headers h = {}) {
+  auto res = c.Post(path.c_str(), h, body.dump(), "application/json");
+  EXPECT_TRUE(res) << path;
+  if (!res) return {};
+  if (status) *status = res->status;
+  return json::parse(res->body, nullptr, false);
+}
+
+// Server-sent events: every event is "data: <json>\n\n" and the stream ends with "data: [DONE]\n\n".
+std::vector<json> sse_events(const std::string& body, bool* done) {
+  std::vector<json> out;
+  *done = false;
+  size_t at = 0;
+  while (at < body.size()) {
+    const size_t end = body.find("\n\n", at);
+    EXPECT_NE(end, std::string::npos) << "unterminated event";
+    if (end == std::string::npos) break;
+    const std::string ev = body.substr(at, end - at);
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    EXPECT_FALSE(*done) << "an event after [DONE]";
+    if (ev == "data: [DONE]") *done = true;
+    else out.push_back(json::parse(ev.substr(6)));
+    at = end + 2;
+  }
+  return out;
+}
+
+TEST(ServeHttp, CompletionsEqualGenerateStreamedOrNotForTheBaseAndEveryModule) {
+  Running r;
+  auto c = r.client();
+  auto models = json::parse(c.Get("/v1/models")->body);
+  std::map<std::string, std::string> kinds;
+  for (auto& m : models["data"]) kinds[m["id"]] = m["kind"];
+  EXPECT_EQ(kinds, (std::map<std::string, std::string>{{"tinystories", "base"}, {"pt0", "prompt_tuning"}, {"pt1", "prompt_tuning"}, {"idpt", "id_prompt_tuning"}}));
+  EXPECT_EQ(c.Get("/health")->body, R"({"status":"ok"})");
+  for (const std::string model : {"tinystories", "pt0", "pt1", "idpt"}) {
+    const serve::ServedModule* m = nullptr;
+    for (auto& x : r.s.modules)
+      if (x->name == model) m = x.get();
+    int status = 0;
+    json j = post(c, "/v1/completions", {{"model", model}, {"prompt", "Once upon a time"}, {"max_tokens", 20}, {"temperature", 0}, {"logprobs", 1}}, &status);
+    ASSERT_EQ(status, 200) << j.dump();
+    EXPECT_EQ(j["object"], "text_completion");
+    EXPECT_EQ(j["model"], model);
+    const auto ids = r.s.tok->encode("Once upon a time", true);
+    const auto want = r.s.alone(m, ids, 20, 0, 0);
+    std::vector<int64_t> want_text_ids;
+    for (int64_t t : want)
+      if (t != 2) want_text_ids.push_back(t);
+    std::vector<int64_t> ctx(ids.end() - std::min<size_t>(8, ids.size()), ids.end()), full = ctx;
+    full.insert(full.end(), want_text_ids.begin(), want_text_ids.end());
+    const std::string want_text = r.s.tok->decode(full, true).substr(r.s.tok->decode(ctx, true).size());
+    EXPECT_EQ(j["choices"][0]["text"], want_text) << model;
+    EXPECT_EQ(j["choices"][0]["logprobs"]["tokens"].size(), want.size());
+    EXPECT_EQ(j["usage"]["completion_tokens"], want.size());
+    EXPECT_EQ(j["usage"]["prompt_tokens"], ids.size());
+    EXPECT_EQ(j["choices"][0]["finish_reason"], want.size() < 20 ? "stop" : "length");
+    // The same request streamed: SSE framing, the pieces add up to the same text, usage at the end.
+    auto res = c.Post("/v1/completions", json{{"model", model}, {"prompt", "Once upon a time"}, {"max_tokens", 20}, {"temperature", 0},
+                                              {"stream", true}, {"stream_options", {{"include_usage", true}}}}.dump(), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+    bool done = false;
+    auto events = sse_events(res->body, &done);
+    EXPECT_TRUE(done);
+    std::string text;
+    int finished = 0;
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+      EXPECT_EQ(events[i]["object"], "text_completion");
+      text += events[i]["choices"][0]["text"].get<std::string>();
+      finished += !events[i]["choices"][0]["finish_reason"].is_null();
+    }
+    EXPECT_EQ(finished, 1);
+    EXPECT_EQ(text, want_text);
+    EXPECT_TRUE(events.back()["choices"].empty());
+    EXPECT_EQ(events.back()["usage"]["completion_tokens"], want.size());
+  }
+  // Echo with logprobs (scoring a prompt, max_tokens 0): the prompt's tokens, the first without a logprob.
+  json j = post(c, "/v1/completions", {{"model", "pt0"}, {"prompt", "Once upon a time"}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
+  EXPECT_EQ(j["choices"][0]["text"], "Once upon a time");
+  EXPECT_TRUE(j["choices"][0]["logprobs"]["token_logprobs"][0].is_null());
+  EXPECT_LT(j["choices"][0]["logprobs"]["token_logprobs"][1].get<double>(), 0);
+  // Metrics count the requests by module.
+  const std::string metrics = c.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("frozenlm_requests_total{module=\"pt1\",status=\"200\"} 2"), std::string::npos) << metrics.substr(0, 2000);
+  EXPECT_NE(metrics.find("frozenlm_time_to_first_token_seconds_count{module=\"idpt\"} 2"), std::string::npos);
+  EXPECT_NE(metrics.find("frozenlm_module_apply_seconds_count{kind=\"id_prompt_tuning\"}"), std::string::npos);
+}
+
+TEST(ServeHttp, BadRequestsGetTheRight4xxAndTheApiKeyGuardsEverythingButHealth) {
+  serve::EngineOptions eo;
+  Running r(eo, "sekret");
+  auto c = r.client();
+  httplib::Headers key = {{"Authorization", "Bearer sekret"}};
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  EXPECT_EQ(c.Get("/v1/models")->status, 401);
+  EXPECT_EQ(c.Get("/v1/models", httplib::Headers{{"Authorization", "Bearer wrong"}})->status, 401);
+  EXPECT_EQ(c.Get("/metrics")->status, 401);
+  EXPECT_EQ(c.Get("/v1/models", key)->status, 200);
+  int status = 0;
+  json j = post(c, "/v1/completions", {{"model", "tinystories"}, {"prompt", "hi"}}, &status);
+  EXPECT_EQ(status, 401);
+  EXPECT_EQ(j["error"]["type"], "authentication_error");
+  auto expect = [&](const std::string& body, int want, const std::string& code, const std::string& path = "/v1/completions") {
+    auto res = c.Post(path.c_str(), key, body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, want) << body;
+    json e = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(e.is_object() && e.contains("error")) << res->body;
+    for (const char* f : {"message", "type", "param", "code"}) EXPECT_TRUE(e["error"].contains(f)) << f;
+    if (!code.empty()) EXPECT_EQ(e["error"]["code"], code) << body;
+  };
+  expect("{oops", 400, "invalid_json");
+  expect(R"({"model":"nope","prompt":"x"})", 404, "model_not_found");
+  expect(R"({"model":"tinystories","prompt":"x","max_tokens":-5})", 400, "invalid_value");
+  expect(R"({"model":"tinystories","prompt":"x","max_tokens":100000})", 400, "context_length_exceeded");
+  expect(json{{"model", "tinystories"}, {"prompt", std::string(3000, 'a') + " b c d e f g h i j k l m n o p q r s t u v w x y z"}, {"max_tokens", 1}}.dump(), 400, "");
+  expect(R"({"model":"tinystories","prompt":[1, 99999]})", 400, "");
+  expect(json{{"model", "tinystories"}, {"prompt", std::string(70000, 'x')}}.dump(), 413, "request_too_large");
+  expect(R"({"name":"x","path":"../etc"})", 400, "", "/v1/modules");
+  expect(R"({"name":"x","path":"/etc"})", 400, "", "/v1/modules");
+  expect(R"({"name":"x","path":"missing"})", 404, "module_not_found", "/v1/modules");
+  expect(R"({"name":"../x","path":"pt0"})", 400, "", "/v1/modules");
+  expect(R"({"name":"tinystories","path":"pt0"})", 409, "name_taken", "/v1/modules");
+  expect(R"({"name":"pt0","path":"pt0"})", 409, "name_taken", "/v1/modules");
+  // A symlink inside the root that leads out of it.
+  std::filesystem::create_directory_symlink("/tmp", r.root + "/escape");
+  expect(R"({"name":"esc","path":"escape"})", 400, "", "/v1/modules");
+  // A module trained for another base model (another width) is refused with the reason.
+  {
+    auto other = load_model(stories260k());
+    PromptTuning::create(*other, 2, PromptInit::RandomUniform)->save(r.root + "/other");
+    auto res = c.Post("/v1/modules", key, R"({"name":"other","path":"other"})", "application/json");
+    EXPECT_EQ(res->status, 400);
+    EXPECT_NE(res->body.find("token_dim"), std::string::npos) << res->body;
+  }
+  auto nf = c.Get("/v1/nothing", key);
+  EXPECT_EQ(nf->status, 404);
+  EXPECT_TRUE(json::parse(nf->body).contains("error"));
+  // Never a 5xx for bad input.
+  const std::string m = c.Get("/metrics", key)->body;
+  EXPECT_EQ(m.find("status=\"5"), std::string::npos);
+}
+
+TEST(ServeHttp, HotLoadUnloadLetsInFlightRequestsFinish) {
+  Running r;
+  auto c = r.client();
+  std::filesystem::create_directories(r.root + "/later");
+  r.s.modules[2]->module->save(r.root + "/later/pt2");
+  int status = 0;
+  json j = post(c, "/v1/modules", {{"name", "late"}, {"path", "later/pt2"}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["kind"], "prompt_tuning");
+  j = post(c, "/v1/completions", {{"model", "late"}, {"prompt", "The dog"}, {"max_tokens", 8}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200);
+  const auto ids = r.s.tok->encode("The dog", true);
+  EXPECT_EQ(j["usage"]["completion_tokens"], r.s.alone(r.s.modules[2].get(), ids, 8, 0, 0).size());
+  // A long stream of the module; unloaded while it runs: the stream still completes, new requests get 404.
+  auto fut = std::async(std::launch::async, [&] {
+    auto c2 = r.client();
+    return c2.Post("/v1/completions", json{{"model", "late"}, {"prompt", "The dog"}, {"max_tokens", 300}, {"temperature", 0.9}, {"seed", 1},
+                                           {"stream", true}}.dump(), "application/json");
+  });
+  for (int i = 0; i < 200 && r.engine->stats().running_rows == 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(c.Delete("/v1/modules/late")->status, 200);
+  EXPECT_EQ(c.Delete("/v1/modules/late")->status, 404);
+  post(c, "/v1/completions", {{"model", "late"}, {"prompt", "x"}}, &status);
+  EXPECT_EQ(status, 404);
+  auto res = fut.get();
+  ASSERT_TRUE(res);
+  bool done = false;
+  auto events = sse_events(res->body, &done);
+  EXPECT_TRUE(done);
+  ASSERT_FALSE(events.empty());
+  EXPECT_FALSE(events.back()["choices"][0]["finish_reason"].is_null());
+}
+
+TEST(ServeHttp, AFullQueueAnswers429WithRetryAfterAndADrainFinishesInFlightStreams) {
+  serve::EngineOptions eo;
+  eo.max_batch = 1;
+  eo.max_queue = 1;
+  Running r(eo);
+  const json long_req = {{"model", "tinystories"}, {"prompt", "Once"}, {"max_tokens", 200}, {"temperature", 1.0}, {"stream", true}};
+  std::vector<std::future<httplib::Result>> futs;
+  for (int i = 0; i < 4; ++i) {
+    futs.push_back(std::async(std::launch::async, [&] { return r.client().Post("/v1/completions", long_req.dump(), "application/json"); }));
+    std::this_thread::sleep_for(20ms);
+  }
+  int ok = 0, busy = 0;
+  for (auto& f : futs) {
+    auto res = f.get();
+    ASSERT_TRUE(res);
+    if (res->status == 200) ++ok;
+    if (res->status == 429) {
+      ++busy;
+      EXPECT_EQ(res->get_header_value("Retry-After"), "1");
+      EXPECT_EQ(json::parse(res->body)["error"]["type"], "rate_limit_error");
+    }
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(busy, 1);
+  EXPECT_EQ(ok + busy, 4);
+  // Drain with a stream in flight: it completes; health says draining meanwhile; the server then stops.
+  auto fut = std::async(std::launch::async, [&] { return r.client().Post("/v1/completions", long_req.dump(), "application/json"); });
+  for (int i = 0; i < 200 && r.engine->stats().running_rows == 0; ++i) std::this_thread::sleep_for(5ms);
+  std::thread drain([&] { r.server->drain_and_stop(); });
+  std::this_thread::sleep_for(20ms);
+  auto h = r.client().Get("/health");
+  if (h) EXPECT_EQ(h->status, 503);
+  auto res = fut.get();
+  drain.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  bool done = false;
+  sse_events(res->body, &done);
+  EXPECT_TRUE(done);
+}
+
+}  // namespace
+}  // namespace frozenlm::test
