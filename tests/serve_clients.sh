@@ -12,7 +12,7 @@ KEY=test-key-$$
 PROMPT=$'Question: What is the capital of Germany?\nAnswer:'
 EXPECTED=$($F generate --model $M --module testbed/modules/closed_book --prompt "$PROMPT" --temperature 0 --max-new-tokens 12 --stop $'\n' --threads 1 2>/dev/null | tail -c +$((${#PROMPT} + 1)))
 EXPECTED=${EXPECTED%%$'\n'*}  # the text up to the stop string, as the API returns it
-$F serve --model $M --modules-dir testbed/modules --port 0 --api-key "$KEY" --threads 1 2> "$OUT/serve.log" &
+$F serve --model $M --model-name testbed --modules-dir testbed/modules --port 0 --api-key "$KEY" --threads 1 2> "$OUT/serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do

@@ -17,6 +17,9 @@ function check(cond, what) {
   check(models.some((m) => m.id === moduleName && m.kind === "prompt_tuning") && models.some((m) => m.kind === "base"),
         "models.list has the base and " + moduleName + ": " + models.map((m) => m.id + "(" + m.kind + ")").join(" "));
 
+  const one = await client.models.retrieve(moduleName);
+  check(one.id === moduleName && one.kind === "prompt_tuning" && one.parameters > 0, "models.retrieve(" + moduleName + ")");
+
   const r = await client.completions.create({ model: moduleName, prompt, max_tokens: 12, temperature: 0, stop: ["\n"] });
   check(r.object === "text_completion" && r.choices.length === 1, "completions.create answers a text_completion");
   check(r.choices[0].text === expected, "non-streamed text equals frozenlm generate: " + JSON.stringify(r.choices[0].text));

@@ -71,6 +71,7 @@ struct Server::Impl {
   std::mutex run_m;
   bool serving = false, stop_requested = false;
   int64_t created = unix_now();
+  std::string weights_hash;  // computed once: it reads every weight byte
 
   Impl(const FrozenLM& l, const Tokenizer& t, Engine& e, ModuleRegistry& m, Metrics& mt) : lm(l), tok(t), engine(e), modules(m), metrics(mt) {}
 
@@ -119,6 +120,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
 Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleRegistry& modules, Metrics& metrics, ServerOptions opt)
     : p_(std::make_unique<Impl>(lm, tok, engine, modules, metrics)), opt_(std::move(opt)) {
   Impl& P = *p_;
+  P.weights_hash = lm.weights_hash();
   httplib::Server& h = P.http;
   const int threads = opt_.http_threads > 0 ? opt_.http_threads
                                             : int(engine.options().max_batch + engine.options().max_queue + 8);
@@ -198,16 +200,25 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     res.set_content(p_->metrics.render(), "text/plain; version=0.0.4");
   });
 
-  h.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    json data = json::array();
-    data.push_back({{"id", opt_.model_name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"},
-                    {"kind", "base"}, {"parameters", p_->lm.num_parameters()}, {"context_length", p_->engine.context_length()},
-                    {"weights", p_->lm.weights_hash()}});
-    for (const auto& m : p_->modules.list())
-      data.push_back({{"id", m->name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"}, {"kind", m->kind},
-                      {"root", opt_.model_name}, {"parent", opt_.model_name}, {"parameters", m->module->num_parameters()},
-                      {"prefix_tokens", m->module->prefix_length()}});
+  auto model_json = [this](const std::shared_ptr<const ServedModule>& m) {
+    if (!m)
+      return json{{"id", opt_.model_name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"}, {"kind", "base"},
+                  {"parameters", p_->lm.num_parameters()}, {"context_length", p_->engine.context_length()}, {"weights", p_->weights_hash}};
+    return json{{"id", m->name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"}, {"kind", m->kind},
+                {"root", opt_.model_name}, {"parent", opt_.model_name}, {"parameters", m->module->num_parameters()},
+                {"prefix_tokens", m->module->prefix_length()}};
+  };
+  h.Get("/v1/models", [this, model_json](const httplib::Request&, httplib::Response& res) {
+    json data = json::array({model_json(nullptr)});
+    for (const auto& m : p_->modules.list()) data.push_back(model_json(m));
     send_json(res, 200, {{"object", "list"}, {"data", data}});
+  });
+  h.Get(R"(/v1/models/([^/]+))", [this, model_json](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    if (name == opt_.model_name) return send_json(res, 200, model_json(nullptr));
+    auto m = p_->modules.find(name);
+    if (!m) return send_error(res, ApiError(404, "model '" + name + "' not found", "model", "model_not_found"));
+    send_json(res, 200, model_json(m));
   });
 
   h.Post("/v1/modules", [this](const httplib::Request& req, httplib::Response& res) {
@@ -375,7 +386,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
       choices.push_back(ch);
     }
     return send_json(res, 200, {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
-                                {"system_fingerprint", P.lm.weights_hash()}, {"choices", choices}, {"usage", usage()}});
+                                {"system_fingerprint", P.weights_hash}, {"choices", choices}, {"usage", usage()}});
   }
 
   // ---- streamed: one server-sent event per update, then (stream_options.include_usage) the usage, then [DONE] ----
