@@ -1,12 +1,14 @@
 #include "serve/engine.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
 
+#include "core/cpu_allocator.h"
 #include "core/generate.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
@@ -169,10 +171,22 @@ void Engine::run() {
   set_threads(opt_.threads);  // OpenMP's thread count is per thread: this one runs every forward
   at::NoGradGuard no_grad;
   while (true) {
+    bool idle = false;
     {
       std::unique_lock<std::mutex> lk(m_);
-      cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !rows_.empty(); });
+      idle = !cv_.wait_for(lk, std::chrono::seconds(1), [&] { return stop_ || !queue_.empty() || !rows_.empty(); });
       if (stop_) break;
+    }
+    if (idle) {
+      // Nothing to do for a second: give the batch's KV buffers (grown to the busiest moment) back to the system,
+      // so that memory returns to its idle level after a burst.
+      if (batch_->cache.capacity() > 0) {
+        batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
+        release_cpu_cache();
+        malloc_trim(0);  // and what the HTTP threads' malloc arenas hold free
+        kv_bytes_ = batch_->cache.bytes();
+      }
+      continue;
     }
     try {
       drop_cancelled();
@@ -365,6 +379,7 @@ void Engine::prefill(const std::vector<std::shared_ptr<Request>>& admitted) {
       row->sp.seed = p.seed;
       row->sp.eos_ids = lm_.config().eos_ids;
       if (row->sp.eos_ids.empty() && tok_.eos_id() >= 0) row->sp.eos_ids.push_back(tok_.eos_id());
+      if (p.ignore_eos) row->sp.eos_ids.clear();
       row->gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
       row->text = std::make_unique<CompletionText>(tok_, p.prompt_ids, p.stops);
       row->budget = input_length(r->module().get(), p) + p.max_tokens;

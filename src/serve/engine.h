@@ -43,6 +43,7 @@ struct ChoiceParams {
   std::vector<std::string> stops;
   int top_logprobs = -1;         // -1: no logprobs; k >= 0: each token's logprob and the k most likely
   bool prompt_logprobs = false;  // also the prompt's tokens' logprobs (echo with logprobs)
+  bool ignore_eos = false;       // generate max_tokens whatever comes (benchmarks)
 };
 
 struct TokenLogprob {

@@ -1,6 +1,7 @@
 #include "serve/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cmath>
@@ -69,6 +70,7 @@ struct Server::Impl {
   std::atomic<bool> draining{false};
   std::atomic<int> in_flight{0};  // completion requests being answered (streams included)
   std::mutex run_m;
+  int listen_fd = -1;
   bool serving = false, stop_requested = false;
   int64_t created = unix_now();
   std::string weights_hash;  // computed once: it reads every weight byte
@@ -126,6 +128,12 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
                                             : int(engine.options().max_batch + engine.options().max_queue + 8);
   h.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   h.set_tcp_nodelay(true);
+  // httplib listens with a backlog of 5 (compiled into Debian's library): 64 clients connecting at once would see
+  // refused or retransmitted SYNs (1 s each). Keep the listening socket and raise its backlog after bind().
+  h.set_socket_options([this](int sock) {
+    httplib::default_socket_options(sock);
+    p_->listen_fd = sock;
+  });
   h.set_payload_max_length(opt_.max_body_bytes);
   h.set_keep_alive_timeout(2);
   h.set_read_timeout(30, 0);
@@ -311,6 +319,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
         c.stops = r.stop;
         c.top_logprobs = r.logprobs;
         c.prompt_logprobs = r.echo && r.logprobs >= 0;
+        c.ignore_eos = r.ignore_eos;
         choices.push_back(std::move(c));
       }
     try {
@@ -454,6 +463,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
 int Server::bind() {
   const int port = opt_.port == 0 ? p_->http.bind_to_any_port(opt_.host) : (p_->http.bind_to_port(opt_.host, opt_.port) ? opt_.port : -1);
   if (port < 0) throw Error("serve: cannot listen on " + opt_.host + ":" + std::to_string(opt_.port) + " (in use, or not an address of this machine)");
+  if (p_->listen_fd >= 0) ::listen(p_->listen_fd, 4096);  // Linux takes a second listen() as a new backlog (capped by somaxconn)
   return port;
 }
 

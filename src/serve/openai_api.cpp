@@ -145,6 +145,7 @@ CompletionRequest parse_completion_request(const std::string& body, const ApiLim
   r.n = int(get_int(o, "n", 1, lim.max_n, 1));
   r.logprobs = int(get_int(o, "logprobs", 0, lim.max_logprobs, -1));
   r.echo = get_bool(o, "echo", false);
+  r.ignore_eos = get_bool(o, "ignore_eos", false);
   r.stream = get_bool(o, "stream", false);
   if (auto s = o.find("seed"); s != o.end() && !s->is_null()) {
     if (!is_int(*s)) bad("seed", "'seed' must be an integer, got " + type_name(*s), "invalid_type");

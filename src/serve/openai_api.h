@@ -26,7 +26,8 @@ struct CompletionRequest {
   int64_t max_tokens = 16;
   double temperature = 1.0;
   double top_p = 1.0;
-  int64_t top_k = 0;                              // an extension (as vLLM's and llama.cpp's servers take it)
+  int64_t top_k = 0;                              // extensions (as vLLM's and llama.cpp's servers take them):
+  bool ignore_eos = false;                        // keep generating past the end-of-sequence token (benchmarks)
   int n = 1;
   std::vector<std::string> stop;
   std::optional<uint64_t> seed;
