@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
     c.seed = 2000 + i;
     IdPromptTuning::create(*lm, c)->save(root + "/idpt" + std::to_string(i));
   }
-  serve::ModuleRegistry reg(*lm, root);
+  serve::ModuleRegistry reg(*lm, *tok, root);
   for (auto& s : reg.load_root()) std::printf("skipped %s\n", s.c_str());
   serve::Metrics metrics;
   serve::EngineOptions eo;

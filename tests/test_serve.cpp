@@ -11,6 +11,11 @@
 
 #include "core/generate.h"
 #include "core/loader.h"
+#include "methods/reader/reader_pipeline.h"
+#include "methods/recursive/textual_recursion.h"
+#include "modules/neural_recursion.h"
+#include "retrieval/passage_index.h"
+#include "tasks/task.h"
 #include "modules/idpt.h"
 #include "modules/prompt_tuning.h"
 #include "serve/batch_cache.h"
@@ -406,7 +411,7 @@ struct Running {
   explicit Running(serve::EngineOptions eo = {}, std::string key = "") {
     for (int i = 0; i < 2; ++i) s.modules[i]->module->save(root + "/" + s.modules[i]->name);
     s.modules[3]->module->save(root + "/idpt");
-    reg = std::make_unique<serve::ModuleRegistry>(*s.lm, root);
+    reg = std::make_unique<serve::ModuleRegistry>(*s.lm, *s.tok, root);
     EXPECT_TRUE(reg->load_root().empty());
     eo.threads = 1;
     engine = std::make_unique<serve::Engine>(*s.lm, *s.tok, eo, &metrics);
@@ -647,6 +652,92 @@ TEST(ServeHttp, AFullQueueAnswers429WithRetryAfterAndADrainFinishesInFlightStrea
   bool done = false;
   sse_events(res->body, &done);
   EXPECT_TRUE(done);
+}
+
+TEST(ServeHttp, EveryModuleKindIsServedAsItsCommandRunsIt) {
+  // A textual recursion (pass 1 proposes, pass 2 reads the candidates in the engine) and a frozen reader (retrieve,
+  // re-rank, pack, then read in the engine): the server's greedy answer is what `generate --module` / `answer` give.
+  Running r;
+  auto c = r.client();
+  const std::string tr_dir = r.root + "/tr";
+  std::filesystem::create_directories(tr_dir);
+  r.s.modules[0]->module->save(tr_dir + "/pass1");
+  r.s.modules[1]->module->save(tr_dir + "/pass2");
+  write_file(tr_dir + "/textual_recursion.json",
+             json{{"config", {{"samples", 3}, {"temperature", 1.0}, {"top_k", 0}, {"include_greedy", true}, {"max_answer_tokens", 6}, {"seed", 0}}},
+                  {"token_dim", r.s.lm->dim()}, {"base_checkpoint_id", r.s.lm->checkpoint_id()}}.dump());
+  int status = 0;
+  json j = post(c, "/v1/modules", {{"name", "tr"}, {"path", "tr"}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["kind"], "textual_recursion");
+  const std::string q = "Once upon a time";
+  auto tr = TextualRecursion::load(tr_dir, *r.s.lm);
+  Task t;
+  t.max_tokens = 1 << 30;
+  const std::string read = tr->pass2_input(*r.s.lm, *r.s.tok, t, q);
+  ASSERT_EQ(read.rfind("Candidates: ", 0), 0u);
+  j = post(c, "/v1/completions", {{"model", "tr"}, {"prompt", q}, {"max_tokens", 10}, {"temperature", 0}, {"echo", true}, {"logprobs", 0}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  const std::string text = j["choices"][0]["text"];
+  EXPECT_EQ(text.substr(0, read.size()), read);  // echo shows what pass 2 read
+  const auto ids = r.s.tok->encode(read, true);
+  std::vector<int64_t> gen;
+  {
+    SamplingParams sp;
+    sp.max_new_tokens = 10;
+    sp.temperature = 0;
+    sp.eos_ids = r.s.lm->config().eos_ids;
+    at::NoGradGuard ng;
+    ModuleInput x = tr->pass2().apply(*r.s.lm, module_input(*r.s.lm, at::tensor(ids, at::kLong).view({1, -1})));
+    gen = generate_from_embeds(*r.s.lm, x.embeds, x.mask, sp)[0];
+  }
+  const size_t n_prompt = j["choices"][0]["logprobs"]["tokens"].size() - gen.size();
+  EXPECT_EQ(n_prompt, ids.size());
+  EXPECT_EQ(j["usage"]["completion_tokens"], gen.size());
+
+  // A reader over a BM25 index of the test corpus.
+  const std::string idx = r.root + "/../serve-index";
+  std::filesystem::remove_all(idx);
+  IndexBuildOptions io;
+  io.progress = false;
+  build_index(std::string(FROZENLM_SOURCE) + "/tests/data/retrieval/tiny_corpus.jsonl", idx, io);
+  ReaderOptions ro;
+  ro.index = idx;
+  ro.candidates = 3;
+  ro.max_new_tokens = 8;
+  r.s.modules[2]->module->save(r.root + "/reader");
+  write_file(r.root + "/reader/reader.json", ro.to_json().dump());
+  j = post(c, "/v1/modules", {{"name", "reader"}, {"path", "reader"}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["kind"], "reader");
+  ReaderPipeline pipe(*r.s.lm, *r.s.tok, ro, r.s.modules[2]->module.get());
+  for (const std::string question : {"Name the capital of Zorvatha.", "Which symbol does gold have?"}) {
+    const ReaderOutput want = pipe.answer(question);
+    j = post(c, "/v1/completions", {{"model", "reader"}, {"prompt", question}, {"max_tokens", 8}, {"temperature", 0}, {"stop", "\n"}, {"echo", true}}, &status);
+    ASSERT_EQ(status, 200) << j.dump();
+    // The same tokens; `answer` decodes them alone (a SentencePiece tokenizer then drops the first one's leading
+    // space), the server reads them after the prompt, as OpenAI's API returns text.
+    const std::string got = j["choices"][0]["text"];
+    ASSERT_EQ(got.substr(0, want.input.size()), want.input) << question;
+    auto lstrip = [](std::string x) { return x.erase(0, x.find_first_not_of(' ')); };
+    EXPECT_EQ(lstrip(got.substr(want.input.size())), lstrip(want.answer.substr(0, want.answer.find('\n')))) << question;
+  }
+  // Multi-pass modules read text: token-id prompts are refused with the reason.
+  j = post(c, "/v1/completions", {{"model", "reader"}, {"prompt", {1, 2, 3}}}, &status);
+  EXPECT_EQ(status, 400);
+  // Neural recursion is one module to the engine (pass 1, the connector, pass 2 all in its apply).
+  RecursionConfig nc;
+  nc.dim = 32;
+  auto nr = NeuralRecursion::create(*r.s.lm, nc);
+  nr->save(r.root + "/nr");
+  j = post(c, "/v1/modules", {{"name", "nr"}, {"path", "nr"}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["kind"], "neural_recursion");
+  serve::ServedModule as_module;
+  as_module.module = std::move(nr);
+  j = post(c, "/v1/completions", {{"model", "nr"}, {"prompt", q}, {"max_tokens", 12}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["usage"]["completion_tokens"], r.s.alone(&as_module, r.s.tok->encode(q, true), 12, 0, 0).size());
 }
 
 }  // namespace

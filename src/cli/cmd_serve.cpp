@@ -60,7 +60,7 @@ void add_serve_command(CLI::App& app, Commands& cmds) {
     so.log_requests = !a->quiet;
     serve::EngineOptions eo = a->engine;
     eo.threads = a->model.threads;
-    serve::ModuleRegistry registry(*lm, a->modules_dir);
+    serve::ModuleRegistry registry(*lm, *tok, a->modules_dir);
     for (const std::string& kv : a->modules) {
       const size_t eq = kv.find('=');
       if (eq == std::string::npos || eq == 0) throw Error("--module " + kv + ": give NAME=DIR");

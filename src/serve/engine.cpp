@@ -106,7 +106,7 @@ Engine::~Engine() {
 int64_t Engine::context_length() const { return lm_.config().max_seq_len; }
 
 int64_t Engine::input_length(const ServedModule* m, const ChoiceParams& c) {
-  return (m && m->module ? m->module->prefix_length() : 0) + int64_t(c.prompt_ids.size());
+  return (m && m->lm_module() ? m->lm_module()->prefix_length() : 0) + int64_t(c.prompt_ids.size());
 }
 
 std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices) {
@@ -120,7 +120,7 @@ std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> modu
     const int64_t in = input_length(module.get(), c);
     if (in + c.max_tokens > context_length())
       throw Error("this request needs " + std::to_string(in) + " input positions" +
-                  (module && module->module ? " (" + std::to_string(module->module->prefix_length()) + " of them the module's prompt)" : std::string()) +
+                  (module && module->lm_module() ? " (" + std::to_string(module->lm_module()->prefix_length()) + " of them the module's prompt)" : std::string()) +
                   " + max_tokens " + std::to_string(c.max_tokens) + " = " + std::to_string(in + c.max_tokens) +
                   ", more than the model's context length " + std::to_string(context_length()));
     need += in + c.max_tokens;
@@ -330,7 +330,7 @@ void Engine::prefill(const std::vector<std::shared_ptr<Request>>& admitted) {
   std::vector<std::unique_ptr<Row>> fresh;
   std::vector<at::Tensor> embeds, masks;
   for (const auto& r : admitted) {
-    const TrainableModule* module = r->module() ? r->module()->module.get() : nullptr;
+    const TrainableModule* module = r->module() ? r->module()->lm_module() : nullptr;
     ModuleInput x;
     for (size_t c = 0; c < r->choices().size(); ++c) {
       const ChoiceParams& p = r->choices()[c];

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,7 +30,15 @@ using Clock = std::chrono::steady_clock;
 // A module as the server holds it (shared by the requests that use it: unloading it lets them finish).
 struct ServedModule {
   std::string name, kind, path;
-  std::unique_ptr<TrainableModule> module;
+  std::unique_ptr<TrainableModule> module;  // what the engine applies in front of the prompt
+  // Multi-pass modules (a textual recursion, a frozen reader) first turn the request's prompt into the text their last
+  // pass reads — pass 1's candidates + the question; retrieved, re-ranked, packed passages + the question — on the
+  // request's own thread, one request at a time per module; then that pass runs in the engine like any module.
+  std::function<std::string(const std::string& prompt)> rewrite;
+  std::shared_ptr<void> owner;                        // what `rewrite` and `last_pass` live in
+  const TrainableModule* last_pass = nullptr;         // the engine's module when it is not `module` (pass 2)
+  std::unique_ptr<std::mutex> rewrite_m = std::make_unique<std::mutex>();
+  const TrainableModule* lm_module() const { return last_pass ? last_pass : module.get(); }
 };
 
 // One completion (an OpenAI "choice") to generate.

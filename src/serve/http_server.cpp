@@ -213,8 +213,8 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
       return json{{"id", opt_.model_name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"}, {"kind", "base"},
                   {"parameters", p_->lm.num_parameters()}, {"context_length", p_->engine.context_length()}, {"weights", p_->weights_hash}};
     return json{{"id", m->name}, {"object", "model"}, {"created", p_->created}, {"owned_by", "frozenlm"}, {"kind", m->kind},
-                {"root", opt_.model_name}, {"parent", opt_.model_name}, {"parameters", m->module->num_parameters()},
-                {"prefix_tokens", m->module->prefix_length()}};
+                {"root", opt_.model_name}, {"parent", opt_.model_name}, {"parameters", m->lm_module()->num_parameters()},
+                {"prefix_tokens", m->lm_module()->prefix_length()}};
   };
   h.Get("/v1/models", [this, model_json](const httplib::Request&, httplib::Response& res) {
     json data = json::array({model_json(nullptr)});
@@ -247,8 +247,8 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
         for (size_t at; !root.empty() && (at = msg.find(root + "/")) != std::string::npos;) msg.erase(at, root.size() + 1);
         throw ApiError(400, msg, "path", "invalid_module");
       }
-      send_json(res, 200, {{"id", m->name}, {"object", "model"}, {"kind", m->kind}, {"parameters", m->module->num_parameters()},
-                           {"prefix_tokens", m->module->prefix_length()}});
+      send_json(res, 200, {{"id", m->name}, {"object", "model"}, {"kind", m->kind}, {"parameters", m->lm_module()->num_parameters()},
+                           {"prefix_tokens", m->lm_module()->prefix_length()}});
     } catch (const ApiError& e) {
       send_error(res, e);
     }
@@ -301,10 +301,21 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
       }
     } else {
       for (auto& t : r.prompts) {
-        prompts.push_back(P.encode_prompt(t));
-        prompt_texts.push_back(t);
+        std::string text = t;
+        if (module && module->rewrite) {  // a multi-pass module's earlier passes (see ServedModule)
+          std::lock_guard<std::mutex> lk(*module->rewrite_m);
+          try {
+            text = module->rewrite(t);
+          } catch (const Error& e) {
+            throw ApiError(400, std::string("module '") + module->name + "': " + e.what(), "prompt");
+          }
+        }
+        prompts.push_back(P.encode_prompt(text));
+        prompt_texts.push_back(text);
       }
     }
+    if (module && module->rewrite && !r.prompt_ids.empty())
+      throw ApiError(400, "module '" + module->name + "' (" + module->kind + ") reads text: give 'prompt' as a string", "prompt");
     const uint64_t seed = r.seed ? *r.seed : std::random_device{}();
     std::vector<ChoiceParams> choices;
     for (size_t i = 0; i < prompts.size(); ++i)

@@ -4,13 +4,16 @@
 #include <fstream>
 
 #include "core/torch_pch.h"
+#include "methods/reader/reader_pipeline.h"
+#include "methods/recursive/textual_recursion.h"
 #include "serve/openai_api.h"
+#include "tasks/task.h"
 
 namespace frozenlm::serve {
 
 namespace fs = std::filesystem;
 
-ModuleRegistry::ModuleRegistry(const FrozenLM& lm, std::string root) : lm_(lm) {
+ModuleRegistry::ModuleRegistry(const FrozenLM& lm, const Tokenizer& tok, std::string root) : lm_(lm), tok_(tok) {
   if (!root.empty()) {
     std::error_code ec;
     fs::path c = fs::canonical(root, ec);
@@ -45,13 +48,41 @@ std::shared_ptr<const ServedModule> ModuleRegistry::load(const std::string& name
   auto sm = std::make_shared<ServedModule>();
   sm->name = name;
   sm->path = dir;
-  {
-    at::NoGradGuard ng;
-    sm->module = load_module(dir, lm_);  // refuses another base model, fine-tuned models and textual recursions, with the reason
+  at::NoGradGuard ng;
+  if (TextualRecursion::is_saved_in(dir)) {
+    // Pass 1 samples candidate answers for the prompt (as `frozenlm generate --module` does), pass 2 reads
+    // "Candidates: ... \n" + the prompt in the engine.
+    std::shared_ptr<TextualRecursion> tr = TextualRecursion::load(dir, lm_);
+    sm->owner = tr;
+    sm->last_pass = &tr->pass2();
+    sm->kind = "textual_recursion";
+    sm->rewrite = [tr, &lm = lm_, &tok = tok_](const std::string& prompt) {
+      Task t;
+      t.max_tokens = 1 << 30;
+      const Proposal p = tr->propose(lm, tok, t, prompt);
+      return candidates_input(p.candidates, prompt);
+    };
+  } else if (fs::exists(fs::path(dir) / "reader.json")) {
+    // A trained frozen reader: the prompt is the question; retrieve, re-rank and pack here, read in the engine.
+    std::ifstream f(dir + "/reader.json");
+    const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+    if (j.is_discarded()) throw Error(dir + "/reader.json: not valid JSON");
+    ReaderOptions o = ReaderOptions::from_json(j, dir + "/reader.json");
+    sm->module = load_module(dir, lm_);
+    auto pipe = std::make_shared<ReaderPipeline>(lm_, tok_, o, sm->module.get());
+    sm->owner = pipe;
+    sm->kind = "reader";
+    sm->rewrite = [pipe](const std::string& question) {
+      const std::vector<ReaderCandidate> ranked = pipe->candidates(question);
+      return pipe->reader_input(question, pipe->pack(question, ranked));
+    };
+  } else {
+    sm->module = load_module(dir, lm_);  // refuses another base model and fine-tuned models, with the reason
+    if (sm->module->modifies_base_model()) throw Error(dir + ": this module changes the frozen weights; a server shares one copy of them");
+    sm->kind = sm->module->kind();
   }
-  if (sm->module->modifies_base_model()) throw Error(dir + ": this module changes the frozen weights; a server shares one copy of them");
-  for (auto& p : sm->module->parameters()) p.requires_grad_(false);
-  sm->kind = sm->module->kind();
+  if (sm->module)
+    for (auto& p : sm->module->parameters()) p.requires_grad_(false);
   std::lock_guard<std::mutex> lk(m_);
   if (modules_.count(name)) throw Conflict("a module named '" + name + "' is already loaded (DELETE /v1/modules/" + name + " first)");
   modules_[name] = sm;

@@ -1,4 +1,6 @@
-// The modules a server holds, by name. Paths are confined to the modules root (no "..", no symlink that leads out of
+// The modules a server holds, by name: prompt tuning, ID-PT, neural recursion (one pass in the engine each), a
+// textual recursion (pass 1 proposes candidates, pass 2 answers in the engine) and a trained frozen reader (a prompt
+// module with its reader.json: retrieval, re-ranking and packing first, the reading pass in the engine). Paths are confined to the modules root (no "..", no symlink that leads out of
 // it); a module made for another base model is refused with the reason. Requests hold a shared pointer to the module
 // they use, so unloading one lets its in-flight requests finish.
 #pragma once
@@ -14,8 +16,9 @@ namespace frozenlm::serve {
 
 class ModuleRegistry {
  public:
-  // `root` may be empty: then only explicit --module NAME=DIR loads (at start-up) and no hot loading.
-  ModuleRegistry(const FrozenLM& lm, std::string root);
+  // `root` may be empty: then only explicit --module NAME=DIR loads (at start-up) and no hot loading. The tokenizer is
+  // for multi-pass modules (a textual recursion's pass 1, a frozen reader's retrieval and re-ranking).
+  ModuleRegistry(const FrozenLM& lm, const Tokenizer& tok, std::string root);
 
   // Loads the module in `path` as `name`. confine: `path` is relative to the root (or absolute inside it) and must
   // resolve inside it (hot loading through the API). Throws Error with the reason (the API answers 400/404/409).
@@ -33,6 +36,7 @@ class ModuleRegistry {
  private:
   std::string resolve_confined(const std::string& path) const;
   const FrozenLM& lm_;
+  const Tokenizer& tok_;
   std::string root_;  // canonical, or empty
   mutable std::mutex m_;
   std::map<std::string, std::shared_ptr<const ServedModule>> modules_;
