@@ -401,7 +401,8 @@ TEST(ServeEngine, BatchCacheCompactionAndGrowthKeepEveryRowExact) {
 
 struct Running {
   Served s;
-  std::string root = temp_dir("serve-modules");
+  // Its own directory per test: CTest runs the tests of this file in parallel.
+  std::string root = temp_dir(std::string("serve-modules-") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
   std::unique_ptr<serve::ModuleRegistry> reg;
   serve::Metrics metrics;
   std::unique_ptr<serve::Engine> engine;
@@ -701,7 +702,7 @@ TEST(ServeHttp, EveryModuleKindIsServedAsItsCommandRunsIt) {
   EXPECT_EQ(j["usage"]["completion_tokens"], gen.size());
 
   // A reader over a BM25 index of the test corpus.
-  const std::string idx = r.root + "/../serve-index";
+  const std::string idx = r.root + "-index";
   std::filesystem::remove_all(idx);
   IndexBuildOptions io;
   io.progress = false;
