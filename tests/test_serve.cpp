@@ -581,6 +581,14 @@ TEST(ServeHttp, BadRequestsGetTheRight4xxAndTheApiKeyGuardsEverythingButHealth) 
   EXPECT_EQ(m.find("status=\"5"), std::string::npos);
 }
 
+TEST(ServeHttp, APortInUseIsAnErrorNotASharedPort) {
+  Running r;
+  serve::ServerOptions so;
+  so.port = r.port;
+  serve::Server second(*r.s.lm, *r.s.tok, *r.engine, *r.reg, r.metrics, so);
+  EXPECT_THROW(second.bind(), Error);
+}
+
 TEST(ServeHttp, HotLoadUnloadLetsInFlightRequestsFinish) {
   Running r;
   auto c = r.client();

@@ -9,6 +9,7 @@
 #include "core/loader.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
+#include "tokenizer/prompt_tokens.h"
 #include "tokenizer/tokenizer.h"
 
 namespace frozenlm::cli {
@@ -52,11 +53,7 @@ std::string TextArgs::get() const {
 
 
 std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text) {
-  std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
-  const int64_t bos = bos_for(lm.config(), tok);
-  if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);  // as training and eval encode
-  if (ids.empty()) throw Error("the prompt encodes to no tokens and the model has no BOS token: give --prompt");
-  return ids;
+  return frozenlm::prompt_ids(lm.config(), tok, text);
 }
 
 std::string human_bytes(double b) {

@@ -8,6 +8,7 @@
 #include "core/torch_pch.h"
 #include "methods/recursive/textual_recursion.h"
 #include "modules/trainable_module.h"
+#include "tokenizer/prompt_tokens.h"
 #include "tokenizer/tokenizer.h"
 
 namespace frozenlm::cli {
@@ -36,8 +37,7 @@ void add_generate_command(CLI::App& app, Commands& cmds) {
     auto lm = open_model(a->model);
     auto tok = open_tokenizer(a->model, *lm, true);
     SamplingParams sp = a->sp;
-    sp.eos_ids = lm->config().eos_ids;
-    if (sp.eos_ids.empty() && tok->eos_id() >= 0) sp.eos_ids.push_back(tok->eos_id());
+    sp.eos_ids = eos_ids_for(lm->config(), *tok);
     std::string prompt = a->prompt;
     std::unique_ptr<TextualRecursion> textual;
     if (!a->module_dir.empty() && TextualRecursion::is_saved_in(a->module_dir)) {

@@ -52,8 +52,6 @@ void BatchCache::after_forward() {
   refresh_view();
 }
 
-int64_t BatchCache::real_length(int64_t i) const { return mask_[i].narrow(0, 0, len_).sum().item<int64_t>(); }
-
 int64_t BatchCache::add_row(const KVCache& src, int64_t r) {
   if (rows_ == max_rows_) throw Error("BatchCache: all " + std::to_string(max_rows_) + " rows are in use");
   const int64_t n = src.length();

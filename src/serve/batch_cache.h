@@ -25,8 +25,6 @@ class BatchCache {
   int64_t max_rows() const { return max_rows_; }
   int64_t columns() const { return len_; }           // columns in use (the cache length the model sees)
   int64_t capacity() const { return capacity_; }     // columns allocated
-  // Real (unmasked) keys of row i.
-  int64_t real_length(int64_t i) const;
   // The KVCache for a forward over all rows (valid until the next call that changes rows or columns).
   KVCache& cache() { return view_; }
 

@@ -14,6 +14,7 @@
 #include "core/torch_pch.h"
 #include "serve/batch_cache.h"
 #include "serve/completion_text.h"
+#include "tokenizer/prompt_tokens.h"
 
 namespace frozenlm::serve {
 
@@ -377,9 +378,7 @@ void Engine::prefill(const std::vector<std::shared_ptr<Request>>& admitted) {
       row->sp.top_p = p.top_p;
       row->sp.top_k = p.top_k;
       row->sp.seed = p.seed;
-      row->sp.eos_ids = lm_.config().eos_ids;
-      if (row->sp.eos_ids.empty() && tok_.eos_id() >= 0) row->sp.eos_ids.push_back(tok_.eos_id());
-      if (p.ignore_eos) row->sp.eos_ids.clear();
+      if (!p.ignore_eos) row->sp.eos_ids = eos_ids_for(lm_.config(), tok_);
       row->gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
       row->text = std::make_unique<CompletionText>(tok_, p.prompt_ids, p.stops);
       row->budget = input_length(r->module().get(), p) + p.max_tokens;

@@ -12,6 +12,7 @@
 #include "core/torch_pch.h"
 #include "serve/openai_api.h"
 #include "serve/playground.h"
+#include "tokenizer/prompt_tokens.h"
 
 namespace frozenlm::serve {
 
@@ -88,13 +89,6 @@ struct Server::Impl {
     return s.empty() && tok.decode({id}, true).empty() ? tok.id_to_token(id) : s;
   }
 
-  std::vector<int64_t> encode_prompt(const std::string& text) const {
-    std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
-    const int64_t bos = bos_for(lm.config(), tok);
-    if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);  // as training, eval and generate encode
-    if (ids.empty()) throw ApiError(400, "the prompt encodes to no tokens and the model has no BOS token", "prompt");
-    return ids;
-  }
 };
 
 namespace {
@@ -130,8 +124,11 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
   h.set_tcp_nodelay(true);
   // httplib listens with a backlog of 5 (compiled into Debian's library): 64 clients connecting at once would see
   // refused or retransmitted SYNs (1 s each). Keep the listening socket and raise its backlog after bind().
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a second server on a port in use binds
+  // without error and silently takes half its connections.
   h.set_socket_options([this](int sock) {
-    httplib::default_socket_options(sock);
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     p_->listen_fd = sock;
   });
   h.set_payload_max_length(opt_.max_body_bytes);
@@ -310,7 +307,11 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
             throw ApiError(400, std::string("module '") + module->name + "': " + e.what(), "prompt");
           }
         }
-        prompts.push_back(P.encode_prompt(text));
+        try {
+          prompts.push_back(prompt_ids(P.lm.config(), P.tok, text));  // BOS first, as `generate`, training and eval encode
+        } catch (const Error& e) {
+          throw ApiError(400, e.what(), "prompt");
+        }
         prompt_texts.push_back(text);
       }
     }
@@ -354,7 +355,8 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
   const std::string model = r.model;
   const size_t n_choices = prompts.size() * r.n;
   // Logprobs of tokens as the API shows them: each token's text (read after the one before it), offsets into the text.
-  auto logprobs_json = [&P, top = r.logprobs](const std::vector<TokenLogprob>& toks, int64_t prev, size_t offset) {
+  // `prev` and `offset` (the token before and where the next token's text starts) are advanced past `toks`.
+  auto logprobs_json = [&P, top = r.logprobs](const std::vector<TokenLogprob>& toks, int64_t& prev, size_t& offset) {
     LogprobsOut lo;
     for (const TokenLogprob& t : toks) {
       lo.tokens.push_back(P.token_text(prev, t.id));
@@ -399,7 +401,9 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
       if (r.logprobs >= 0) {
         std::vector<TokenLogprob> all = r.echo ? c.prompt : std::vector<TokenLogprob>();
         all.insert(all.end(), c.tokens.begin(), c.tokens.end());
-        ch["logprobs"] = logprobs_json(all, r.echo ? -1 : prompts[pi].back(), r.echo ? 0 : prompt_texts[pi].size());
+        int64_t prev = r.echo ? -1 : prompts[pi].back();
+        size_t offset = r.echo ? 0 : prompt_texts[pi].size();
+        ch["logprobs"] = logprobs_json(all, prev, offset);
       } else {
         ch["logprobs"] = nullptr;
       }
@@ -440,7 +444,6 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
             json ch = {{"index", u.choice}, {"text", u.text}};
             if (want_logprobs) {
               ch["logprobs"] = logprobs_json(u.tokens, prev[u.choice], offset[u.choice]);
-              for (auto& t : u.tokens) offset[u.choice] += P.token_text(prev[u.choice], t.id).size(), prev[u.choice] = t.id;
             } else {
               ch["logprobs"] = nullptr;
             }

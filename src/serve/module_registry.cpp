@@ -23,7 +23,7 @@ ModuleRegistry::ModuleRegistry(const FrozenLM& lm, const Tokenizer& tok, std::st
 }
 
 std::string ModuleRegistry::resolve_confined(const std::string& path) const {
-  if (root_.empty()) throw NotFound("this server has no --modules-dir: modules cannot be loaded through the API");
+  if (root_.empty()) throw Error("this server has no --modules-dir: modules cannot be loaded through the API");
   fs::path p(path);
   for (const auto& part : p)
     if (part == "..") throw Error("'path' must not contain '..': give a directory inside the modules root");

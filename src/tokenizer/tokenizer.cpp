@@ -6,11 +6,26 @@
 #include "core/model_config.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/llama2c_tokenizer.h"
+#include "tokenizer/prompt_tokens.h"
 #include "tokenizer/unicode.h"
 
 namespace frozenlm {
 
 int64_t bos_for(const ModelConfig& model, const Tokenizer& tok) { return model.bos_id >= 0 ? model.bos_id : tok.bos_id(); }
+
+std::vector<int64_t> prompt_ids(const ModelConfig& model, const Tokenizer& tok, const std::string& text) {
+  std::vector<int64_t> ids = tok.encode(text, /*add_special=*/true);
+  const int64_t bos = bos_for(model, tok);
+  if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);  // as training and eval encode
+  if (ids.empty()) throw Error("the prompt encodes to no tokens and the model has no BOS token: give a non-empty prompt");
+  return ids;
+}
+
+std::vector<int64_t> eos_ids_for(const ModelConfig& model, const Tokenizer& tok) {
+  std::vector<int64_t> eos = model.eos_ids;
+  if (eos.empty() && tok.eos_id() >= 0) eos.push_back(tok.eos_id());
+  return eos;
+}
 
 static bool exists(const std::string& p) {
   struct stat st;
