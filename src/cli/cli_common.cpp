@@ -15,9 +15,12 @@
 namespace frozenlm::cli {
 
 void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
-  app->add_option("--model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->capture_default_str();
-  if (need_tokenizer) app->add_option("--tokenizer", a.tokenizer, "tokenizer.json or llama2.c tokenizer.bin (default: beside the model)");
-  app->add_option("--weights", a.weights, "in-memory weight storage: f32 | bf16 | int8 (per-row scales) | q8_0 (GGUF blocks of 32) (compute is fp32)")->capture_default_str();
+  app->add_option("--model", a.model, "Hugging Face model directory, GGUF file or llama2.c .bin checkpoint")->capture_default_str();
+  if (need_tokenizer)
+    app->add_option("--tokenizer", a.tokenizer, "tokenizer.json, llama2.c tokenizer.bin or a GGUF (default: beside the model, or the GGUF model's own)");
+  app->add_option("--weights", a.weights,
+                  "in-memory weight storage: auto (f32; a GGUF's Q8_0 stays q8_0) | f32 | bf16 | int8 (per-row scales) | q8_0 (GGUF "
+                  "blocks of 32) (compute is fp32)")->capture_default_str();
   app->add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
   app->add_option("--threads", a.threads, "CPU threads (0: all cores)")->capture_default_str();
 }
@@ -25,7 +28,8 @@ void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
 std::unique_ptr<FrozenLM> open_model(const ModelArgs& a) {
   init_runtime(a.threads);
   LoadOptions lo;
-  lo.weights = parse_weight_format(a.weights);
+  lo.keep_q8_0 = a.weights == "auto";
+  lo.weights = lo.keep_q8_0 ? WeightFormat::F32 : parse_weight_format(a.weights);
   lo.device = a.device;
   return load_model(a.model, lo);
 }

@@ -20,7 +20,7 @@ namespace frozenlm::cli {
 struct ModelArgs {
   std::string model = "../shared/models/tinystories-656k";
   std::string tokenizer;
-  std::string weights = "f32";
+  std::string weights = "auto";
   std::string device = "cpu";
   int threads = 0;
 };
@@ -59,6 +59,7 @@ void add_train_commands(CLI::App& app, Commands& cmds);    // cmd_train.cpp: pro
 void add_eval_command(CLI::App& app, Commands& cmds);      // cmd_eval.cpp
 void add_index_commands(CLI::App& app, Commands& cmds);    // cmd_index.cpp: index build|add|embed|stats, retrieve
 void add_answer_command(CLI::App& app, Commands& cmds);    // cmd_answer.cpp: the frozen-reader pipeline
+void add_export_command(CLI::App& app, Commands& cmds);    // cmd_export.cpp
 void add_serve_command(CLI::App& app, Commands& cmds);     // cmd_serve.cpp: the OpenAI-compatible server
 
 }  // namespace frozenlm::cli

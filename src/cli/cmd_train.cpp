@@ -128,7 +128,8 @@ struct FinetuneArgs : TrainArgs {
 };
 
 int cmd_finetune(const FinetuneArgs& a) {
-  const ModelArgs& ma = a.model;
+  ModelArgs ma = a.model;
+  if (ma.weights == "auto") ma.weights = "f32";  // a GGUF's Q8_0 matrices are widened: the weights are trained
   const std::string& init = a.init, &config_path = a.config, &out_dir = a.out_dir;
   if (parse_weight_format(ma.weights) != WeightFormat::F32) throw Error("train finetune: --weights must be f32 (the weights are trained)");
   std::unique_ptr<FrozenLM> lm;

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   add_index_commands(app, cmds);
   add_answer_command(app, cmds);
   add_serve_command(app, cmds);
+  add_export_command(app, cmds);
   CLI11_PARSE(app, argc, argv);
   try {
     return cmds.run_parsed();

@@ -65,6 +65,18 @@ FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFo
   if (bias.defined()) bias_ = bias.detach().to(at::kFloat).contiguous();
 }
 
+FrozenLinear FrozenLinear::from_q8_0(const at::Tensor& q, const at::Tensor& d, const at::Tensor& bias) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar && q.size(1) % kernels::kQ8Block == 0, "from_q8_0: q must be int8 [out, 32k]");
+  TORCH_CHECK(d.dim() == 2 && d.scalar_type() == at::kHalf && d.size(0) == q.size(0) && d.size(1) == q.size(1) / kernels::kQ8Block,
+              "from_q8_0: d must be fp16 [out, in/32]");
+  FrozenLinear l;
+  l.fmt_ = WeightFormat::Q8_0;
+  l.w_ = q.contiguous();
+  l.scale_ = d.contiguous();
+  if (bias.defined()) l.bias_ = bias.detach().to(at::kFloat).contiguous();
+  return l;
+}
+
 // Q8_0 blocks -> [out, in] in `dt`: q · d per block.
 static at::Tensor dequantize_q8_0(const at::Tensor& q, const at::Tensor& d, at::ScalarType dt) {
   const int64_t out = q.size(0), in = q.size(1);

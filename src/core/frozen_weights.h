@@ -19,6 +19,8 @@ class FrozenLinear {
   // Q8_0 needs `in` to be a multiple of 32; a matrix whose rows are not (llama.cpp keeps those unquantised too)
   // is stored as per-row int8 instead: format() says which.
   FrozenLinear(const at::Tensor& w_f32, const at::Tensor& bias_f32, WeightFormat fmt);
+  // Q8_0 blocks as a GGUF file holds them, kept exactly: q [out, in] int8, d [out, in/32] fp16.
+  static FrozenLinear from_q8_0(const at::Tensor& q, const at::Tensor& d, const at::Tensor& bias_f32);
   at::Tensor forward(const at::Tensor& x) const;  // [..., in] -> [..., out]
   // The decode path: y [rows, out] = x [rows, in] · Wᵀ + b on CPU fp32 buffers (no autograd, no allocation on the
   // kernel path: the skinny kernels for up to skinny_rows_limit() rows, LibTorch's GEMM beyond).
@@ -46,6 +48,7 @@ class FrozenEmbedding {
  public:
   FrozenEmbedding() = default;
   FrozenEmbedding(const at::Tensor& w_f32, WeightFormat fmt) : table_(w_f32, at::Tensor(), fmt) {}
+  explicit FrozenEmbedding(FrozenLinear table) : table_(std::move(table)) {}
   at::Tensor lookup(const at::Tensor& ids) const;  // [B, T] int64 -> [B, T, d] fp32
   const FrozenLinear& as_linear() const { return table_; }
   FrozenLinear& as_linear() { return table_; }

@@ -39,6 +39,8 @@ std::string hf_config_json(const ModelConfig& c) {
       j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", rs.factor}, {"low_freq_factor", rs.low_freq_factor},
                            {"high_freq_factor", rs.high_freq_factor},
                            {"original_max_position_embeddings", rs.original_max_position_embeddings}};
+    else if (rs.type == "factors")
+      throw Error("export: per-frequency RoPE factors (a GGUF's rope_freqs.weight) have no Hugging Face config form");
     else if (rs.type == "linear")
       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rs.factor}};
     else
@@ -62,7 +64,10 @@ void save_hf_model(const FrozenLM& lm, const std::string& dir, ExportDtype dtype
     const std::string& n = it->first;
     if (n.size() > 6 && n.compare(n.size() - 6, 6, ".scale") == 0) {
       at::Tensor& w = W.at(n.substr(0, n.size() - 6) + ".weight");
-      w = w * it->second.unsqueeze(1);
+      if (it->second.dim() == 2)  // Q8_0: one scale per block of 32 along the row
+        w = (w.view({w.size(0), it->second.size(1), -1}) * it->second.unsqueeze(-1)).view(w.sizes());
+      else  // int8: one scale per row
+        w = w * it->second.unsqueeze(1);
       it = W.erase(it);
     } else {
       ++it;

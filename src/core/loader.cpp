@@ -13,6 +13,7 @@
 #include "core/cpu_allocator.h"
 #include "core/error.h"
 #include "core/fnv1a.h"
+#include "core/gguf_model.h"
 #include "core/llama2c_header.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
@@ -30,7 +31,7 @@ static bool is_file(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-bool is_llama2c_checkpoint(const std::string& path) { return is_file(path); }
+bool is_llama2c_checkpoint(const std::string& path) { return is_file(path) && !is_gguf_file(path); }
 
 namespace {
 
@@ -279,11 +280,14 @@ std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions&
     std::vector<std::string> files{path + "/config.json"};
     for (auto& f : ck.files()) files.push_back(f);
     lm->set_checkpoint_id(checkpoint_fingerprint(files));
+  } else if (is_file(path) && is_gguf_file(path)) {
+    lm = load_gguf_model(path, opt.weights, opt.keep_q8_0);
+    lm->set_checkpoint_id(checkpoint_fingerprint({path}));
   } else if (is_file(path)) {
     lm = load_llama2c(path, opt.weights);
     lm->set_checkpoint_id(checkpoint_fingerprint({path}));
   } else {
-    throw Error(path + ": no such model (expected a Hugging Face model directory or a llama2.c .bin file)");
+    throw Error(path + ": no such model (expected a Hugging Face model directory, a GGUF file or a llama2.c .bin file)");
   }
   if (dev != at::Device(at::kCPU)) lm->to(dev);
   release_cpu_cache();  // the embedding's and the last layer's conversion buffers

@@ -1,5 +1,6 @@
 // Loading a frozen LM from its own files: a Hugging Face directory (config.json + model.safetensors, or sharded
-// with model.safetensors.index.json) of the Llama or GPT-2 family, or a llama2.c legacy .bin checkpoint.
+// with model.safetensors.index.json) of the Llama or GPT-2 family, a llama.cpp GGUF file (core/gguf_model.h), or a
+// llama2.c legacy .bin checkpoint.
 #pragma once
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@ namespace frozenlm {
 
 struct LoadOptions {
   WeightFormat weights = WeightFormat::F32;  // in-memory storage
+  bool keep_q8_0 = false;                    // a GGUF's Q8_0 matrices stay Q8_0 (bit-exact) whatever `weights` says
   std::string device = "cpu";                // "cpu" | "cuda" | "cuda:N"
 };
 
@@ -21,7 +23,7 @@ std::unique_ptr<FrozenLM> load_model(const std::string& path, const LoadOptions&
 // A randomly initialised model of any shape (N(0, 0.02) weights, unit norms): for speed and memory benchmarks.
 std::unique_ptr<FrozenLM> make_random_model(const ModelConfig& cfg, WeightFormat fmt, uint64_t seed = 0);
 
-// True when `path` looks like a llama2.c checkpoint (a file, not a directory).
+// True when `path` looks like a llama2.c checkpoint (a file, not a directory, and not GGUF).
 bool is_llama2c_checkpoint(const std::string& path);
 
 }  // namespace frozenlm

@@ -10,10 +10,11 @@ enum class NormKind { RMSNorm, LayerNorm };
 enum class Activation { SiLU, GeluTanh, Gelu };
 
 struct RopeScaling {
-  std::string type;  // "" (none), "linear", "llama3"
+  std::string type;  // "" (none), "linear", "llama3", "factors" (per-frequency divisors, as GGUF's rope_freqs.weight)
   double factor = 1.0;
   double low_freq_factor = 1.0, high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+  std::vector<float> freq_factors;  // "factors": inv_freq[i] / freq_factors[i], head_dim / 2 of them
 };
 
 struct ModelConfig {

@@ -41,6 +41,9 @@ FrozenLM::FrozenLM(ModelConfig cfg, FrozenEmbedding tok_emb, at::Tensor pos_emb,
       at::Tensor smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
       at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
       inv = at::where(medium, smoothed, scaled);
+    } else if (rs.type == "factors") {
+      TORCH_CHECK(int64_t(rs.freq_factors.size()) == hd / 2, "rope freq_factors: need head_dim / 2 values");
+      inv = inv / at::tensor(rs.freq_factors, at::kFloat);
     }
     inv_freq_ = inv.contiguous();
   }

@@ -99,6 +99,13 @@ class FrozenLM {
   int64_t num_parameters() const;
   // Every stored tensor with a stable name (for hashing / checking that nothing changed).
   std::vector<std::pair<std::string, at::Tensor>> named_tensors() const;
+  // The stored weights, read-only (exporters write them in their own storage format).
+  const FrozenEmbedding& token_embedding() const { return tok_emb_; }
+  const at::Tensor& position_embedding() const { return pos_emb_; }
+  const std::vector<TransformerLayer>& layers() const { return layers_; }
+  const at::Tensor& final_norm_weight() const { return final_norm_w_; }
+  const at::Tensor& final_norm_bias() const { return final_norm_b_; }
+  const FrozenLinear& output_head() const { return head_; }  // raw_weight() undefined: tied to the embedding
   // FNV-1a hash over all stored weight bytes (changes with the storage format): proves weights did not change.
   std::string weights_hash() const;
   // Identity of the checkpoint the weights came from, independent of --weights/--device (set by the loader from the

@@ -11,6 +11,15 @@
 
 namespace frozenlm {
 
+struct GgufVocab;
+
+// The pre-tokenizer regexes matched by hand (std::regex has no \p{L}): a Split with one of these exact strings.
+namespace hf_regex {
+extern const char* const kGpt2Pattern;
+extern const char* const kLlama3Pattern;
+extern const char* const kQwen2Pattern;
+}  // namespace hf_regex
+
 class HFTokenizer : public Tokenizer {
  public:
   explicit HFTokenizer(const std::string& path);
@@ -25,6 +34,10 @@ class HFTokenizer : public Tokenizer {
   int64_t token_to_id(const std::string& token) const override;
   int64_t bos_id() const override { return bos_id_; }
   int64_t eos_id() const override { return eos_id_; }
+
+  // This vocabulary as GGUF metadata (tokenizer/gguf_vocab.cpp): byte-level BPE -> "gpt2" with merges,
+  // SentencePiece-style BPE (byte fallback, '▁') -> "llama" with score = -id. Throws for other pipelines.
+  GgufVocab to_gguf_vocab() const;
 
   struct Step {  // one normalizer / pre-tokenizer / decoder step
     std::string type;

@@ -10,6 +10,8 @@
 
 namespace frozenlm {
 
+struct GgufVocab;
+
 class Llama2cTokenizer : public Tokenizer {
  public:
   explicit Llama2cTokenizer(const std::string& path);
@@ -21,6 +23,7 @@ class Llama2cTokenizer : public Tokenizer {
   int64_t token_to_id(const std::string& token) const override;
   int64_t bos_id() const override { return 1; }
   int64_t eos_id() const override { return 2; }
+  GgufVocab to_gguf_vocab() const;  // "llama" with the file's scores (tokenizer/gguf_vocab.cpp)
 
  private:
   std::vector<int64_t> encode_impl(const std::string& text, bool add_special, bool dummy_prefix) const;

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/gguf_file.h"
 #include "core/model_config.h"
+#include "tokenizer/gguf_vocab.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/llama2c_tokenizer.h"
 #include "tokenizer/prompt_tokens.h"
@@ -39,6 +41,10 @@ static bool is_dir(const std::string& p) {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   if (!exists(path)) throw Error(path + ": tokenizer file not found");
   if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) return std::make_unique<HFTokenizer>(path);
+  if (is_gguf_file(path)) {  // the vocabulary in a GGUF model's (or tokenizer-only GGUF's) metadata
+    const GgufFile f(path);
+    return make_gguf_tokenizer(read_gguf_vocab(f.header(), path), path);
+  }
   return std::make_unique<Llama2cTokenizer>(path);
 }
 
@@ -50,6 +56,7 @@ std::string resolve_tokenizer_path(const std::string& model_path, const std::str
     if (exists(model_path + "/tokenizer.bin")) return model_path + "/tokenizer.bin";
     throw Error(p + ": not found (pass --tokenizer PATH)");
   }
+  if (is_gguf_file(model_path)) return model_path;  // a GGUF model carries its tokenizer
   const std::string dir = model_path.find('/') == std::string::npos ? "." : model_path.substr(0, model_path.rfind('/'));
   for (const std::string& name : {std::string("tokenizer.bin"), "tok" + std::to_string(vocab_size) + ".bin"})
     if (exists(dir + "/" + name)) return dir + "/" + name;
