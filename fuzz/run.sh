@@ -11,7 +11,7 @@ RUNS=${1:-1000000}
 shift || true
 OUT=${FUZZ_OUT:-build-fuzz}
 JOBS=${FUZZ_JOBS:-1}
-ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records completion_request"
+ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records completion_request gguf"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 mkdir -p "$OUT"
 FLAGS="-std=c++17 ${FUZZ_OPT:--O1 -g} -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc"
@@ -25,6 +25,8 @@ sources() {
     llama2c_header) echo src/core/llama2c_header.cpp ;;
     jsonl_records) echo src/data/records.cpp ;;
     completion_request) echo src/serve/openai_api.cpp ;;
+    gguf) echo src/core/gguf_file.cpp src/core/atomic_file.cpp src/tokenizer/gguf_vocab.cpp src/tokenizer/hf_tokenizer.cpp \
+               src/tokenizer/llama2c_tokenizer.cpp src/tokenizer/tokenizer.cpp src/tokenizer/unicode.cpp ;;
     *) echo "unknown fuzz target $1" >&2; exit 2 ;;
   esac
 }
@@ -37,7 +39,7 @@ done
 
 # Seeds are written here (not tracked), from the repository's own files where it has them.
 S="$OUT/seeds"
-rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records,completion_request}
+rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records,completion_request,gguf}
 cp tasks/*.json tests/data/stories_lm.json "$S/task_json/"
 /usr/bin/python3 - "$S" "$(cd .. && pwd)/shared/models/stories260k/stories260K.bin" <<'PY'
 import json, struct, sys, os
@@ -71,6 +73,32 @@ open(cr + 'full.json', 'w').write(json.dumps({"model": "m", "prompt": ["a", "b"]
     "n": 2, "stop": ["\n"], "seed": 7, "logprobs": 2, "echo": True, "stream": True, "stream_options": {"include_usage": True}}))
 open(cr + 'ids.json', 'w').write(json.dumps({"model": "m", "prompt": [[1, 2], [3]], "max_tokens": 0, "echo": True, "logprobs": 0}))
 open(cr + 'module.json', 'w').write(json.dumps({"name": "qa", "path": "modules/qa"}))
+# GGUF: a small model-shaped file (metadata, an SPM vocabulary, F32 and Q8_0 tensors) and a small gpt2 vocabulary.
+def gstr(s): b = s.encode(); return struct.pack('<Q', len(b)) + b
+def gkv(k, t, v): return gstr(k) + struct.pack('<I', t) + v
+def garr(t, items): return struct.pack('<IQ', t, len(items)) + b''.join(items)
+def gguf(kvs, tensors):
+    head = b'GGUF' + struct.pack('<IQQ', 3, len(tensors), len(kvs)) + b''.join(kvs)
+    data, off = b'', 0
+    for name, ne, typ, payload in tensors:
+        head += gstr(name) + struct.pack('<I', len(ne)) + b''.join(struct.pack('<Q', n) for n in ne) + struct.pack('<IQ', typ, off)
+        data += payload + b'\0' * ((-len(payload)) % 32); off = len(data)
+    return head + b'\0' * ((-len(head)) % 32) + data
+toks = ['<unk>', '<s>', '</s>', '<0x0A>', '\u2581', 'H', 'e', 'l', 'o', '\u2581w', 'or', 'ld', 'He', 'll', 'Hello', '\u2581world']
+spm = [gkv('general.architecture', 8, gstr('llama')), gkv('llama.embedding_length', 4, struct.pack('<I', 32)),
+       gkv('tokenizer.ggml.model', 8, gstr('llama')), gkv('tokenizer.ggml.tokens', 9, garr(8, [gstr(t) for t in toks])),
+       gkv('tokenizer.ggml.scores', 9, garr(6, [struct.pack('<f', -i) for i in range(len(toks))])),
+       gkv('tokenizer.ggml.token_type', 9, garr(5, [struct.pack('<i', t) for t in [2, 3, 3, 6] + [1] * (len(toks) - 4)])),
+       gkv('tokenizer.ggml.bos_token_id', 4, struct.pack('<I', 1)), gkv('tokenizer.ggml.add_bos_token', 7, b'\x01')]
+q8 = (struct.pack('<e', 0.01) + bytes(range(32))) * 2
+open(d + '/gguf/spm_model.gguf', 'wb').write(gguf(spm, [('token_embd.weight', [32, 2], 8, q8), ('output_norm.weight', [4], 0, b'\0' * 16)]))
+bt = ['H', 'e', 'l', 'o', '\u0120', 'w', 'r', 'd', 'He', 'll', 'Hell', 'Hello', '\u0120w', '<|endoftext|>']
+gpt2 = [gkv('tokenizer.ggml.model', 8, gstr('gpt2')), gkv('tokenizer.ggml.pre', 8, gstr('gpt-2')),
+        gkv('tokenizer.ggml.tokens', 9, garr(8, [gstr(t) for t in bt])),
+        gkv('tokenizer.ggml.token_type', 9, garr(5, [struct.pack('<i', 1)] * (len(bt) - 1) + [struct.pack('<i', 3)])),
+        gkv('tokenizer.ggml.merges', 9, garr(8, [gstr(m) for m in ['H e', 'l l', 'He ll', 'Hell o', '\u0120 w']])),
+        gkv('tokenizer.ggml.eos_token_id', 4, struct.pack('<I', len(bt) - 1))]
+open(d + '/gguf/gpt2_vocab.gguf', 'wb').write(gguf(gpt2, []))
 PY
 
 status=0

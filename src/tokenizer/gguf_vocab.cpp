@@ -13,6 +13,7 @@
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/llama2c_tokenizer.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 
 namespace frozenlm {
 
@@ -276,6 +277,11 @@ GgufVocab read_gguf_vocab(const GgufHeader& h, const std::string& path) {
   if (v.model == "gpt2") {
     v.merges = array("tokenizer.ggml.merges", GgufValueType::STRING, true)->strs;
     if (h.find("tokenizer.ggml.pre")) v.pre = h.get_string("tokenizer.ggml.pre", path);
+    // Byte-level BPE spells every byte as a character: its tokens and merges are UTF-8 text (found by fuzz_gguf).
+    for (size_t i = 0; i < n; ++i)
+      if (!unicode::is_valid_utf8(v.tokens[i])) throw Error(path + ": GGUF tokenizer.ggml.tokens[" + std::to_string(i) + "] is not valid UTF-8");
+    for (size_t i = 0; i < v.merges.size(); ++i)
+      if (!unicode::is_valid_utf8(v.merges[i])) throw Error(path + ": GGUF tokenizer.ggml.merges[" + std::to_string(i) + "] is not valid UTF-8");
   }
   auto id = [&](const char* key) -> int64_t {
     const int64_t x = h.get_int(key, -1, path);
