@@ -201,6 +201,25 @@ TEST(GgufExport, RoundTripsOtherShapesAndTypes) {
       EXPECT_LE((logits_of(*back, ids) - want).abs().max().item<double>(), tol) << type << " " << int(t);
     }
   }
+  // Llama 3's RoPE scaling has no GGUF metadata: it travels as rope_freqs.weight, the divisor of each frequency.
+  c.model_type = "llama";
+  c.qkv_bias = false;
+  c.max_seq_len = 4096;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position_embeddings = 64;  // small, so that these head dims fall in all three bands
+  {
+    auto lm = make_random_model(c, WeightFormat::F32, 9);
+    std::vector<int64_t> long_ids;
+    for (int64_t i = 0; i < 300; ++i) long_ids.push_back((i * 37) % 2048);
+    save_gguf_model(*lm, gguf_vocab_of(*tok), dir + "/llama3.gguf", GgufExportType::F32, "llama3");
+    auto back = load_model(dir + "/llama3.gguf");
+    EXPECT_EQ(back->config().rope_scaling.type, "factors");
+    EXPECT_LE((logits_of(*back, long_ids) - logits_of(*lm, long_ids)).abs().max().item<double>(), 1e-4);
+    c.rope_scaling = RopeScaling();  // the same model without the scaling differs: the factors matter
+    auto plain = make_random_model(c, WeightFormat::F32, 9);
+    EXPECT_GT((logits_of(*plain, long_ids) - logits_of(*lm, long_ids)).abs().max().item<double>(), 1e-3);
+  }
   // llama2.c: its tokenizer.bin becomes a "llama" vocabulary with its scores; the same ids come back.
   auto l2c = load_model(stories260k());
   auto l2ctok = load_tokenizer(tok512());

@@ -31,7 +31,7 @@ void add_serve_command(CLI::App& app, Commands& cmds) {
   s->add_option("--host", a->server.host, "address to listen on")->capture_default_str();
   s->add_option("--port", a->server.port, "port (0: any free one, printed at start)")->capture_default_str()->check(CLI::Range(0, 65535));
   s->add_option("--api-key", a->server.api_key, "require 'Authorization: Bearer KEY' on every endpoint but /health (default: $FROZENLM_API_KEY)");
-  s->add_option("--model-name", a->server.model_name, "the base model's name in the API (default: the model directory's name)");
+  s->add_option("--model-name", a->server.model_name, "the base model's name in the API (default: the model directory's name, or the GGUF file's without .gguf)");
   s->add_option("--max-batch", a->engine.max_batch, "rows decoded together (continuous batching)")->capture_default_str()->check(CLI::Range(1, 4096));
   s->add_option("--max-queue", a->engine.max_queue, "requests that may wait; more get 429 with Retry-After")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   s->add_option("--kv-budget-tokens", a->engine.kv_budget_tokens, "KV-cache positions (inputs + max_tokens) over running rows; 0: max-batch × context")->capture_default_str();
@@ -54,7 +54,7 @@ void add_serve_command(CLI::App& app, Commands& cmds) {
       if (const char* k = std::getenv("FROZENLM_API_KEY")) so.api_key = k;
     if (so.model_name.empty()) {
       std::filesystem::path p = std::filesystem::path(a->model.model);
-      so.model_name = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+      so.model_name = (p.has_filename() ? (p.extension() == ".gguf" ? p.stem() : p.filename()) : p.parent_path().filename()).string();
       if (!serve::valid_module_name(so.model_name)) so.model_name = "base";
     }
     so.log_requests = !a->quiet;
