@@ -160,7 +160,7 @@ TEST(GgufExport, TinyStoriesExportIsByteIdenticalToLlamaCpps) {
   EXPECT_TRUE(slurp(dir + "/re.gguf") == slurp(ts_q8())) << "re-exported q8_0 differs";
 }
 
-// Shapes the shared files do not cover: GQA with an untied head, F16, Qwen2's q/k/v biases (no Q/K permutation),
+// Shapes the shared files do not cover: GQA with an untied head, F16, BF16, Qwen2's q/k/v biases (no Q/K permutation),
 // llama2.c's tokenizer; the file read back gives the model's logits.
 TEST(GgufExport, RoundTripsOtherShapesAndTypes) {
   const std::string dir = temp_dir("gguf-roundtrip");
@@ -190,7 +190,7 @@ TEST(GgufExport, RoundTripsOtherShapesAndTypes) {
       for (const auto& L : lm->layers()) const_cast<at::Tensor&>(L.qkv.bias()).normal_(0, 0.5);
     }
     const at::Tensor want = logits_of(*lm, ids);
-    for (auto [t, tol] : {std::pair{GgufExportType::F32, 1e-5}, {GgufExportType::F16, 5e-3}}) {
+    for (auto [t, tol] : {std::pair{GgufExportType::F32, 1e-5}, {GgufExportType::F16, 5e-3}, {GgufExportType::BF16, 5e-2}}) {
       const std::string path = dir + "/" + type + ".gguf";
       save_gguf_model(*lm, gguf_vocab_of(*tok), path, t, type);
       auto back = load_model(path);

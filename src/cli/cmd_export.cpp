@@ -38,7 +38,7 @@ void add_export_command(CLI::App& app, Commands& cmds) {
   exp->add_option("--format", a->format, "gguf | hf")->check(CLI::IsMember({"gguf", "hf"}))->capture_default_str();
   exp->add_option("--out", a->out, "output file (gguf) or directory (hf)")->required();
   exp->add_option("--type", a->type,
-                  "tensor type: gguf f32 | f16 | q8_0 (matrices kept as q8_0 in memory are written as they are); hf f32 | bf16")
+                  "tensor type: gguf f32 | f16 | bf16 | q8_0 (matrices kept as q8_0 in memory are written as they are); hf f32 | bf16")
       ->capture_default_str();
   exp->add_option("--name", a->name, "gguf general.name (default: the model's file or directory name)");
   cmds.add(exp, [a] {

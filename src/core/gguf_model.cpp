@@ -227,8 +227,9 @@ std::unique_ptr<FrozenLM> load_gguf_model(const std::string& path, WeightFormat 
 GgufExportType parse_gguf_export_type(const std::string& s) {
   if (s == "f32") return GgufExportType::F32;
   if (s == "f16") return GgufExportType::F16;
+  if (s == "bf16") return GgufExportType::BF16;
   if (s == "q8_0") return GgufExportType::Q8_0;
-  throw Error("--type: unknown GGUF tensor type '" + s + "' (f32, f16, q8_0)");
+  throw Error("--type: unknown GGUF tensor type '" + s + "' (f32, f16, bf16, q8_0)");
 }
 
 namespace {
@@ -290,11 +291,12 @@ class ModelWriter {
       });
       return;
     }
-    const bool f16 = type_ != GgufExportType::F32;  // Q8_0 files keep rows that are not whole blocks in F16, as llama.cpp does
-    w_.add_tensor(name, ne, f16 ? GgmlType::F16 : GgmlType::F32, [l, row0, rows, heads, f16](std::vector<uint8_t>& b) {
+    // Q8_0 files keep rows that are not whole blocks in F16, as llama.cpp does.
+    const GgmlType gt = type_ == GgufExportType::F32 ? GgmlType::F32 : type_ == GgufExportType::BF16 ? GgmlType::BF16 : GgmlType::F16;
+    w_.add_tensor(name, ne, gt, [l, row0, rows, heads, gt](std::vector<uint8_t>& b) {
       at::Tensor m = dequant(*l, row0, rows);
       if (heads > 0) m = permute_rope_rows(m, heads, false);
-      fill_from(f16 ? m.to(at::kHalf) : m, b);
+      fill_from(gt == GgmlType::F32 ? m : m.to(gt == GgmlType::BF16 ? at::kBFloat16 : at::kHalf), b);
     });
   }
 
@@ -367,8 +369,8 @@ void save_gguf_model(const FrozenLM& lm, const GgufVocab& vocab, const std::stri
     w.add_string(K + "rope.scaling.type", "linear");
     w.add_f32(K + "rope.scaling.factor", float(c.rope_scaling.factor));
   }
-  // general.file_type: llama.cpp's LLAMA_FTYPE (0 all F32, 1 mostly F16, 7 mostly Q8_0).
-  w.add_u32("general.file_type", type == GgufExportType::F32 ? 0 : type == GgufExportType::F16 ? 1 : 7);
+  // general.file_type: llama.cpp's LLAMA_FTYPE (0 all F32, 1 mostly F16, 7 mostly Q8_0, 32 mostly BF16).
+  w.add_u32("general.file_type", type == GgufExportType::F32 ? 0 : type == GgufExportType::F16 ? 1 : type == GgufExportType::BF16 ? 32 : 7);
   write_gguf_vocab(w, vocab, c.vocab_size);
 
   ModelWriter mw(w, type);

@@ -7,7 +7,7 @@
 // `keep_q8_0` (bit-exact with the file) unless another storage format is asked for; everything else is stored as
 // `fmt`. Per-frequency RoPE factors (rope_freqs.weight, Llama 3.x) are applied as they are.
 //
-// Writing: the Llama family without biases as `llama`, Qwen2 as `qwen2`, in F32, F16 or Q8_0 (Q8_0-stored matrices
+// Writing: the Llama family without biases as `llama`, Qwen2 as `qwen2`, in F32, F16, BF16 or Q8_0 (Q8_0-stored matrices
 // are written as they are, f32/bf16/int8 ones quantised with ggml's own rule), with the tokenizer's vocabulary in
 // GGUF metadata (tokenizer/gguf_vocab.h) — the tensor names, layout and keys llama.cpp's converter writes.
 #pragma once
@@ -28,8 +28,8 @@ ModelConfig gguf_model_config(const GgufHeader& h, const std::string& path);
 
 std::unique_ptr<FrozenLM> load_gguf_model(const std::string& path, WeightFormat fmt, bool keep_q8_0);
 
-enum class GgufExportType { F32, F16, Q8_0 };
-GgufExportType parse_gguf_export_type(const std::string& s);  // "f32" | "f16" | "q8_0"
+enum class GgufExportType { F32, F16, BF16, Q8_0 };
+GgufExportType parse_gguf_export_type(const std::string& s);  // "f32" | "f16" | "bf16" | "q8_0"
 
 // Writes `lm` and `vocab` as one GGUF file (atomically). `name` goes to general.name.
 void save_gguf_model(const FrozenLM& lm, const GgufVocab& vocab, const std::string& path, GgufExportType type,
