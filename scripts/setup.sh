@@ -7,6 +7,7 @@ BUILD_DIR=${1:-build}
 
 PKGS=(build-essential cmake ccache pkg-config
       libtorch-dev libopenblas0-openmp          # LibTorch 1.13; OpenMP OpenBLAS (the pthread one halves matmul speed)
+      libgloo-dev                               # the headers of LibTorch's c10d Gloo process group (data-parallel training)
       nlohmann-json3-dev libcli11-dev           # header-only: JSON, CLI
       libgtest-dev libbenchmark-dev time        # tests, benchmarks (GNU time: peak RSS in bench/run_decode_bench.sh)
       python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)

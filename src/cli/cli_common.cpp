@@ -14,6 +14,18 @@
 
 namespace frozenlm::cli {
 
+namespace {
+int g_argc = 0;
+char** g_argv = nullptr;
+}  // namespace
+
+void set_command_line(int argc, char** argv) {
+  g_argc = argc;
+  g_argv = argv;
+}
+int command_argc() { return g_argc; }
+char** command_argv() { return g_argv; }
+
 void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
   app->add_option("--model", a.model, "Hugging Face model directory, GGUF file or llama2.c .bin checkpoint")->capture_default_str();
   if (need_tokenizer)

@@ -42,6 +42,11 @@ void add_text_args(CLI::App* app, TextArgs& a, const std::string& what);
 std::vector<int64_t> prompt_ids(const FrozenLM& lm, const Tokenizer& tok, const std::string& text);
 std::string human_bytes(double bytes);
 
+// The process's command line (main sets it: `--nproc` re-runs it as ranks).
+void set_command_line(int argc, char** argv);
+int command_argc();
+char** command_argv();
+
 // Parsed subcommand -> its action.
 class Commands {
  public:

@@ -19,6 +19,7 @@
 #include "tasks/mixture.h"
 #include "tasks/task.h"
 #include "tokenizer/tokenizer.h"
+#include "train/data_parallel.h"
 #include "train/trainer.h"
 
 namespace frozenlm::cli {
@@ -65,6 +66,29 @@ void add_train_args(CLI::App* c, TrainArgs& a) {
   c->add_flag("--resume-or-start", to.resume_or_start, "resume when OUT has a checkpoint, start fresh when it has none (for supervisors)");
   c->add_flag("--allow-steps-change", to.allow_steps_change, "resume with another --steps (a linear/cosine schedule is recomputed for the new total)");
   c->add_flag("--skip-bad", a.skip_bad, "skip (and count) malformed data lines instead of failing");
+}
+
+void add_data_parallel_args(CLI::App* c, TrainArgs& a) {
+  c->add_option("--nproc", a.nproc, "data-parallel: run N local ranks (c10d Gloo), each on its share of every batch; or launch "
+                                    "ranks yourself with torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT")
+      ->capture_default_str()->check(CLI::Range(1, 256));
+}
+
+std::function<int()> data_parallel(std::shared_ptr<TrainArgs> a, std::function<int()> run) {
+  return [a, run] {
+    if (a->nproc > 1 && !std::getenv("RANK")) return launch_local_ranks(command_argc(), command_argv(), a->nproc);
+    auto dp = DataParallel::from_environment(a->model.device);
+    if (!dp) return run();
+    if (a->model.threads == 0) a->model.threads = DataParallel::threads_per_local_rank();
+    if (!dp->is_main() && !std::freopen("/dev/null", "w", stdout)) throw Error("data parallel: cannot silence rank " + std::to_string(dp->rank()));
+    if (dp->is_main())
+      std::fprintf(stderr, "[train] data parallel: %d ranks, %d thread(s) each; rank 0 writes %s\n", dp->world(), a->model.threads,
+                   a->out_dir.c_str());
+    a->to.data_parallel = dp.get();
+    const int rc = run();
+    a->to.data_parallel = nullptr;
+    return rc;
+  };
 }
 
 // The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).
@@ -158,7 +182,7 @@ int cmd_finetune(const FinetuneArgs& a) {
                set.name.c_str(), set.train.size(), dev_size(set), a.last_k < 0 ? "every weight" : ("the last " + std::to_string(a.last_k) + " blocks").c_str(),
                (long long)ft.num_parameters(), 100.0 * ft.num_parameters() / lm->num_parameters());
   TrainResult r = train_module(*lm, ft, *tok, set, out_dir, a.to);
-  if (a.save_dtype == "bf16") {  // the best model, rewritten compactly (the checkpoint stays f32 for an exact --resume)
+  if (a.save_dtype == "bf16" && (!a.to.data_parallel || a.to.data_parallel->is_main())) {  // the best model, rewritten compactly (the checkpoint stays f32 for an exact --resume)
     auto best = load_model(out_dir);
     save_hf_model(*best, out_dir, ExportDtype::BF16);
   }
@@ -317,7 +341,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   pt->add_option("--virtual-tokens", pa->virtual_tokens, "soft-prompt length P")->capture_default_str();
   pt->add_option("--init", pa->init, "random | vocab | text")->capture_default_str();
   pt->add_option("--init-text", pa->init_text, "text whose embeddings initialise the prompt (--init text)");
-  cmds.add(pt, [pa] { return cmd_prompt_tuning(*pa); });
+  add_data_parallel_args(pt, *pa);
+  cmds.add(pt, data_parallel(pa, [pa] { return cmd_prompt_tuning(*pa); }));
 
   auto ia = std::make_shared<IdptArgs>();
   IdptConfig& ic = ia->ic;
@@ -333,7 +358,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   idpt->add_option("--gen-heads", ic.heads, "generator attention heads")->capture_default_str();
   idpt->add_option("--gen-ffn-mult", ic.ffn_mult, "generator FFN width / generator width")->capture_default_str();
   idpt->add_option("--gen-lr-scale", ic.generator_lr_scale, "generator weights train at lr × this (prompts at lr)")->capture_default_str();
-  cmds.add(idpt, [ia] { return cmd_idpt(*ia); });
+  add_data_parallel_args(idpt, *ia);
+  cmds.add(idpt, data_parallel(ia, [ia] { return cmd_idpt(*ia); }));
 
   auto ra = std::make_shared<RecursionArgs>();
   RecursionConfig& rc = ra->rc;
@@ -369,7 +395,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   rn->add_option("--pretrain-task", ra->pretrain_task, "stage A's lm task (plain text, e.g. the pretraining corpus)");
   rn->add_option("--pretrain-split", ra->pretrain_split, "stage A's split")->capture_default_str();
   rn->add_option("--pretrain-limit", ra->pretrain_limit, "stage A: read at most this many rows (0: all)")->capture_default_str();
-  cmds.add(rn, [ra] { return cmd_recursive_neural(*ra); });
+  add_data_parallel_args(rn, *ra);
+  cmds.add(rn, data_parallel(ra, [ra] { return cmd_recursive_neural(*ra); }));
 
   auto fa = std::make_shared<FinetuneArgs>();
   fa->to.lr = 1e-4;
@@ -383,7 +410,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   ft->add_option("--config", fa->config, "Hugging Face config.json giving the shape for --init random");
   ft->add_option("--save-dtype", fa->save_dtype, "dtype of the saved best model: f32 | bf16")->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
-  cmds.add(ft, [fa] { return cmd_finetune(*fa); });
+  add_data_parallel_args(ft, *fa);
+  cmds.add(ft, data_parallel(fa, [fa] { return cmd_finetune(*fa); }));
 
   add_reader_train_commands(train, cmds);
 }

@@ -7,6 +7,7 @@
 
 int main(int argc, char** argv) {
   using namespace frozenlm::cli;
+  set_command_line(argc, argv);
   CLI::App app{"frozenlm: many skills from one frozen language model"};
   app.require_subcommand(1);
   Commands cmds;

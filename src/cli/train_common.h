@@ -1,6 +1,8 @@
 // What the `train` subcommands share (cmd_train.cpp), for the commands that train modules of a method on data they
 // build first (cmd_reader.cpp: the re-ranker and the reader).
 #pragma once
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "cli/cli_common.h"
@@ -17,7 +19,15 @@ struct TrainArgs {
   std::string task_path, mixture_path, out_dir;
   bool skip_bad = false;
   CLI::Option* lr_option = nullptr;  // prompt tuning / ID-PT: without --lr, default_prompt_lr (the embeddings' scale)
+  int nproc = 1;                     // --nproc: local data-parallel ranks
 };
+
+// --nproc N, for the subcommands that train data-parallel (train/data_parallel.h).
+void add_data_parallel_args(CLI::App* c, TrainArgs& a);
+// Runs a train subcommand data-parallel when asked: with --nproc N (and no RANK in the environment) it starts N local
+// ranks of this command line and waits for them; as a rank (torchrun's variables set) it joins the process group,
+// trains its share (a.to.data_parallel) with cores / local ranks threads, and only rank 0 prints the result.
+std::function<int()> data_parallel(std::shared_ptr<TrainArgs> a, std::function<int()> run);
 
 // Prompt tuning and ID-PT without --lr: the rate follows the frozen embeddings' scale (default_prompt_lr).
 TrainOptions prompt_train_options(const TrainArgs& a, const FrozenLM& lm);

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include "train/data_parallel.h"
+
 #include <signal.h>
 #include <cctype>
 #include <filesystem>
@@ -156,10 +158,22 @@ static const char* metric_of(const Task& t) {
   return t.type == TaskType::Classification ? "accuracy" : t.type == TaskType::Generation ? "exact_match" : "neg_perplexity";
 }
 
+static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const TrainingSet& set,
+                                     const std::string& out_dir, const TrainOptions& opt, const DataParallel* dp, bool main_rank);
+
 TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const TrainingSet& set,
                          const std::string& out_dir, const TrainOptions& opt) {
   if (set.train.empty()) throw Error("train: the training set is empty");
   if (set.dev.size() != set.tasks.size()) throw Error("train: dev examples must be given per task");
+  const DataParallel* dp = opt.data_parallel;
+  const bool main_rank = !dp || dp->is_main();  // files, metrics and progress come from rank 0 alone
+  TrainOptions opt_rank = opt;
+  opt_rank.progress = opt.progress && main_rank;
+  return train_module_rank(lm, module, tok, set, out_dir, opt_rank, dp, main_rank);
+}
+
+static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module, const Tokenizer& tok, const TrainingSet& set,
+                                     const std::string& out_dir, const TrainOptions& opt, const DataParallel* dp, bool main_rank) {
   const std::string ckpt = resume_checkpoint(out_dir, opt);  // "" : a fresh start
   fs::create_directories(out_dir);
   const std::string hash_before = lm.weights_hash();
@@ -277,14 +291,19 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       json j = json::parse(line, nullptr, false);
       if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) kept += line + "\n";
     }
-    write_file_atomically(out_dir + "/metrics.jsonl", kept);
+    if (main_rank) write_file_atomically(out_dir + "/metrics.jsonl", kept);
     resumed_from = step;
     std::fprintf(stderr, "[train] resumed from %s at step %lld (epoch %lld, batch %lld)%s\n", ckpt.c_str(), (long long)step, (long long)epoch,
                  (long long)batch_pos, res.stopped_early ? ": the run had already stopped early" : "");
-  } else {
+  } else if (main_rank) {
     write_file_atomically(out_dir + "/metrics.jsonl", "");
   }
-  metrics.open(out_dir + "/metrics.jsonl", std::ios::app);
+  if (main_rank) metrics.open(out_dir + "/metrics.jsonl", std::ios::app);
+  if (dp) {  // every rank must continue the same run: the same step and the same module numbers
+    double checksum = 0;
+    for (const auto& p : params) checksum += p.detach().to(at::kDouble).abs().sum().item<double>();
+    dp->check_same(double(step), checksum, ckpt.empty() ? "initial module" : "checkpoint (" + ckpt + ")");
+  }
 
   // Mean of the per-task dev scores (per-task scores into `scores`); without dev data: −training loss.
   auto run_eval = [&](json& scores) -> double {
@@ -364,6 +383,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
   int64_t tokens_seen = 0;
   const int64_t start_step = step;
   const char* kill_at = std::getenv("FROZENLM_KILL_AT_STEP");
+  const char* kill_rank = std::getenv("FROZENLM_KILL_RANK");  // data parallel tests: only this rank dies
   const bool tty = ::isatty(2);  // tests: SIGKILL ourselves mid-run
   while (step < opt.steps && !res.stopped_early) {
     optim.zero_grad();
@@ -376,13 +396,43 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
         batches = epoch_batches(data, opt.batch_size, opt.seed, epoch);
       }
       std::vector<EncodedExample> items;
-      for (size_t i : batches[batch_pos]) items.push_back(data[i]);
+      const auto& global = batches[batch_pos];
+      for (size_t k = 0; k < global.size(); ++k)  // data parallel: this rank's share (examples k ≡ rank mod world)
+        if (!dp || int(k % dp->world()) == dp->rank()) items.push_back(data[global[k]]);
       ++batch_pos;
-      Batch b = make_batch(items, lm.device());
-      at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) / double(opt.grad_accum);
-      loss.backward();
-      loss_sum += loss.item<double>();
-      step_tokens += b.mask.sum().item<int64_t>();
+      if (!dp) {
+        Batch b = make_batch(items, lm.device());
+        at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) / double(opt.grad_accum);
+        loss.backward();
+        loss_sum += loss.item<double>();
+        step_tokens += b.mask.sum().item<int64_t>();
+        continue;
+      }
+      // The global batch's mean token loss = Σ over ranks of (this rank's mean × its share of the target tokens).
+      Batch b;
+      int64_t local_targets = 0;
+      if (!items.empty()) {
+        b = make_batch(items, lm.device());
+        local_targets = (b.targets != -100).sum().item<int64_t>();
+      }
+      const double global_targets = dp->sum(double(local_targets));
+      if (local_targets > 0) {
+        at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) *
+                          (double(local_targets) / global_targets / double(opt.grad_accum));
+        loss.backward();
+        loss_sum += loss.item<double>();
+        step_tokens += b.mask.sum().item<int64_t>();
+      }
+    }
+    if (dp) {  // sum the gradients (and the loss and token counts) over the ranks: every rank then takes the same step
+      std::vector<at::Tensor> grads;
+      for (auto& p : params) {
+        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+        grads.push_back(p.mutable_grad());
+      }
+      dp->all_reduce_sum(grads);
+      loss_sum = dp->sum(loss_sum);
+      step_tokens = int64_t(dp->sum(double(step_tokens)));
     }
     tokens_seen += step_tokens;
     if (!std::isfinite(loss_sum)) {  // skip the step, keep the last good state
@@ -407,7 +457,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double tps = tokens_seen / std::max(secs, 1e-9);
     const double eta = secs / std::max<int64_t>(1, step - start_step) * (opt.steps - step);
-    metrics << json({{"step", step}, {"loss", loss_sum}, {"lr", opt.lr * lr_factor(opt, step - 1)}, {"tokens_per_s", tps}}).dump() << "\n";
+    if (main_rank) metrics << json({{"step", step}, {"loss", loss_sum}, {"lr", opt.lr * lr_factor(opt, step - 1)}, {"tokens_per_s", tps}}).dump() << "\n";
     // A terminal gets a bar redrawn in place; a log file a line every ~5% of the run.
     if (opt.progress && (tty || step % std::max<int64_t>(1, opt.steps / 20) == 0 || step == opt.steps))
       std::fprintf(stderr, tty ? "\r[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs   " : "[train] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs\n",
@@ -419,30 +469,36 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
       eval_curve.push_back({double(step), score});
       json line = {{"step", step}, {"eval_score", score}, {"eval_metric", eval_metric}};
       if (set.tasks.size() > 1) line["task_scores"] = scores;
-      metrics << line.dump() << "\n";
+      if (main_rank) metrics << line.dump() << "\n";
       if (opt.progress && any_dev)
         std::fprintf(stderr, "%s[train] step %lld: dev %s %.4f (best so far %.4f)\n", tty ? "\n" : "", (long long)step, eval_metric.c_str(),
                      score, std::max(score, best));
       if (score > best || !any_dev) {  // without dev data the latest module is the output
         best = score;
         since_best = 0;
-        module.save(out_dir);  // the best module is the output
+        if (main_rank) module.save(out_dir);  // the best module is the output
       } else if (opt.patience > 0 && ++since_best >= opt.patience) {
-        std::fprintf(stderr, "\n[train] no improvement in %lld evaluations: early stop at step %lld\n", (long long)since_best, (long long)step);
+        if (main_rank) std::fprintf(stderr, "\n[train] no improvement in %lld evaluations: early stop at step %lld\n", (long long)since_best, (long long)step);
         res.stopped_early = true;
       }
     }
-    metrics.flush();
-    // The snapshot first: a kill between the two resumes from an earlier checkpoint and rewrites it, never skips it.
-    if (opt.snapshot_every > 0 && step % opt.snapshot_every == 0) save_snapshot();
-    if ((opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) || last || res.stopped_early) save_checkpoint();
-    if (kill_at && step == std::atoll(kill_at)) ::kill(::getpid(), SIGKILL);
+    if (main_rank) {
+      metrics.flush();
+      // The snapshot first: a kill between the two resumes from an earlier checkpoint and rewrites it, never skips it.
+      if (opt.snapshot_every > 0 && step % opt.snapshot_every == 0) save_snapshot();
+      if ((opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) || last || res.stopped_early) save_checkpoint();
+    }
+    if (kill_at && step == std::atoll(kill_at) && (!kill_rank || (dp && dp->rank() == std::atoi(kill_rank)))) ::kill(::getpid(), SIGKILL);
     if (res.stopped_early) break;
   }
   if (opt.progress && tty) std::fprintf(stderr, "\n");
   if (res.nan_steps) std::fprintf(stderr, "[train] %lld step(s) skipped for a non-finite loss\n", (long long)res.nan_steps);
   res.steps_done = step;
   res.best_score = best;
+  if (!main_rank) {
+    dp->sum(0.0);  // wait for rank 0's files (the caller may read the module it wrote)
+    return res;
+  }
   write_curve_svg(out_dir + "/curve.svg", set.name + ": training loss and dev " + eval_metric,
                   {{"train loss", loss_curve}, {"dev score", eval_curve}});
   const std::string hash_after = lm.weights_hash();
@@ -458,6 +514,7 @@ TrainResult train_module(const FrozenLM& lm, TrainableModule& module, const Toke
                            {"seed", opt.seed}, {"eval_every", opt.eval_every}, {"eval_limit", opt.eval_limit},
                            {"patience", opt.patience}}}};
   write_file_atomically(out_dir + "/run.json", run.dump(2) + "\n");
+  if (dp) dp->sum(0.0);  // the other ranks wait for these files
   return res;
 }
 

@@ -12,6 +12,8 @@
 
 namespace frozenlm {
 
+class DataParallel;
+
 struct TrainOptions {
   int64_t steps = 200;          // optimiser steps
   int64_t batch_size = 8;       // examples per micro-batch
@@ -33,6 +35,9 @@ struct TrainOptions {
   bool allow_steps_change = false;  // resume with another --steps (the schedule is recomputed for the new total)
   int64_t max_nan_steps = 10;   // consecutive NaN/inf losses before training stops
   bool progress = true;
+  // Data-parallel training (train/data_parallel.h): this rank's share of every batch, gradients summed over the
+  // ranks, files and progress from rank 0 only. nullptr: one process.
+  const DataParallel* data_parallel = nullptr;
 };
 
 struct TrainResult {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Data-parallel training (train/data_parallel.h) as a user runs it, on 127.0.0.1:
+#  1. 2 ranks (--nproc 2) train the same module as 1 rank on the same global batches: prompt tuning and ID-PT, within
+#     fp32 reduction-order tolerance;
+#  2. resume across ranks: both ranks killed at step 4 (after the step-4 checkpoint), `--nproc 2 --resume` finishes
+#     and the module is byte-identical to an uninterrupted 2-rank run — and it provably resumed (step 4, 2 steps done);
+#  3. a killed rank ends the job with an error in bounded time: ranks launched by hand (torchrun's variables), rank 1
+#     SIGKILLed at step 3: rank 0 exits non-zero saying another rank is gone; through --nproc, the launcher names it.
+# Usage: tests/data_parallel.sh FROZENLM_BINARY SHARED_DIR SOURCE_DIR WORK_DIR
+set -euo pipefail
+F=$1 SHARED=$2 SRC=$3 W=$4
+PY=/usr/bin/python3
+CMP="$PY $SRC/tests/compare_safetensors.py"
+rm -rf "$W" && mkdir -p "$W"
+TS=$SHARED/models/tinystories-656k
+PT=(train prompt-tuning --model "$TS" --task "$SRC/tasks/sst2.json" --train-limit 96 --virtual-tokens 4 --steps 6 --batch-size 8
+    --eval-every 3 --eval-limit 16 --checkpoint-every 2)
+IDPT=(train idpt --model "$TS" --mixture "$SRC/tasks/superglue_mix.json" --train-limit 48 --virtual-tokens 4 --gen-dim 32
+      --encoder-layer 1 --steps 4 --batch-size 4 --eval-every 0 --eval-limit 4 --seed 5)
+
+echo "== 1. 2 ranks = 1 rank"
+"$F" "${PT[@]}" --seed 3 --threads 2 --out "$W/pt1" 2> "$W/pt1.log" > /dev/null
+"$F" "${PT[@]}" --seed 3 --nproc 2 --out "$W/pt2" 2> "$W/pt2.log" > "$W/pt2.out"
+grep -q "data parallel: 2 ranks" "$W/pt2.log"
+[ "$(wc -l < "$W/pt2.out")" = 1 ] || { echo "expected one result line (rank 0's)"; cat "$W/pt2.out"; exit 1; }
+echo -n "prompt tuning: "; $CMP "$W/pt1/adapter_model.safetensors" "$W/pt2/adapter_model.safetensors" 1e-4
+"$F" "${IDPT[@]}" --threads 2 --out "$W/id1" 2> "$W/id1.log" > /dev/null
+"$F" "${IDPT[@]}" --nproc 2 --out "$W/id2" 2> "$W/id2.log" > /dev/null
+echo -n "ID-PT: "; $CMP "$W/id1/idpt_model.safetensors" "$W/id2/idpt_model.safetensors" 1e-4
+# The comparison can fail: a 1-rank run with another seed is a different module.
+"$F" "${PT[@]}" --threads 2 --seed 4 --out "$W/pt1b" 2> /dev/null > /dev/null
+if $CMP "$W/pt1/adapter_model.safetensors" "$W/pt1b/adapter_model.safetensors" 1e-4 > /dev/null; then echo "another seed gave the same module"; exit 1; fi
+echo "another seed differs: ok"
+
+echo "== 2. resume across ranks"
+if FROZENLM_KILL_AT_STEP=4 "$F" "${PT[@]}" --seed 3 --nproc 2 --out "$W/ptr" 2> "$W/ptr-killed.log" > /dev/null; then
+  echo "the killed run succeeded"; exit 1
+fi
+grep -q "was killed by signal 9" "$W/ptr-killed.log"
+"$F" "${PT[@]}" --seed 3 --nproc 2 --resume --out "$W/ptr" 2> "$W/ptr-resumed.log" > /dev/null
+grep -q "resumed from .* at step 4" "$W/ptr-resumed.log"
+cmp "$W/ptr/adapter_model.safetensors" "$W/pt2/adapter_model.safetensors"
+$PY -c "import json,sys; r=json.load(open('$W/ptr/run.json')); assert r['resumed_from_step'] == 4 and r['steps_this_process'] == 2, r; print('resumed at step', r['resumed_from_step'], 'did', r['steps_this_process'], 'steps; module byte-identical to the uninterrupted 2-rank run')"
+
+echo "== 3. a killed rank ends the job with an error"
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start=$(date +%s)
+env RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT FROZENLM_KILL_AT_STEP=3 FROZENLM_KILL_RANK=1 FROZENLM_DIST_TIMEOUT_S=30 \
+  "$F" "${PT[@]}" --seed 3 --threads 1 --out "$W/ptk" 2> "$W/ptk-rank1.log" > /dev/null &
+R1=$!
+set +e
+env RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT FROZENLM_KILL_AT_STEP=3 FROZENLM_KILL_RANK=1 FROZENLM_DIST_TIMEOUT_S=30 \
+  timeout 120 "$F" "${PT[@]}" --seed 3 --threads 1 --out "$W/ptk" 2> "$W/ptk-rank0.log" > /dev/null
+rc0=$?
+wait $R1
+rc1=$?
+set -e
+took=$(( $(date +%s) - start ))
+[ $rc1 = 137 ] || { echo "rank 1 should have been SIGKILLed (137), got $rc1"; exit 1; }
+[ $rc0 != 0 ] && [ $rc0 != 124 ] || { echo "rank 0 should fail on its own (got $rc0)"; cat "$W/ptk-rank0.log"; exit 1; }
+grep -o "another rank exited, crashed or did not answer" "$W/ptk-rank0.log"
+echo "rank 0 exited $rc0 after rank 1 was killed, in ${took} s (bound 120 s)"
+if FROZENLM_KILL_AT_STEP=3 FROZENLM_KILL_RANK=1 "$F" "${PT[@]}" --seed 3 --nproc 2 --out "$W/ptl" 2> "$W/ptl.log" > /dev/null; then
+  echo "the launcher reported success"; exit 1
+fi
+grep -o "rank 1 was killed by signal 9" "$W/ptl.log" | head -1
+echo "data parallel: all checks passed"
