@@ -197,6 +197,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   rr->add_flag("--balanced,!--no-balanced", ra->balanced,
                "write the positive once per negative, so the classes are 1 : 1 (default); --no-balanced writes it once");
   cmds.add(rr, [ra] {
+    refuse_data_parallel("train reranker");
     ReaderOptions o = ra->pipe;
     o.rerank = "none";  // candidates come from retrieval alone
     RerankerDataOptions ro;
@@ -229,6 +230,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   dp->add_option("--eval-every", pa->po.eval_every, "steps between dev evaluations (the best step is kept)")->capture_default_str()->check(CLI::PositiveNumber);
   dp->add_option("--seed", pa->po.seed, "batch order")->capture_default_str();
   cmds.add(dp, [pa] {
+    refuse_data_parallel("train dense-projection");
     if (pa->task_path.empty() == pa->mixture_path.empty()) throw Error("train dense-projection: give --task or --mixture (one of them)");
     return run_train_projection(*pa);
   });
@@ -237,6 +239,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   auto* rd = train->add_subcommand("reader", "prompt-tune the frozen LM to read packed retrieved passages (the frozen reader)");
   add_common(rd, *da);
   cmds.add(rd, [da] {
+    refuse_data_parallel("train reader");
     ReaderOptions o = da->pipe;
     o.reader_prefix = da->virtual_tokens;  // the packed contexts leave room for the prompt being trained
     return build_and_train(

@@ -91,6 +91,13 @@ std::function<int()> data_parallel(std::shared_ptr<TrainArgs> a, std::function<i
   };
 }
 
+void refuse_data_parallel(const std::string& command) {
+  const char* ws = std::getenv("WORLD_SIZE");
+  if (ws && std::atoi(ws) > 1)
+    throw Error(command + " does not train data-parallel (WORLD_SIZE=" + std::string(ws) +
+                "): run it as one process; prompt-tuning, idpt, recursive-neural and finetune take --nproc / torchrun's variables");
+}
+
 // The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).
 TrainingSet load_training_set(const TrainArgs& a) {
   const std::string& task_path = a.task_path, &mixture_path = a.mixture_path;
@@ -313,6 +320,7 @@ struct TextualArgs : TrainArgs {
 // Textual recursion (methods/recursive/textual_recursion.h): pass 1 = --pass1-module samples candidates for every
 // training question, pass 2 = a new prompt trained on "candidates + question".
 int cmd_recursive_text(const TextualArgs& a) {
+  refuse_data_parallel("train recursive-text");
   auto lm = open_model(a.model);
   auto tok = open_tokenizer(a.model, *lm, false);
   const TrainOptions to = prompt_train_options(a, *lm);

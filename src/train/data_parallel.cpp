@@ -42,6 +42,14 @@ int env_int(const char* k, int lo, int hi, const std::string& why) {
   return int(x);
 }
 
+// Adds the wall time of its scope to a counter.
+struct Timed {
+  double& total;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  explicit Timed(double& t) : total(t) {}
+  ~Timed() { total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+};
+
 std::string what_of(const std::exception& e) {
   if (auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
   return e.what();
@@ -108,6 +116,7 @@ void DataParallel::all_reduce_sum(std::vector<at::Tensor>& tensors) const {
   std::vector<at::Tensor> flat_parts;
   for (auto& t : tensors) flat_parts.push_back(t.reshape({-1}).to(at::kFloat));
   std::vector<at::Tensor> buf{at::cat(flat_parts)};
+  Timed timed(collective_s_);
   try {
     g_->pg->allreduce(buf)->wait();
   } catch (const std::exception& e) {
@@ -122,6 +131,7 @@ void DataParallel::all_reduce_sum(std::vector<at::Tensor>& tensors) const {
 
 double DataParallel::sum(double x) const {
   std::vector<at::Tensor> t{at::full({1}, x, at::kDouble)};
+  Timed timed(collective_s_);
   try {
     g_->pg->allreduce(t)->wait();
   } catch (const std::exception& e) {
@@ -131,6 +141,7 @@ double DataParallel::sum(double x) const {
 }
 
 void DataParallel::broadcast_from_main(std::vector<at::Tensor>& tensors) const {
+  Timed timed(collective_s_);
   for (auto& t : tensors) {
     std::vector<at::Tensor> one{t};
     try {

@@ -38,12 +38,15 @@ class DataParallel {
   void broadcast_from_main(std::vector<at::Tensor>& tensors) const;
   // Throws unless every rank holds the same numbers (step and a checksum of the module: after a resume).
   void check_same(double step, double checksum, const std::string& what) const;
+  // Wall time this rank spent in collectives so far (transfers and waiting for the other ranks).
+  double collective_seconds() const { return collective_s_; }
 
  private:
   DataParallel() = default;
   [[noreturn]] void fail(const std::string& op, const std::exception& e) const;
   int rank_ = 0, world_ = 1;
   double timeout_s_ = 300;
+  mutable double collective_s_ = 0;
   struct Group;
   std::unique_ptr<Group> g_;
 };

@@ -385,7 +385,10 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
   const char* kill_at = std::getenv("FROZENLM_KILL_AT_STEP");
   const char* kill_rank = std::getenv("FROZENLM_KILL_RANK");  // data parallel tests: only this rank dies
   const bool tty = ::isatty(2);  // tests: SIGKILL ourselves mid-run
+  double step_seconds = 0;  // forward, backward, collectives and optimiser steps (not evaluation or checkpoints)
+  const double collective_before = dp ? dp->collective_seconds() : 0;
   while (step < opt.steps && !res.stopped_early) {
+    const auto t_step = std::chrono::steady_clock::now();
     optim.zero_grad();
     double loss_sum = 0;
     int64_t step_tokens = 0;
@@ -450,6 +453,7 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
     for (size_t g = 0; g < optim.param_groups().size(); ++g)
       static_cast<torch::optim::AdamWOptions&>(optim.param_groups()[g].options()).lr(opt.lr * scales[g] * lr_factor(opt, step));
     optim.step();
+    step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
     ++step;
     if (step == 1 && start_step == 0) res.first_loss = loss_sum;
     res.last_loss = loss_sum;
@@ -509,6 +513,9 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
               {"frozen_weights_hash_before", hash_before}, {"frozen_weights_hash_after", hash_after},
               {"checkpoint_id", lm.checkpoint_id()}, {"module", module.kind()},
               {"trainable_parameters", module.num_parameters()}, {"base_model_trained", module.modifies_base_model()},
+              {"seconds_in_steps_this_process", step_seconds},
+              {"data_parallel", dp ? json{{"world", dp->world()}, {"rank0_seconds_in_collectives", dp->collective_seconds() - collective_before}}
+                                   : json(nullptr)},
               {"options", {{"steps", opt.steps}, {"batch_size", opt.batch_size}, {"grad_accum", opt.grad_accum}, {"lr", opt.lr},
                            {"weight_decay", opt.weight_decay}, {"warmup", opt.warmup}, {"schedule", opt.schedule}, {"clip", opt.clip},
                            {"seed", opt.seed}, {"eval_every", opt.eval_every}, {"eval_limit", opt.eval_limit},
