@@ -7,6 +7,7 @@
 #include "cli/cli_common.h"
 #include "cli/train_common.h"
 #include "core/error.h"
+#include "core/gguf_file.h"
 #include "core/hf_export.h"
 #include "core/loader.h"
 #include "core/runtime.h"
@@ -145,6 +146,11 @@ namespace {
 // The tokenizer files a saved Hugging Face directory should carry: tokenizer.json and its companions, or a llama2.c
 // tokenizer .bin.
 std::vector<std::string> tokenizer_files(const std::string& tokenizer_path) {
+  if (is_gguf_file(tokenizer_path)) {  // the vocabulary is inside a (possibly large) model file: not copied
+    std::fprintf(stderr, "[train] the tokenizer is %s's vocabulary: use the output with --tokenizer %s\n", tokenizer_path.c_str(),
+                 tokenizer_path.c_str());
+    return {};
+  }
   std::vector<std::string> files{tokenizer_path};
   const std::string dir = tokenizer_path.find('/') == std::string::npos ? "." : tokenizer_path.substr(0, tokenizer_path.rfind('/'));
   if (tokenizer_path.size() > 5 && tokenizer_path.compare(tokenizer_path.size() - 5, 5, ".json") == 0)

@@ -293,7 +293,7 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
     }
     if (main_rank) write_file_atomically(out_dir + "/metrics.jsonl", kept);
     resumed_from = step;
-    std::fprintf(stderr, "[train] resumed from %s at step %lld (epoch %lld, batch %lld)%s\n", ckpt.c_str(), (long long)step, (long long)epoch,
+    if (main_rank) std::fprintf(stderr, "[train] resumed from %s at step %lld (epoch %lld, batch %lld)%s\n", ckpt.c_str(), (long long)step, (long long)epoch,
                  (long long)batch_pos, res.stopped_early ? ": the run had already stopped early" : "");
   } else if (main_rank) {
     write_file_atomically(out_dir + "/metrics.jsonl", "");
