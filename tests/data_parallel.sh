@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training (train/data_parallel.h) as a user runs it, on 127.0.0.1:
-#  1. 2 ranks (--nproc 2) train the same module as 1 rank on the same global batches: prompt tuning and ID-PT, within
-#     fp32 reduction-order tolerance;
+#  1. 2 ranks (--nproc 2) train the same module as 1 rank on the same global batches: prompt tuning, ID-PT, the frozen
+#     reader and its re-ranker, within fp32 reduction-order tolerance;
 #  2. resume across ranks: both ranks killed at step 4 (after the step-4 checkpoint), `--nproc 2 --resume` finishes
 #     and the module is byte-identical to an uninterrupted 2-rank run — and it provably resumed (step 4, 2 steps done);
 #  3. a killed rank ends the job with an error in bounded time: ranks launched by hand (torchrun's variables), rank 1
@@ -31,6 +31,18 @@ echo -n "ID-PT: "; $CMP "$W/id1/idpt_model.safetensors" "$W/id2/idpt_model.safet
 "$F" "${PT[@]}" --threads 2 --seed 4 --out "$W/pt1b" 2> /dev/null > /dev/null
 if $CMP "$W/pt1/adapter_model.safetensors" "$W/pt1b/adapter_model.safetensors" 1e-4 > /dev/null; then echo "another seed gave the same module"; exit 1; fi
 echo "another seed differs: ok"
+
+# The frozen reader and its re-ranker: every rank builds the same rows (rank 0 in OUT/data, the others beside), then trains.
+TB=$SRC/testbed/model
+"$F" index build --corpus "$SRC/tests/data/retrieval/tiny_corpus.jsonl" --out "$W/idx" > /dev/null 2>&1
+for kind in reader reranker; do
+  R=(train $kind --model "$TB" --index "$W/idx" --task "$SRC/tests/data/retrieval/tiny_qa_task.json" --candidates 4 --reader-tokens 256
+     --virtual-tokens 4 --steps 3 --batch-size 2 --eval-every 0 --eval-limit 2 --seed 3)
+  "$F" "${R[@]}" --threads 2 --out "$W/$kind-1" 2> "$W/$kind-1.log" > /dev/null
+  "$F" "${R[@]}" --nproc 2 --out "$W/$kind-2" 2> "$W/$kind-2.log" > /dev/null
+  [ -f "$W/$kind-2/data/rank-1/${kind}_task.json" ] || { echo "$kind: rank 1 did not build its own data"; exit 1; }
+  echo -n "$kind: "; $CMP "$W/$kind-1/adapter_model.safetensors" "$W/$kind-2/adapter_model.safetensors" 1e-4
+done
 
 echo "== 2. resume across ranks"
 if FROZENLM_KILL_AT_STEP=4 "$F" "${PT[@]}" --seed 3 --nproc 2 --out "$W/ptr" 2> "$W/ptr-killed.log" > /dev/null; then

@@ -12,6 +12,7 @@
 
 #include "cli/reader_args.h"
 #include "cli/train_common.h"
+#include "train/data_parallel.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/transformer.h"
@@ -58,7 +59,11 @@ std::vector<QaItem> qa_items(const std::string& task_path, const std::string& mi
 template <class WriteRows>
 std::string build_data(const ReaderTrainArgs& a, const std::string& kind, const json& identity, const std::string& task_json_text,
                        WriteRows&& write_rows) {
-  const std::string dir = a.out_dir + "/data", manifest = dir + "/" + kind + "_data.json", task = dir + "/" + kind + "_task.json";
+  // Data parallel: every rank builds the same rows (deterministic), rank 0 in OUT/data, the others in their own
+  // OUT/data/rank-<r>, so that no two processes write one file.
+  const DataParallel* dp = a.to.data_parallel;
+  const std::string dir = a.out_dir + "/data" + (dp && !dp->is_main() ? "/rank-" + std::to_string(dp->rank()) : "");
+  const std::string manifest = dir + "/" + kind + "_data.json", task = dir + "/" + kind + "_task.json";
   fs::create_directories(dir);
   if (std::ifstream f{manifest}) {
     const json old = json::parse(f, nullptr, false);
@@ -123,7 +128,7 @@ int build_and_train(const ReaderTrainArgs& a, const std::string& kind, ReaderOpt
   const std::string task = build_data(a, kind, identity, make_task(pipe),
                                       [&](const std::vector<QaItem>& items, const std::string& path) { return write_rows(pipe, items, path); });
   fs::create_directories(a.out_dir);
-  write_file_atomically(a.out_dir + "/" + kind + ".json", saved.dump(2) + "\n");
+  if (!a.to.data_parallel || a.to.data_parallel->is_main()) write_file_atomically(a.out_dir + "/" + kind + ".json", saved.dump(2) + "\n");
   return train_prompt_on(a, task, *lm, *tok);
 }
 
@@ -196,8 +201,8 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   rr->add_option("--negatives", ra->negatives, "hard negatives per question")->capture_default_str();
   rr->add_flag("--balanced,!--no-balanced", ra->balanced,
                "write the positive once per negative, so the classes are 1 : 1 (default); --no-balanced writes it once");
-  cmds.add(rr, [ra] {
-    refuse_data_parallel("train reranker");
+  add_data_parallel_args(rr, *ra);
+  cmds.add(rr, data_parallel(ra, [ra] {
     ReaderOptions o = ra->pipe;
     o.rerank = "none";  // candidates come from retrieval alone
     RerankerDataOptions ro;
@@ -207,7 +212,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
         *ra, "reranker", o, json{{"input", kRerankerInput}},
         [](const ReaderPipeline& p) { return reranker_task_json("reranker_train.jsonl", "reranker_dev.jsonl", p.max_tokens()); },
         [ro](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reranker_rows(p, items, path, ro, true); });
-  });
+  }));
 
   auto pa = std::make_shared<ProjectionArgs>();
   auto* dp = train->add_subcommand("dense-projection", "a small projection of the frozen LM's pooled states for dense retrieval, trained "
@@ -238,14 +243,14 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   auto da = std::make_shared<ReaderTrainArgs>();
   auto* rd = train->add_subcommand("reader", "prompt-tune the frozen LM to read packed retrieved passages (the frozen reader)");
   add_common(rd, *da);
-  cmds.add(rd, [da] {
-    refuse_data_parallel("train reader");
+  add_data_parallel_args(rd, *da);
+  cmds.add(rd, data_parallel(da, [da] {
     ReaderOptions o = da->pipe;
     o.reader_prefix = da->virtual_tokens;  // the packed contexts leave room for the prompt being trained
     return build_and_train(
         *da, "reader", o, o.to_json(), [](const ReaderPipeline& p) { return reader_task_json(p, "reader_train.jsonl", "reader_dev.jsonl"); },
         [](const ReaderPipeline& p, const std::vector<QaItem>& items, const std::string& path) { return write_reader_rows(p, items, path, true); });
-  });
+  }));
 }
 
 }  // namespace frozenlm::cli

@@ -96,7 +96,7 @@ void refuse_data_parallel(const std::string& command) {
   const char* ws = std::getenv("WORLD_SIZE");
   if (ws && std::atoi(ws) > 1)
     throw Error(command + " does not train data-parallel (WORLD_SIZE=" + std::string(ws) +
-                "): run it as one process; prompt-tuning, idpt, recursive-neural and finetune take --nproc / torchrun's variables");
+                "): run it as one process; prompt-tuning, idpt, recursive-neural, finetune, reader and reranker take --nproc / torchrun's variables");
 }
 
 // The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).

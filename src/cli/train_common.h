@@ -28,8 +28,8 @@ void add_data_parallel_args(CLI::App* c, TrainArgs& a);
 // ranks of this command line and waits for them; as a rank (torchrun's variables set) it joins the process group,
 // trains its share (a.to.data_parallel) with cores / local ranks threads, and only rank 0 prints the result.
 std::function<int()> data_parallel(std::shared_ptr<TrainArgs> a, std::function<int()> run);
-// The train subcommands that build files before training (textual recursion, reader, re-ranker, dense projection)
-// do not train data-parallel: launched as ranks (WORLD_SIZE > 1), they stop with an error instead of N copies racing.
+// The train subcommands not made data-parallel (textual recursion: pass-1 folds and data files; the dense projection:
+// its own training loop) do not run as ranks: launched as ranks (WORLD_SIZE > 1), they stop with an error instead of N copies racing.
 void refuse_data_parallel(const std::string& command);
 
 // Prompt tuning and ID-PT without --lr: the rate follows the frozen embeddings' scale (default_prompt_lr).
