@@ -99,6 +99,11 @@ gpt2 = [gkv('tokenizer.ggml.model', 8, gstr('gpt2')), gkv('tokenizer.ggml.pre', 
         gkv('tokenizer.ggml.merges', 9, garr(8, [gstr(m) for m in ['H e', 'l l', 'He ll', 'Hell o', '\u0120 w']])),
         gkv('tokenizer.ggml.eos_token_id', 4, struct.pack('<I', len(bt) - 1))]
 open(d + '/gguf/gpt2_vocab.gguf', 'wb').write(gguf(gpt2, []))
+# Once a crash (an uncaught JSON error): a byte-level BPE token that is not UTF-8 (now an error naming the token).
+bad = [kv if not kv.startswith(gstr('tokenizer.ggml.tokens')) else
+       gkv('tokenizer.ggml.tokens', 9, garr(8, [gstr(t) for t in bt[:-2]] + [b'\x02\x00\x00\x00\x00\x00\x00\x00\xa0w', gstr(bt[-1])]))
+       for kv in gpt2]
+open(d + '/gguf/regression_invalid_utf8_bpe_token.gguf', 'wb').write(gguf(bad, []))
 PY
 
 status=0

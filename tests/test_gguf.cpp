@@ -93,6 +93,29 @@ TEST(GgufTokenizer, SpmAddsBosAndMatchesSpecialTokensInText) {
   EXPECT_EQ(tok->decode({1, 15043, 3186, 2}), "Hello world");
 }
 
+// Found by fuzz_gguf: a byte-level BPE token that is not UTF-8 made building the tokenizer throw an exception that
+// named no file. It is an error naming the file and the token now.
+TEST(GgufTokenizer, ByteLevelTokensMustBeUtf8) {
+  const std::string dir = temp_dir("gguf-bad-vocab");
+  auto write = [&](const std::string& path, const std::string& second_token) {
+    GgufWriter w;
+    w.add_string("tokenizer.ggml.model", "gpt2");
+    w.add_strings("tokenizer.ggml.tokens", {"a", second_token, "ab"});
+    w.add_i32s("tokenizer.ggml.token_type", {1, 1, 1});
+    w.add_strings("tokenizer.ggml.merges", {"a b"});
+    w.write(path);
+  };
+  write(dir + "/good.gguf", "b");
+  EXPECT_EQ(load_tokenizer(dir + "/good.gguf")->encode("ab", false), std::vector<int64_t>{2});
+  write(dir + "/bad.gguf", "\xA0");
+  try {
+    load_tokenizer(dir + "/bad.gguf");
+    ADD_FAILURE() << "a vocabulary with a non-UTF-8 byte-level token was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.gguf: GGUF tokenizer.ggml.tokens[1] is not valid UTF-8"), std::string::npos) << e.what();
+  }
+}
+
 TEST(GgufModel, F32FileGivesTheSafetensorsLogits) {
   auto st = load_model(tinystories());
   auto gg = load_model(ts_f32());
