@@ -42,13 +42,14 @@ void add_export_command(CLI::App& app, Commands& cmds) {
       ->capture_default_str();
   exp->add_option("--name", a->name, "gguf general.name (default: the model's file or directory name)");
   cmds.add(exp, [a] {
+    if (a->format == "gguf") parse_gguf_export_type(a->type);  // a bad --type fails before the model is read
+    else if (a->type != "f32" && a->type != "bf16") throw Error("--type: the hf format writes f32 or bf16, not '" + a->type + "'");
     auto lm = open_model(a->model);
     if (a->format == "gguf") {
       const GgufExportType type = parse_gguf_export_type(a->type);
       auto tok = load_tokenizer_for_model(a->model.model, a->model.tokenizer, lm->vocab_size());
       save_gguf_model(*lm, gguf_vocab_of(*tok), a->out, type, a->name.empty() ? model_name(a->model.model) : a->name);
     } else {
-      if (a->type != "f32" && a->type != "bf16") throw Error("--type: the hf format writes f32 or bf16, not '" + a->type + "'");
       save_hf_model(*lm, a->out, a->type == "bf16" ? ExportDtype::BF16 : ExportDtype::F32);
       const std::string tok = resolve_tokenizer_path(a->model.model, a->model.tokenizer, lm->vocab_size());
       std::string text;

@@ -96,6 +96,8 @@ static at::Tensor widen(const at::Tensor& w, const at::Tensor& scale, WeightForm
   return w;
 }
 
+at::Tensor dequantize_weight(const at::Tensor& w, const at::Tensor& scale, WeightFormat fmt) { return widen(w, scale, fmt, at::kFloat); }
+
 at::Tensor FrozenLinear::weight_f32() const { return fmt_ == WeightFormat::F32 ? w_ : widen(w_, scale_, fmt_, at::kFloat); }
 
 // Decoding (a few rows, no gradient, CPU fp32): the kernels that read each stored weight once, in its own format.

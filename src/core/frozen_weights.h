@@ -43,6 +43,9 @@ class FrozenLinear {
   WeightFormat fmt_ = WeightFormat::F32;
 };
 
+// A stored matrix [out, in] in fp32, whatever its format (int8: q · s per row; Q8_0: q · d per block of 32).
+at::Tensor dequantize_weight(const at::Tensor& w, const at::Tensor& scale, WeightFormat fmt);
+
 // Token embedding table [vocab, d], in the same storage formats; also usable as the (tied) output head.
 class FrozenEmbedding {
  public:

@@ -5,6 +5,7 @@
 #include "core/cpu_allocator.h"
 #include "core/error.h"
 #include "core/kernels/skinny_matmul.h"
+#include "core/rope_layout.h"
 #include "core/torch_pch.h"
 #include "core/transformer.h"
 #include "tokenizer/gguf_vocab.h"
@@ -24,10 +25,7 @@ struct Stored {
   at::Tensor f32;   // [rows..., cols]
   at::Tensor q, d;  // Q8_0: [rows, cols] int8, [rows, cols/32] fp16
   bool is_q8_0() const { return q.defined(); }
-  at::Tensor to_f32() const {
-    if (!is_q8_0()) return f32;
-    return (q.to(at::kFloat).view({q.size(0), -1, kernels::kQ8Block}) * d.to(at::kFloat).unsqueeze(-1)).view(q.sizes());
-  }
+  at::Tensor to_f32() const { return is_q8_0() ? dequantize_weight(q, d, WeightFormat::Q8_0) : f32; }
 };
 
 class TensorReader {
@@ -76,18 +74,6 @@ class TensorReader {
   const GgufFile& f_;
 };
 
-// llama.cpp's converter orders each head's Q/K rows (pairs interleaved) as [hd/2, 2]; we compute with [2, hd/2]
-// (rotate-half). to_halves undoes the converter's permutation, !to_halves applies it. Works on any trailing shape.
-at::Tensor permute_rope_rows(const at::Tensor& w, int64_t heads, bool to_halves) {
-  const int64_t rows = w.size(0), hd = rows / heads;
-  auto rest = w.sizes().slice(1).vec();
-  std::vector<int64_t> v = to_halves ? std::vector<int64_t>{heads, hd / 2, 2} : std::vector<int64_t>{heads, 2, hd / 2};
-  v.insert(v.end(), rest.begin(), rest.end());
-  std::vector<int64_t> out{rows};
-  out.insert(out.end(), rest.begin(), rest.end());
-  return w.view(v).transpose(1, 2).reshape(out).contiguous();
-}
-
 // Builds one stored matrix from row blocks of the file (q|k|v, gate|up): exactly the file's Q8_0 when all parts
 // are Q8_0 and that is the storage kept/asked for, else through fp32 into `fmt`.
 FrozenLinear make_linear(std::vector<Stored> parts, const at::Tensor& bias, WeightFormat fmt, bool keep_q8_0) {
@@ -105,10 +91,10 @@ FrozenLinear make_linear(std::vector<Stored> parts, const at::Tensor& bias, Weig
 
 Stored permuted(Stored s, int64_t heads) {
   if (s.is_q8_0()) {
-    s.q = permute_rope_rows(s.q, heads, true);
-    s.d = permute_rope_rows(s.d, heads, true);
+    s.q = rope_rows_to_halves(s.q, heads);
+    s.d = rope_rows_to_halves(s.d, heads);
   } else {
-    s.f32 = permute_rope_rows(s.f32, heads, true);
+    s.f32 = rope_rows_to_halves(s.f32, heads);
   }
   return s;
 }
@@ -203,8 +189,8 @@ std::unique_ptr<FrozenLM> load_gguf_model(const std::string& path, WeightFormat 
     if (c.qkv_bias) {
       at::Tensor bq = r.get(p + "attn_q.bias", {qd}, false).f32, bk = r.get(p + "attn_k.bias", {kvd}, false).f32;
       if (llama_rope) {
-        bq = permute_rope_rows(bq, c.n_heads, true);
-        bk = permute_rope_rows(bk, c.n_kv_heads, true);
+        bq = rope_rows_to_halves(bq, c.n_heads);
+        bk = rope_rows_to_halves(bk, c.n_kv_heads);
       }
       bqkv = at::cat({bq, bk, r.get(p + "attn_v.bias", {kvd}, false).f32});
     }
@@ -284,8 +270,8 @@ class ModelWriter {
           d = requant.raw_scale();
         }
         if (heads > 0) {
-          q = permute_rope_rows(q, heads, false);
-          d = permute_rope_rows(d, heads, false);
+          q = rope_rows_to_interleaved(q, heads);
+          d = rope_rows_to_interleaved(d, heads);
         }
         fill_q8_0(q, d, b);
       });
@@ -295,24 +281,17 @@ class ModelWriter {
     const GgmlType gt = type_ == GgufExportType::F32 ? GgmlType::F32 : type_ == GgufExportType::BF16 ? GgmlType::BF16 : GgmlType::F16;
     w_.add_tensor(name, ne, gt, [l, row0, rows, heads, gt](std::vector<uint8_t>& b) {
       at::Tensor m = dequant(*l, row0, rows);
-      if (heads > 0) m = permute_rope_rows(m, heads, false);
+      if (heads > 0) m = rope_rows_to_interleaved(m, heads);
       fill_from(gt == GgmlType::F32 ? m : m.to(gt == GgmlType::BF16 ? at::kBFloat16 : at::kHalf), b);
     });
   }
 
  private:
+  // Rows [row0, row0 + rows) of a stored matrix in fp32.
   static at::Tensor dequant(const FrozenLinear& lin, int64_t row0, int64_t rows) {
-    const at::Tensor w = lin.raw_weight().detach().to(at::kCPU).narrow(0, row0, rows);
-    switch (lin.format()) {
-      case WeightFormat::F32: return w.contiguous();
-      case WeightFormat::BF16: return w.to(at::kFloat);
-      case WeightFormat::Int8: return w.to(at::kFloat) * lin.raw_scale().to(at::kCPU).narrow(0, row0, rows).unsqueeze(1);
-      case WeightFormat::Q8_0: {
-        const at::Tensor d = lin.raw_scale().to(at::kCPU).narrow(0, row0, rows).to(at::kFloat);
-        return (w.to(at::kFloat).view({rows, -1, kernels::kQ8Block}) * d.unsqueeze(-1)).view({rows, -1});
-      }
-    }
-    return w;
+    const at::Tensor& sc = lin.raw_scale();
+    return dequantize_weight(lin.raw_weight().detach().to(at::kCPU).narrow(0, row0, rows),
+                             sc.defined() ? sc.to(at::kCPU).narrow(0, row0, rows) : sc, lin.format()).contiguous();
   }
   GgufWriter& w_;
   GgufExportType type_;

@@ -64,10 +64,7 @@ void save_hf_model(const FrozenLM& lm, const std::string& dir, ExportDtype dtype
     const std::string& n = it->first;
     if (n.size() > 6 && n.compare(n.size() - 6, 6, ".scale") == 0) {
       at::Tensor& w = W.at(n.substr(0, n.size() - 6) + ".weight");
-      if (it->second.dim() == 2)  // Q8_0: one scale per block of 32 along the row
-        w = (w.view({w.size(0), it->second.size(1), -1}) * it->second.unsqueeze(-1)).view(w.sizes());
-      else  // int8: one scale per row
-        w = w * it->second.unsqueeze(1);
+      w = dequantize_weight(w, it->second, it->second.dim() == 2 ? WeightFormat::Q8_0 : WeightFormat::Int8);  // blocks / rows
       it = W.erase(it);
     } else {
       ++it;

@@ -15,6 +15,7 @@
 #include "core/fnv1a.h"
 #include "core/gguf_model.h"
 #include "core/llama2c_header.h"
+#include "core/rope_layout.h"
 #include "core/safetensors.h"
 #include "core/torch_pch.h"
 
@@ -185,17 +186,13 @@ std::unique_ptr<FrozenLM> load_llama2c(const std::string& path, WeightFormat fmt
   f.seekg(4 * c.max_seq_len * hd, std::ios::cur);  // freq_cis_real/imag: recomputed
   at::Tensor wcls = c.tied_embeddings ? at::Tensor() : read({V, d});
   if (!f) throw Error(path + ": read failed");
-  // llama2.c rotates interleaved pairs (x0,x1),(x2,x3)…; we rotate halves. Permuting the rows of wq/wk within each
-  // head (even rows first, then odd) turns one convention into the other exactly.
-  auto permute = [&](const at::Tensor& w, int64_t heads) {
-    return w.view({heads, hd / 2, 2, d}).transpose(1, 2).reshape({heads * hd, d});
-  };
   std::vector<TransformerLayer> layers(L);
   for (int64_t i = 0; i < L; ++i) {
     TransformerLayer& Ly = layers[i];
     Ly.attn_norm_w = rms_att[i].clone();
     Ly.mlp_norm_w = rms_ffn[i].clone();
-    Ly.qkv = FrozenLinear(at::cat({permute(wq[i], c.n_heads), permute(wk[i], c.n_kv_heads), wv[i]}), at::Tensor(), fmt);
+    // llama2.c rotates interleaved pairs (x0,x1),(x2,x3)…; we rotate halves (core/rope_layout.h).
+    Ly.qkv = FrozenLinear(at::cat({rope_rows_to_halves(wq[i], c.n_heads), rope_rows_to_halves(wk[i], c.n_kv_heads), wv[i]}), at::Tensor(), fmt);
     Ly.o = FrozenLinear(wo[i], at::Tensor(), fmt);
     Ly.up = FrozenLinear(at::cat({w1[i], w3[i]}), at::Tensor(), fmt);
     Ly.down = FrozenLinear(w2[i], at::Tensor(), fmt);

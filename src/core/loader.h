@@ -12,8 +12,8 @@ namespace frozenlm {
 
 struct LoadOptions {
   WeightFormat weights = WeightFormat::F32;  // in-memory storage
-  bool keep_q8_0 = false;                    // a GGUF's Q8_0 matrices stay Q8_0 (bit-exact) whatever `weights` says
   std::string device = "cpu";                // "cpu" | "cuda" | "cuda:N"
+  bool keep_q8_0 = false;                    // a GGUF's Q8_0 matrices stay Q8_0 (bit-exact) whatever `weights` says
 };
 
 // Throws frozenlm::Error naming the file and the problem (missing file, corrupt safetensors, unknown

@@ -23,18 +23,8 @@ namespace {
 
 const std::string kSpace = "\xE2\x96\x81";  // '▁'
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
-  return s;
-}
-
-bool byte_token(const std::string& t, int* byte) {  // "<0xAB>"
-  unsigned int b;
-  char tail;
-  if (t.size() != 6 || std::sscanf(t.c_str(), "<0x%2X%c", &b, &tail) != 2 || tail != '>') return false;
-  *byte = int(b);
-  return true;
-}
+using unicode::parse_byte_token;
+using unicode::replace_all;
 
 // Splits text on whole special tokens (control, user-defined, unknown), longest match first, as llama.cpp's
 // tokenizer_st_partition with parse_special: (text, -1) for plain pieces, ("", id) for tokens.
@@ -94,7 +84,7 @@ class GgufSpmTokenizer : public Tokenizer {
       int byte;
       if (type == kTokControl) { if (!skip_special) out += t; }
       else if (type == kTokUnknown) out += skip_special ? "" : "\xE2\x96\x85";  // llama.cpp's '▅'
-      else if (type == kTokByte && byte_token(t, &byte)) out += char(byte);
+      else if (type == kTokByte && parse_byte_token(t, &byte)) out += char(byte);
       else if (type == kTokUserDefined) out += t;
       else out += replace_all(t, kSpace, " ");
     }
@@ -353,7 +343,7 @@ GgufVocab HFTokenizer::to_gguf_vocab() const {
   for (size_t i = 0; i < v.tokens.size(); ++i) {
     int byte;
     if (v.tokens[i].empty()) { v.tokens[i] = "[PAD" + std::to_string(i) + "]"; v.types[i] = kTokUnused; }
-    else if (!byte_level && v.types[i] == kTokNormal && byte_token(v.tokens[i], &byte)) v.types[i] = kTokByte;
+    else if (!byte_level && v.types[i] == kTokNormal && parse_byte_token(v.tokens[i], &byte)) v.types[i] = kTokByte;
   }
   if (unk_id_ >= 0) {
     v.unk = unk_id_;
@@ -381,7 +371,7 @@ GgufVocab Llama2cTokenizer::to_gguf_vocab() const {
   v.scores = scores_;
   for (size_t i = 0; i < pieces_.size(); ++i) {
     int byte;
-    const bool is_byte = byte_token(pieces_[i], &byte);
+    const bool is_byte = parse_byte_token(pieces_[i], &byte);
     v.tokens.push_back(is_byte ? pieces_[i] : replace_all(pieces_[i], " ", kSpace));  // run.c's pieces hold ' ' for '▁'
     v.types.push_back(i == 0 ? kTokUnknown : (i == 1 || i == 2) ? kTokControl : is_byte ? kTokByte : kTokNormal);
   }

@@ -138,30 +138,10 @@ std::vector<std::string> apply_split(const std::vector<uint32_t>& cps, const std
   return split_to_strings(cps, out);
 }
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  if (from.empty()) return s;
-  size_t pos = 0;
-  while ((pos = s.find(from, pos)) != std::string::npos) {
-    s.replace(pos, from.size(), to);
-    pos += to.size();
-  }
-  return s;
-}
-
 std::string pattern_string(const json& p, const std::string& where) {
   if (p.is_object() && p.contains("String") && p["String"].is_string()) return p["String"].get<std::string>();
   if (p.is_string()) return p.get<std::string>();
   throw Error(where + ": only literal String patterns are supported here");
-}
-
-bool is_byte_token(const std::string& t, int* byte) {
-  // "<0xAB>"
-  if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return false;
-  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
-  int hi = hex(t[3]), lo = hex(t[4]);
-  if (hi < 0 || lo < 0) return false;
-  *byte = hi * 16 + lo;
-  return true;
 }
 
 uint64_t pair_key(int64_t a, int64_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
@@ -408,7 +388,7 @@ std::string HFTokenizer::normalize(const std::string& in, bool at_start) const {
       throw Error(path_ + ": the normalizer grows a " + std::to_string(in.size()) + "-byte text beyond " + std::to_string(limit) +
                   " bytes (Replace steps that re-insert their own pattern?)");
     if (st.type == "Prepend") { if (!s.empty() && at_start) s = st.a + s; }
-    else if (st.type == "Replace") s = replace_all(s, st.a, st.b);
+    else if (st.type == "Replace") s = uc::replace_all(s, st.a, st.b);
     else if (st.type == "Lowercase") { auto c = uc::decode_utf8(s); for (auto& x : c) x = uc::to_lower(x); s = uc::encode_utf8(c); }
     else if (st.type == "Strip") {
       auto c = uc::decode_utf8(s);
@@ -468,7 +448,7 @@ std::vector<std::string> HFTokenizer::pre_tokenize(const std::string& s, bool at
         }
         for (auto& w : apply_split(cps, matches, st.b, path_)) next.push_back(w);
       } else if (st.type == "Metaspace") {
-        std::string q = replace_all(p, " ", st.a);
+        std::string q = uc::replace_all(p, " ", st.a);
         const bool first = pi == 0;
         if (at_start && (st.n1 == 0 || (st.n1 == 1 && first)) && q.compare(0, st.a.size(), st.a) != 0) q = st.a + q;
         if (!st.flag1) { next.push_back(q); continue; }
@@ -632,7 +612,7 @@ std::string HFTokenizer::decode(const std::vector<int64_t>& ids, bool skip_speci
   }
   for (const Step& st : decoders_) {
     if (st.type == "Replace") {
-      for (auto& t : toks) t = replace_all(t, st.a, st.b);
+      for (auto& t : toks) t = uc::replace_all(t, st.a, st.b);
     } else if (st.type == "ByteFallback") {
       std::vector<std::string> next;
       std::string bytes;
@@ -646,7 +626,7 @@ std::string HFTokenizer::decode(const std::vector<int64_t>& ids, bool skip_speci
       };
       for (auto& t : toks) {
         int b;
-        if (is_byte_token(t, &b)) { bytes += char(b); ++nbytes; }
+        if (uc::parse_byte_token(t, &b)) { bytes += char(b); ++nbytes; }
         else { flush(); next.push_back(t); }
       }
       flush();
@@ -679,7 +659,7 @@ std::string HFTokenizer::decode(const std::vector<int64_t>& ids, bool skip_speci
       toks = {uc::encode_utf8(uc::decode_utf8(bytes))};
     } else if (st.type == "Metaspace") {
       for (size_t i = 0; i < toks.size(); ++i) {
-        toks[i] = replace_all(toks[i], st.a, " ");
+        toks[i] = uc::replace_all(toks[i], st.a, " ");
         if (i == 0 && st.n1 != 2 && !toks[i].empty() && toks[i][0] == ' ') toks[i].erase(0, 1);
       }
     }

@@ -74,8 +74,8 @@ std::string Llama2cTokenizer::decode(const std::vector<int64_t>& ids, bool skip_
     if (skip_special && (id == bos_id() || id == eos_id())) { prev = id; continue; }
     std::string piece = id_to_token(id);
     if (prev == bos_id() && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);  // run.c: strip after BOS
-    unsigned int byte;
-    if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X>", &byte) == 1) piece = std::string(1, char(byte));
+    int byte;
+    if (unicode::parse_byte_token(piece, &byte)) piece = std::string(1, char(byte));
     out += piece;
     prev = id;
   }

@@ -1,10 +1,16 @@
-// UTF-8 and the few Unicode properties the pre-tokenizer regexes (\p{L}, \p{N}, \s) and the SQuAD normaliser need.
+// UTF-8 and the few Unicode properties the pre-tokenizer regexes (\p{L}, \p{N}, \s) and the SQuAD normaliser need,
+// and two text helpers every tokenizer uses.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace frozenlm::unicode {
+
+// Every occurrence of `from` (non-empty) replaced by `to`, left to right.
+std::string replace_all(std::string s, const std::string& from, const std::string& to);
+// A SentencePiece byte token "<0xAB>" (hex digits in either case): true and its byte in *byte.
+bool parse_byte_token(const std::string& token, int* byte);
 
 // Decodes UTF-8; each invalid byte becomes U+FFFD.
 std::vector<uint32_t> decode_utf8(const std::string& s);

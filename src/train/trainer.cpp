@@ -403,25 +403,21 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
       for (size_t k = 0; k < global.size(); ++k)  // data parallel: this rank's share (examples k ≡ rank mod world)
         if (!dp || int(k % dp->world()) == dp->rank()) items.push_back(data[global[k]]);
       ++batch_pos;
-      if (!dp) {
-        Batch b = make_batch(items, lm.device());
-        at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) / double(opt.grad_accum);
-        loss.backward();
-        loss_sum += loss.item<double>();
-        step_tokens += b.mask.sum().item<int64_t>();
-        continue;
-      }
-      // The global batch's mean token loss = Σ over ranks of (this rank's mean × its share of the target tokens).
+      // Data parallel: the global batch's mean token loss = Σ over ranks of (this rank's mean × its share of the
+      // global batch's target tokens); one rank: share 1.
       Batch b;
-      int64_t local_targets = 0;
+      int64_t n_targets = 0;
       if (!items.empty()) {
         b = make_batch(items, lm.device());
-        local_targets = (b.targets != -100).sum().item<int64_t>();
+        if (dp) n_targets = (b.targets != -100).sum().item<int64_t>();
       }
-      const double global_targets = dp->sum(double(local_targets));
-      if (local_targets > 0) {
-        at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) *
-                          (double(local_targets) / global_targets / double(opt.grad_accum));
+      double share = 1;
+      if (dp) {
+        const double total = dp->sum(double(n_targets));  // every rank takes part, with or without examples
+        share = n_targets > 0 ? double(n_targets) / total : 0.0;
+      }
+      if (share > 0) {
+        at::Tensor loss = module_target_loss(lm, module, module_input(lm, b.ids, b.mask, b.input_mask), b.targets) * share / double(opt.grad_accum);
         loss.backward();
         loss_sum += loss.item<double>();
         step_tokens += b.mask.sum().item<int64_t>();
