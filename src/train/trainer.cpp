@@ -16,6 +16,7 @@
 #include <random>
 #include <algorithm>
 #include <sstream>
+#include <thread>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -326,7 +327,9 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
   // link OUT/checkpoint is pointed at it by renaming a new link over it (atomic), and older versions are removed. A
   // kill at any moment leaves OUT/checkpoint (or, before the first link, the newest complete version) resumable.
   const char* kill_in_swap = std::getenv("FROZENLM_KILL_IN_CHECKPOINT_SWAP");  // tests: SIGKILL between the renames
+  const char* checkpoint_delay = std::getenv("FROZENLM_CHECKPOINT_DELAY_MS");  // tests: a slow disk
   auto save_checkpoint = [&] {
+    if (checkpoint_delay) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(checkpoint_delay)));
     const fs::path out(out_dir), link = out / "checkpoint", link_tmp = out / "checkpoint.link.tmp";
     char base[40];
     std::snprintf(base, sizeof base, "checkpoint-%08lld", (long long)step);
@@ -482,12 +485,16 @@ static TrainResult train_module_rank(const FrozenLM& lm, TrainableModule& module
         res.stopped_early = true;
       }
     }
+    const bool checkpoint_now = (opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) || last || res.stopped_early;
     if (main_rank) {
       metrics.flush();
       // The snapshot first: a kill between the two resumes from an earlier checkpoint and rewrites it, never skips it.
       if (opt.snapshot_every > 0 && step % opt.snapshot_every == 0) save_snapshot();
-      if ((opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) || last || res.stopped_early) save_checkpoint();
+      if (checkpoint_now) save_checkpoint();
     }
+    // Data parallel: no rank goes past a checkpoint step before rank 0 has written it, so a rank that dies after step k
+    // (and the SIGTERM the launcher then sends rank 0) cannot cut short the checkpoint of step k.
+    if (dp && checkpoint_now) dp->sum(0.0);
     if (kill_at && step == std::atoll(kill_at) && (!kill_rank || (dp && dp->rank() == std::atoi(kill_rank)))) ::kill(::getpid(), SIGKILL);
     if (res.stopped_early) break;
   }
