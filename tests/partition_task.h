@@ -33,12 +33,17 @@ inline Task word_partition_task(const std::string& dir) {
   return load_task(dir + "/task.json");
 }
 
-// Trains `m` on the task (300 steps × 16, lr 0.3, into `out`), checks that the frozen weights did not change, and
+#ifndef FROZENLM_PARTITION_STEPS
+#define FROZENLM_PARTITION_STEPS 300
+#endif
+constexpr int kPartitionSteps = FROZENLM_PARTITION_STEPS;
+
+// Trains `m` on the task (kPartitionSteps steps × 16, lr 0.3, into `out`), checks that the frozen weights did not change, and
 // returns its accuracy on the 64 words.
 inline double fit_partition(const FrozenLM& lm, const Tokenizer& tok, const Task& task, TrainableModule& m, const std::string& out) {
   const auto ex = task.examples("train");
   TrainOptions o;
-  o.steps = 300;
+  o.steps = kPartitionSteps;
   o.batch_size = 16;
   o.eval_every = 0;
   o.progress = false;

@@ -1,7 +1,6 @@
 // Input-dependent prompt tuning: gradients of every generator tensor (and the encoder prompt) against finite
 // differences (fp64); the generated prompt never reads the target; save/load round trip and the refusals (another
-// base model, a missing or different encoder); and the test where input dependence is necessary: a mixture whose
-// tasks can only be told apart from the input, which one shared prompt cannot fit and ID-PT can.
+// base model, a missing or different encoder). That ID-PT learns what one shared prompt cannot: test_input_dependence.cpp.
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <random>
@@ -14,7 +13,6 @@
 #include "modules/idpt.h"
 #include "modules/prompt_tuning.h"
 #include "tasks/task.h"
-#include "partition_task.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
@@ -173,26 +171,6 @@ TEST(IdPt, SaveLoadRoundTripAndRefusals) {
   IdptConfig bad = c;
   bad.encoder = tinystories();
   EXPECT_THROW(IdPromptTuning::create(*lm, bad), Error);
-}
-
-// 64 story words, each with an arbitrary yes/no label: two "tasks" (the words labelled yes, the words labelled no)
-// that only the input tells apart. One shared prompt must make the frozen LM compute an arbitrary partition of words;
-// ID-PT writes a different prompt for each input.
-TEST(IdPt, InputDependenceIsNecessaryOneSharedPromptFailsIdPtSucceeds) {
-  auto lm = load_model(tinystories());
-  auto tok = load_tokenizer_for_model(tinystories(), "");
-  Task task = word_partition_task(temp_dir("idpt-partition"));
-  auto pt = PromptTuning::create(*lm, 8, PromptInit::SampledVocab, {}, 1);
-  const double a_pt = fit_partition(*lm, *tok, task, *pt, temp_dir("partition-pt"));
-  IdptConfig c;
-  c.prompt_tokens = 8;
-  c.dim = 64;
-  c.generator_lr_scale = 0.01;
-  auto id = IdPromptTuning::create(*lm, c);
-  const double a_id = fit_partition(*lm, *tok, task, *id, temp_dir("partition-idpt"));
-  std::printf("[ learning ] arbitrary partition of 64 words, 300 steps: shared prompt %.3f, ID-PT %.3f (chance 0.5)\n", a_pt, a_id);
-  EXPECT_GE(a_id, 0.95);
-  EXPECT_LE(a_pt, 0.80);
 }
 
 }  // namespace frozenlm::test

@@ -34,7 +34,7 @@ void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
                   "in-memory weight storage: auto (f32; a GGUF's Q8_0 stays q8_0) | f32 | bf16 | int8 (per-row scales) | q8_0 (GGUF "
                   "blocks of 32) (compute is fp32)")->capture_default_str();
   app->add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
-  app->add_option("--threads", a.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app->add_option("--threads", a.threads, "CPU threads (0: OMP_NUM_THREADS if set, else all cores)")->capture_default_str();
 }
 
 std::unique_ptr<FrozenLM> open_model(const ModelArgs& a) {

@@ -11,9 +11,20 @@
 
 namespace frozenlm {
 
+int threads_from_environment() {
+  const char* v = std::getenv("OMP_NUM_THREADS");
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' && *end != ',') return 0;  // OpenMP's nested form "4,2": the first level
+  return n > 0 && n <= 4096 ? int(n) : 0;
+}
+
 void set_threads(int n) {
-  // "All cores" = the cores this process may run on (taskset, cpusets of containers), not every core of the machine:
-  // more OpenMP threads than cores spin-wait against each other.
+  // n <= 0: OMP_NUM_THREADS when it is set (as PyTorch and torchrun read it), else "all cores" = the cores this
+  // process may run on (taskset, cpusets of containers), not every core of the machine: more OpenMP threads than
+  // cores spin-wait against each other.
+  if (n <= 0) n = threads_from_environment();
   if (n <= 0) {
     cpu_set_t set;
     CPU_ZERO(&set);

@@ -16,6 +16,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "core/error.h"
+#include "core/runtime.h"
 #include "core/torch_pch.h"
 
 namespace frozenlm {
@@ -60,6 +61,7 @@ std::string what_of(const std::exception& e) {
 DataParallel::~DataParallel() = default;
 
 int DataParallel::threads_per_local_rank() {
+  if (const int n = threads_from_environment()) return n;  // torchrun sets OMP_NUM_THREADS=1 for several local ranks
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const std::string lws = env("LOCAL_WORLD_SIZE");
   const int local = lws.empty() ? 1 : std::max(1, std::atoi(lws.c_str()));

@@ -23,7 +23,8 @@ class DataParallel {
   // The process group of this process's rank; nullptr when WORLD_SIZE is unset or 1 (plain single-process training).
   // Throws frozenlm::Error naming the variable that is missing or wrong, or the rendezvous that failed.
   static std::unique_ptr<DataParallel> from_environment(const std::string& device);
-  // The CPU threads a rank should use when --threads is 0 (all cores): the cores shared by the local ranks.
+  // The CPU threads a rank should use when --threads is 0: OMP_NUM_THREADS if set, else the cores shared by the local
+  // ranks.
   static int threads_per_local_rank();
   ~DataParallel();
 
