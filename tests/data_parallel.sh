@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training (train/data_parallel.h) as a user runs it, on 127.0.0.1:
 #  1. 2 ranks (--nproc 2) train the same module as 1 rank on the same global batches: prompt tuning, ID-PT, the frozen
-#     reader and its re-ranker, within fp32 reduction-order tolerance;
+#     reader and its re-ranker, textual recursion (with cross-fitting folds) and the dense projection, within fp32
+#     reduction-order tolerance (the textual recursion's pass-2 data byte for byte);
 #  2. resume across ranks: both ranks killed at step 4 (after the step-4 checkpoint, written slowly), `--nproc 2 --resume` finishes
 #     and the module is byte-identical to an uninterrupted 2-rank run — and it provably resumed (step 4, 2 steps done);
 #  3. a killed rank ends the job with an error in bounded time: ranks launched by hand (torchrun's variables), rank 1
@@ -43,6 +44,32 @@ for kind in reader reranker; do
   [ -f "$W/$kind-2/data/rank-1/${kind}_task.json" ] || { echo "$kind: rank 1 did not build its own data"; exit 1; }
   echo -n "$kind: "; $CMP "$W/$kind-1/adapter_model.safetensors" "$W/$kind-2/adapter_model.safetensors" 1e-4
 done
+
+# Textual recursion with cross-fitting: the ranks split pass 1's questions (each question's samples are seeded by its
+# text: the pass-2 data must be the 1-rank data byte for byte) and train the fold prompts and pass 2 together.
+S=$SRC/tests/data/retrieval
+"$F" train prompt-tuning --model "$TS" --task "$S/tiny_qa_task.json" --virtual-tokens 4 --steps 2 --batch-size 2 --eval-every 0 \
+  --out "$W/rt-p1" --threads 1 > /dev/null 2>&1
+RT=(train recursive-text --model "$TS" --task "$S/tiny_qa_task.json" --pass1-module "$W/rt-p1" --samples 2 --max-answer-tokens 6
+    --virtual-tokens 4 --steps 3 --batch-size 2 --eval-every 0 --eval-limit 3 --pass1-folds 2 --seed 3)
+"$F" "${RT[@]}" --threads 2 --out "$W/rt-1" 2> "$W/rt-1.log" > /dev/null
+"$F" "${RT[@]}" --nproc 2 --out "$W/rt-2" 2> "$W/rt-2.log" > /dev/null
+grep -q "rank 1 of 2: pass 1 on questions \[1, 3) of 3" "$W/rt-2.log" || { echo "recursive-text: rank 1 did not sample its share"; cat "$W/rt-2.log"; exit 1; }
+cmp "$W/rt-1/pass2_data.json" "$W/rt-2/pass2_data.json" || { echo "recursive-text: the pass-2 data differ"; exit 1; }
+for f in folds/fold-0 folds/fold-1 pass2; do
+  echo -n "recursive-text $f: "; $CMP "$W/rt-1/$f/adapter_model.safetensors" "$W/rt-2/$f/adapter_model.safetensors" 1e-4
+done
+
+# The dense projection: the ranks split the questions' retrieval and embedding (the frozen LM's work), then each
+# computes its rows' part of every batch's in-batch contrastive loss; gradients all-reduced.
+"$F" index embed --index "$W/idx" --model "$TB" --layer 4 --threads 1 > /dev/null 2>&1
+DP=(train dense-projection --model "$TB" --index "$W/idx" --task "$S/tiny_qa_task.json" --candidates 4 --steps 20 --batch-size 3
+    --eval-every 5 --lr 0.01)
+"$F" "${DP[@]}" --threads 2 --out "$W/proj-1" 2> "$W/proj-1.log" > /dev/null
+"$F" "${DP[@]}" --nproc 2 --out "$W/proj-2" 2> "$W/proj-2.log" > /dev/null
+grep -q "rank 1 of 2: train questions \[1, 3) of 3" "$W/proj-2.log" || { echo "dense-projection: rank 1 did not embed its share"; cat "$W/proj-2.log"; exit 1; }
+echo -n "dense projection: "; $CMP "$W/proj-1/projection.safetensors" "$W/proj-2/projection.safetensors" 1e-4
+$PY -c "import json,sys; a,b=(json.load(open(sys.argv[i]+'/projection.json')) for i in (1,2)); assert a['source'] == b['source'] and a['train_pairs'] == b['train_pairs'] == 3, (a['source'], b['source']); print('dense projection: the same pairs', a['source']['train'])" "$W/proj-1" "$W/proj-2"
 
 echo "== 2. resume across ranks"
 # A slow disk (1 s per checkpoint): rank 1 reaches its kill long before rank 0 has written the step-4 checkpoint; the

@@ -23,6 +23,7 @@
 #include "retrieval/dense_projection.h"
 #include "tasks/mixture.h"
 #include "tokenizer/tokenizer.h"
+#include "train/data_parallel.h"
 
 namespace frozenlm::cli {
 namespace {
@@ -134,6 +135,7 @@ int build_and_train(const ReaderTrainArgs& a, const std::string& kind, ReaderOpt
 
 struct ProjectionArgs {
   ModelArgs model;
+  int nproc = 1;
   ReaderOptions pipe;
   std::string task_path, mixture_path, out_dir, train_split = "train", dev_split = "dev";
   size_t train_limit = 0, dev_limit = 0;
@@ -147,19 +149,37 @@ struct EmbeddedPairs {
   json counts;
 };
 
+// Data parallel (dp): each rank retrieves and embeds a contiguous share of the questions (the frozen LM's work), and
+// every rank gets all pairs back in the 1-rank order.
 EmbeddedPairs embedded_pairs(const ProjectionArgs& a, const ReaderPipeline& pipe, const FrozenLM& lm, const Tokenizer& tok,
-                             const std::string& split, size_t limit) {
-  const ProjectionPairs pairs = projection_pairs(pipe, qa_items(a.task_path, a.mixture_path, split, limit), true);
+                             const std::string& split, size_t limit, const DataParallel* dp) {
+  std::vector<QaItem> items = qa_items(a.task_path, a.mixture_path, split, limit);
+  if (dp) {
+    const auto [b, e] = dp->share(items.size());
+    std::fprintf(stderr, "[projection] rank %d of %d: %s questions [%zu, %zu) of %zu\n", dp->rank(), dp->world(), split.c_str(), b, e, items.size());
+    items = std::vector<QaItem>(items.begin() + long(b), items.begin() + long(e));
+  }
+  const ProjectionPairs pairs = projection_pairs(pipe, items, !dp || dp->is_main());
   EmbeddedPairs e;
   e.counts = pairs.counts;
   for (uint32_t d : pairs.docids) e.rows.push_back(int64_t(d) - 1);
   DenseOptions o = index_dense_options(a.pipe.index, lm);
   o.progress = false;
   e.questions = pairs.questions.empty() ? at::zeros({0, lm.dim()}) : embed_texts(lm, tok, pairs.questions, o);
+  if (!dp) return e;
+  e.questions = dp->all_gather_rows(e.questions.to(at::kFloat).contiguous());
+  const at::Tensor rows = dp->all_gather_rows(at::tensor(e.rows, at::kLong));
+  e.rows.assign(rows.data_ptr<int64_t>(), rows.data_ptr<int64_t>() + rows.numel());
+  json counts = json::object();
+  for (const std::string& part : dp->all_gather_text(e.counts.dump())) {
+    const json rank_counts = json::parse(part);
+    for (auto& [k, v] : rank_counts.items()) counts[k] = counts.value(k, int64_t(0)) + v.get<int64_t>();
+  }
+  e.counts = counts;
   return e;
 }
 
-int run_train_projection(const ProjectionArgs& a) {
+int run_train_projection(const ProjectionArgs& a, const DataParallel* dp) {
   if (a.out_dir.empty()) throw Error("train dense-projection: give --out");
   auto lm = open_model(a.model);
   auto tok = open_tokenizer(a.model, *lm, false);
@@ -168,13 +188,22 @@ int run_train_projection(const ProjectionArgs& a) {
   o.dense_projection = false;
   ReaderPipeline pipe(*lm, *tok, o, nullptr);
   const at::Tensor corpus = read_dense_vectors(o.index);  // [N, d], checked against the manifest
-  const EmbeddedPairs train = embedded_pairs(a, pipe, *lm, *tok, a.train_split, a.train_limit);
+  const EmbeddedPairs train = embedded_pairs(a, pipe, *lm, *tok, a.train_split, a.train_limit, dp);
   const EmbeddedPairs dev = a.dev_split.empty() ? EmbeddedPairs{at::zeros({0, lm->dim()}), {}, json()}
-                                                : embedded_pairs(a, pipe, *lm, *tok, a.dev_split, a.dev_limit);
-  std::fprintf(stderr, "[projection] pairs: train %s; dev %s\n", train.counts.dump().c_str(), dev.counts.dump().c_str());
+                                                : embedded_pairs(a, pipe, *lm, *tok, a.dev_split, a.dev_limit, dp);
+  const bool main_rank = !dp || dp->is_main();
+  if (main_rank) std::fprintf(stderr, "[projection] pairs: train %s; dev %s\n", train.counts.dump().c_str(), dev.counts.dump().c_str());
   const std::vector<int64_t> ks{1, 5, 20, 100};
+  ProjectionOptions po = a.po;
+  if (dp) {
+    po.rank = dp->rank();
+    po.world = dp->world();
+    po.all_reduce = [dp](std::vector<at::Tensor>& t) { dp->all_reduce_sum(t); };
+    po.progress = po.progress && main_rank;
+  }
+  DenseProjection p = train_dense_projection(train.questions, train.rows, dev.questions, dev.rows, corpus, po);
+  if (!main_rank) return 0;  // rank 0 measures and writes
   const json before = positive_recall(at::Tensor(), dev.questions, corpus, dev.rows, ks);
-  DenseProjection p = train_dense_projection(train.questions, train.rows, dev.questions, dev.rows, corpus, a.po);
   const json after = positive_recall(p.weight, dev.questions, corpus, dev.rows, ks);
   const json m = index_dense_options(o.index, *lm).layer;
   p.info["checkpoint_id"] = lm->checkpoint_id();
@@ -201,7 +230,7 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   rr->add_option("--negatives", ra->negatives, "hard negatives per question")->capture_default_str();
   rr->add_flag("--balanced,!--no-balanced", ra->balanced,
                "write the positive once per negative, so the classes are 1 : 1 (default); --no-balanced writes it once");
-  add_data_parallel_args(rr, *ra);
+  add_data_parallel_args(rr, ra->nproc);
   cmds.add(rr, data_parallel(ra, [ra] {
     ReaderOptions o = ra->pipe;
     o.rerank = "none";  // candidates come from retrieval alone
@@ -234,16 +263,16 @@ void add_reader_train_commands(CLI::App* train, Commands& cmds) {
   dp->add_option("--temperature", pa->po.temperature, "softmax temperature")->capture_default_str()->check(CLI::PositiveNumber);
   dp->add_option("--eval-every", pa->po.eval_every, "steps between dev evaluations (the best step is kept)")->capture_default_str()->check(CLI::PositiveNumber);
   dp->add_option("--seed", pa->po.seed, "batch order")->capture_default_str();
+  add_data_parallel_args(dp, pa->nproc);
   cmds.add(dp, [pa] {
-    refuse_data_parallel("train dense-projection");
     if (pa->task_path.empty() == pa->mixture_path.empty()) throw Error("train dense-projection: give --task or --mixture (one of them)");
-    return run_train_projection(*pa);
+    return run_data_parallel(pa->nproc, pa->model, pa->out_dir, [pa](const DataParallel* group) { return run_train_projection(*pa, group); });
   });
 
   auto da = std::make_shared<ReaderTrainArgs>();
   auto* rd = train->add_subcommand("reader", "prompt-tune the frozen LM to read packed retrieved passages (the frozen reader)");
   add_common(rd, *da);
-  add_data_parallel_args(rd, *da);
+  add_data_parallel_args(rd, da->nproc);
   cmds.add(rd, data_parallel(da, [da] {
     ReaderOptions o = da->pipe;
     o.reader_prefix = da->virtual_tokens;  // the packed contexts leave room for the prompt being trained

@@ -69,34 +69,32 @@ void add_train_args(CLI::App* c, TrainArgs& a) {
   c->add_flag("--skip-bad", a.skip_bad, "skip (and count) malformed data lines instead of failing");
 }
 
-void add_data_parallel_args(CLI::App* c, TrainArgs& a) {
-  c->add_option("--nproc", a.nproc, "data-parallel: run N local ranks (c10d Gloo), each on its share of every batch; or launch "
-                                    "ranks yourself with torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT")
+void add_data_parallel_args(CLI::App* c, int& nproc) {
+  c->add_option("--nproc", nproc, "data-parallel: run N local ranks (c10d Gloo), each on its share of every batch; or launch "
+                                  "ranks yourself with torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT")
       ->capture_default_str()->check(CLI::Range(1, 256));
+}
+
+int run_data_parallel(int nproc, ModelArgs& model, const std::string& out_dir, const std::function<int(const DataParallel*)>& run) {
+  if (nproc > 1 && !std::getenv("RANK")) return launch_local_ranks(command_argc(), command_argv(), nproc);
+  auto dp = DataParallel::from_environment(model.device);
+  if (!dp) return run(nullptr);
+  if (model.threads == 0) model.threads = DataParallel::threads_per_local_rank();
+  if (!dp->is_main() && !std::freopen("/dev/null", "w", stdout)) throw Error("data parallel: cannot silence rank " + std::to_string(dp->rank()));
+  if (dp->is_main())
+    std::fprintf(stderr, "[train] data parallel: %d ranks, %d thread(s) each; rank 0 writes %s\n", dp->world(), model.threads, out_dir.c_str());
+  return run(dp.get());
 }
 
 std::function<int()> data_parallel(std::shared_ptr<TrainArgs> a, std::function<int()> run) {
   return [a, run] {
-    if (a->nproc > 1 && !std::getenv("RANK")) return launch_local_ranks(command_argc(), command_argv(), a->nproc);
-    auto dp = DataParallel::from_environment(a->model.device);
-    if (!dp) return run();
-    if (a->model.threads == 0) a->model.threads = DataParallel::threads_per_local_rank();
-    if (!dp->is_main() && !std::freopen("/dev/null", "w", stdout)) throw Error("data parallel: cannot silence rank " + std::to_string(dp->rank()));
-    if (dp->is_main())
-      std::fprintf(stderr, "[train] data parallel: %d ranks, %d thread(s) each; rank 0 writes %s\n", dp->world(), a->model.threads,
-                   a->out_dir.c_str());
-    a->to.data_parallel = dp.get();
-    const int rc = run();
-    a->to.data_parallel = nullptr;
-    return rc;
+    return run_data_parallel(a->nproc, a->model, a->out_dir, [&](const DataParallel* dp) {
+      a->to.data_parallel = dp;
+      const int rc = run();
+      a->to.data_parallel = nullptr;
+      return rc;
+    });
   };
-}
-
-void refuse_data_parallel(const std::string& command) {
-  const char* ws = std::getenv("WORLD_SIZE");
-  if (ws && std::atoi(ws) > 1)
-    throw Error(command + " does not train data-parallel (WORLD_SIZE=" + std::string(ws) +
-                "): run it as one process; prompt-tuning, idpt, recursive-neural, finetune, reader and reranker take --nproc / torchrun's variables");
 }
 
 // The training set of `--task` or `--mixture` (examples-proportional with the mixture's cap; dev per task).
@@ -326,7 +324,6 @@ struct TextualArgs : TrainArgs {
 // Textual recursion (methods/recursive/textual_recursion.h): pass 1 = --pass1-module samples candidates for every
 // training question, pass 2 = a new prompt trained on "candidates + question".
 int cmd_recursive_text(const TextualArgs& a) {
-  refuse_data_parallel("train recursive-text");
   auto lm = open_model(a.model);
   auto tok = open_tokenizer(a.model, *lm, false);
   const TrainOptions to = prompt_train_options(a, *lm);
@@ -355,7 +352,7 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   pt->add_option("--virtual-tokens", pa->virtual_tokens, "soft-prompt length P")->capture_default_str();
   pt->add_option("--init", pa->init, "random | vocab | text")->capture_default_str();
   pt->add_option("--init-text", pa->init_text, "text whose embeddings initialise the prompt (--init text)");
-  add_data_parallel_args(pt, *pa);
+  add_data_parallel_args(pt, pa->nproc);
   cmds.add(pt, data_parallel(pa, [pa] { return cmd_prompt_tuning(*pa); }));
 
   auto ia = std::make_shared<IdptArgs>();
@@ -372,7 +369,7 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   idpt->add_option("--gen-heads", ic.heads, "generator attention heads")->capture_default_str();
   idpt->add_option("--gen-ffn-mult", ic.ffn_mult, "generator FFN width / generator width")->capture_default_str();
   idpt->add_option("--gen-lr-scale", ic.generator_lr_scale, "generator weights train at lr × this (prompts at lr)")->capture_default_str();
-  add_data_parallel_args(idpt, *ia);
+  add_data_parallel_args(idpt, ia->nproc);
   cmds.add(idpt, data_parallel(ia, [ia] { return cmd_idpt(*ia); }));
 
   auto ra = std::make_shared<RecursionArgs>();
@@ -391,7 +388,8 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   rt->add_option("--pass1-folds", ta->folds, "cross-fitting: each training question's candidates come from a pass-1 prompt trained "
                                             "(as this run) without its fold (0: --pass1-module samples every question)")->capture_default_str();
   rt->add_flag("--no-greedy", ta->no_greedy, "do not add pass 1's greedy answer to the candidates");
-  cmds.add(rt, [ta] { return cmd_recursive_text(*ta); });
+  add_data_parallel_args(rt, ta->nproc);
+  cmds.add(rt, data_parallel(ta, [ta] { return cmd_recursive_text(*ta); }));
 
   auto* rn = train->add_subcommand("recursive-neural", "Neural recursion: the frozen LM twice, a trained connector maps pass 1's output "
                                                        "vectors to pass 2's input vectors (LM-Connector-LM)");
@@ -409,7 +407,7 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   rn->add_option("--pretrain-task", ra->pretrain_task, "stage A's lm task (plain text, e.g. the pretraining corpus)");
   rn->add_option("--pretrain-split", ra->pretrain_split, "stage A's split")->capture_default_str();
   rn->add_option("--pretrain-limit", ra->pretrain_limit, "stage A: read at most this many rows (0: all)")->capture_default_str();
-  add_data_parallel_args(rn, *ra);
+  add_data_parallel_args(rn, ra->nproc);
   cmds.add(rn, data_parallel(ra, [ra] { return cmd_recursive_neural(*ra); }));
 
   auto fa = std::make_shared<FinetuneArgs>();
@@ -424,7 +422,7 @@ void add_train_commands(CLI::App& app, Commands& cmds) {
   ft->add_option("--config", fa->config, "Hugging Face config.json giving the shape for --init random");
   ft->add_option("--save-dtype", fa->save_dtype, "dtype of the saved best model: f32 | bf16")->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
-  add_data_parallel_args(ft, *fa);
+  add_data_parallel_args(ft, fa->nproc);
   cmds.add(ft, data_parallel(fa, [fa] { return cmd_finetune(*fa); }));
 
   add_reader_train_commands(train, cmds);

@@ -8,6 +8,10 @@
 #include "cli/cli_common.h"
 #include "train/trainer.h"
 
+namespace frozenlm {
+class DataParallel;
+}
+
 namespace frozenlm::cli {
 
 // Options every `train` subcommand shares.
@@ -22,15 +26,15 @@ struct TrainArgs {
   int nproc = 1;                     // --nproc: local data-parallel ranks
 };
 
-// --nproc N, for the subcommands that train data-parallel (train/data_parallel.h).
-void add_data_parallel_args(CLI::App* c, TrainArgs& a);
-// Runs a train subcommand data-parallel when asked: with --nproc N (and no RANK in the environment) it starts N local
-// ranks of this command line and waits for them; as a rank (torchrun's variables set) it joins the process group,
-// trains its share (a.to.data_parallel) with cores / local ranks threads, and only rank 0 prints the result.
+// --nproc N, for the subcommands that train data-parallel (train/data_parallel.h): all of them.
+void add_data_parallel_args(CLI::App* c, int& nproc);
+// Runs a subcommand data-parallel when asked: with --nproc N (and no RANK in the environment) it starts N local ranks
+// of this command line and waits for them; as a rank (torchrun's variables set) it joins the process group and calls
+// `run` with it, with OMP_NUM_THREADS or cores / local ranks threads unless --threads says, and stdout silenced on all
+// ranks but rank 0; otherwise `run(nullptr)`.
+int run_data_parallel(int nproc, ModelArgs& model, const std::string& out_dir, const std::function<int(const DataParallel*)>& run);
+// run_data_parallel for a train subcommand: the group goes to the trainer as a.to.data_parallel.
 std::function<int()> data_parallel(std::shared_ptr<TrainArgs> a, std::function<int()> run);
-// The train subcommands not made data-parallel (textual recursion: pass-1 folds and data files; the dense projection:
-// its own training loop) do not run as ranks: launched as ranks (WORLD_SIZE > 1), they stop with an error instead of N copies racing.
-void refuse_data_parallel(const std::string& command);
 
 // Prompt tuning and ID-PT without --lr: the rate follows the frozen embeddings' scale (default_prompt_lr).
 TrainOptions prompt_train_options(const TrainArgs& a, const FrozenLM& lm);

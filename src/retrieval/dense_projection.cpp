@@ -61,18 +61,23 @@ DenseProjection DenseProjection::load(const std::string& dir) {
 }
 
 at::Tensor in_batch_contrastive_loss(const at::Tensor& weight, const at::Tensor& q, const at::Tensor& p,
-                                     const std::vector<int64_t>& passage_ids, double temperature) {
+                                     const std::vector<int64_t>& passage_ids, double temperature, int64_t row_begin, int64_t row_end) {
   const int64_t B = q.size(0);
-  const at::Tensor qp = normalise_rows(at::matmul(q, weight.t()));  // [B, k]
-  const at::Tensor pp = normalise_rows(at::matmul(p, weight.t()));  // [B, k]
-  at::Tensor logits = at::matmul(qp, pp.t()) / temperature;         // [B, B]
+  if (row_end < 0) row_end = B;
+  if (row_begin < 0 || row_begin > row_end || row_end > B) throw Error("in_batch_contrastive_loss: bad row range");
+  const int64_t n = row_end - row_begin;
+  const at::Tensor qp = normalise_rows(at::matmul(q.narrow(0, row_begin, n), weight.t()));  // [n, k]
+  const at::Tensor pp = normalise_rows(at::matmul(p, weight.t()));                          // [B, k]
+  at::Tensor logits = at::matmul(qp, pp.t()) / temperature;                                 // [n, B]
   // Row i's negatives exclude other copies of its own positive passage.
-  at::Tensor same = at::zeros({B, B}, at::kBool);
+  at::Tensor same = at::zeros({n, B}, at::kBool);
   auto acc = same.accessor<bool, 2>();
-  for (int64_t i = 0; i < B; ++i)
-    for (int64_t j = 0; j < B; ++j) acc[i][j] = i != j && passage_ids[size_t(i)] == passage_ids[size_t(j)];
+  for (int64_t i = row_begin; i < row_end; ++i)
+    for (int64_t j = 0; j < B; ++j) acc[i - row_begin][j] = i != j && passage_ids[size_t(i)] == passage_ids[size_t(j)];
   logits = logits.masked_fill(same, -std::numeric_limits<double>::infinity());
-  return at::cross_entropy_loss(logits, at::arange(B, at::kLong));
+  const at::Tensor targets = at::arange(row_begin, row_end, at::kLong);
+  if (n == B) return at::cross_entropy_loss(logits, targets);
+  return at::cross_entropy_loss(logits, targets, {}, at::Reduction::Sum) / double(B);
 }
 
 json positive_recall(const at::Tensor& weight, const at::Tensor& q, const at::Tensor& corpus, const std::vector<int64_t>& positive_rows,
@@ -103,6 +108,10 @@ DenseProjection train_dense_projection(const at::Tensor& train_q, const std::vec
   if (k > d) throw Error("dense projection: dim " + std::to_string(k) + " exceeds the vectors' width " + std::to_string(d));
   if (opt.batch < 2) throw Error("dense projection: batch must be at least 2");
   if (opt.temperature <= 0) throw Error("dense projection: temperature must be positive");
+  if (opt.world > 1 && !opt.all_reduce) throw Error("dense projection: data parallel without an all-reduce");
+  if (opt.world > std::min(opt.batch, n))
+    throw Error("dense projection: " + std::to_string(opt.world) + " ranks need a batch of at least as many pairs (--batch-size " +
+                std::to_string(opt.batch) + ", " + std::to_string(n) + " training pairs)");
   at::Tensor w = at::eye(k, d, at::kFloat).requires_grad_(true);
   torch::optim::Adam adam({w}, torch::optim::AdamOptions(opt.lr));
   std::mt19937_64 rng(opt.seed);
@@ -134,11 +143,19 @@ DenseProjection train_dense_projection(const at::Tensor& train_q, const std::vec
     }
     const at::Tensor q = train_q.index_select(0, at::tensor(idx, at::kLong));
     const at::Tensor p = rows_of(corpus, rows);
-    at::Tensor loss = in_batch_contrastive_loss(w, q, p, rows, opt.temperature);
+    // This rank's rows of the batch (all of them on one rank); their losses are parts of the batch's mean.
+    const int64_t rb = B * opt.rank / opt.world, re = B * (opt.rank + 1) / opt.world;
+    at::Tensor loss = in_batch_contrastive_loss(w, q, p, rows, opt.temperature, rb, re);
     adam.zero_grad();
     loss.backward();
+    double step_loss = loss.item<double>();
+    if (opt.world > 1) {
+      std::vector<at::Tensor> parts{w.mutable_grad(), at::full({1}, step_loss, at::kFloat)};
+      opt.all_reduce(parts);
+      step_loss = parts[1].item<double>();
+    }
     adam.step();
-    running += loss.item<double>();
+    running += step_loss;
     ++since;
     if (step % std::max<int64_t>(opt.eval_every, 1) == 0 || step == opt.steps) {
       const double dl = dev_loss();

@@ -10,6 +10,7 @@
 // layer it was trained on, options, the curve and the before/after dev numbers).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -27,6 +28,11 @@ struct ProjectionOptions {
   int64_t eval_every = 200;    // dev loss (the whole dev set as one batch); the best W on it is kept
   uint64_t seed = 0;
   bool progress = true;
+  // Data parallel (`train dense-projection --nproc`): every rank draws the same batches and computes the loss of its
+  // contiguous share of each batch's rows (against all the batch's passages); `all_reduce` (set when world > 1) sums
+  // the gradient and the loss over the ranks before each identical Adam step.
+  int rank = 0, world = 1;
+  std::function<void(std::vector<at::Tensor>&)> all_reduce;
 };
 
 struct DenseProjection {
@@ -42,9 +48,11 @@ struct DenseProjection {
 
 // The mean in-batch contrastive loss of questions q [B, d] against their positives p [B, d] (row i's positive is p_i)
 // through weight [k, d]; passage_ids [B] mark rows that share a positive (masked as negatives). Differentiable in
-// weight; any floating dtype.
+// weight; any floating dtype. rows [row_begin, row_end) (row_end -1: B) gives those rows' part of the mean: their
+// losses summed over B, so the parts of disjoint row ranges add up to the whole.
 at::Tensor in_batch_contrastive_loss(const at::Tensor& weight, const at::Tensor& q, const at::Tensor& p,
-                                     const std::vector<int64_t>& passage_ids, double temperature);
+                                     const std::vector<int64_t>& passage_ids, double temperature, int64_t row_begin = 0,
+                                     int64_t row_end = -1);
 
 // The fraction of questions (rows of q) whose positive (row positive_rows[i] of corpus) is among the k nearest rows of
 // corpus by inner product after the projection (weight undefined: none; vectors renormalised), for each k in ks;

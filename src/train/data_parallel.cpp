@@ -154,6 +154,77 @@ void DataParallel::broadcast_from_main(std::vector<at::Tensor>& tensors) const {
   }
 }
 
+void DataParallel::all_reduce_raw(std::vector<at::Tensor>& t, const char* op) const {
+  Timed timed(collective_s_);
+  try {
+    g_->pg->allreduce(t)->wait();
+  } catch (const std::exception& e) {
+    fail(op, e);
+  }
+}
+
+void DataParallel::broadcast_raw(std::vector<at::Tensor>& t) const {
+  Timed timed(collective_s_);
+  try {
+    g_->pg->broadcast(t)->wait();
+  } catch (const std::exception& e) {
+    fail("broadcast", e);
+  }
+}
+
+// Each rank writes its rows into its own slot of a zero buffer; the sum over ranks is then every rank's rows (x + 0 is
+// exact), in rank order.
+at::Tensor DataParallel::gather_rows(const at::Tensor& mine, std::vector<int64_t>* counts) const {
+  if (mine.dim() < 1) throw Error("data parallel: all_gather_rows needs a tensor with a row dimension");
+  std::vector<at::Tensor> n{at::zeros({world_}, at::kLong)};
+  n[0][rank_] = mine.size(0);
+  all_reduce_raw(n, "all-gather (sizes)");
+  counts->assign(n[0].data_ptr<int64_t>(), n[0].data_ptr<int64_t>() + world_);
+  int64_t total = 0, offset = 0;
+  for (int r = 0; r < world_; ++r) (r < rank_ ? offset : total) += (*counts)[size_t(r)];
+  total += offset;
+  std::vector<int64_t> shape = mine.sizes().vec();
+  shape[0] = total;
+  std::vector<at::Tensor> buf{at::zeros(shape, mine.options())};
+  if (total == 0) return buf[0];
+  buf[0].narrow(0, offset, mine.size(0)).copy_(mine);
+  all_reduce_raw(buf, "all-gather");
+  return buf[0];
+}
+
+at::Tensor DataParallel::all_gather_rows(const at::Tensor& mine) const {
+  std::vector<int64_t> counts;
+  return gather_rows(mine.contiguous(), &counts);
+}
+
+std::vector<std::string> DataParallel::all_gather_text(const std::string& mine) const {
+  at::Tensor bytes = at::empty({int64_t(mine.size())}, at::kByte);
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  std::vector<int64_t> counts;
+  const at::Tensor all = gather_rows(bytes, &counts);
+  std::vector<std::string> out;
+  int64_t off = 0;
+  for (int64_t c : counts) {
+    out.emplace_back(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + off, size_t(c));
+    off += c;
+  }
+  return out;
+}
+
+void DataParallel::broadcast_text(std::string& text) const {
+  std::vector<at::Tensor> n{at::full({1}, int64_t(text.size()), at::kLong)};
+  broadcast_raw(n);
+  const int64_t len = n[0].item<int64_t>();
+  if (len == 0) {
+    text.clear();
+    return;
+  }
+  std::vector<at::Tensor> bytes{at::zeros({len}, at::kByte)};
+  if (rank_ == 0) std::memcpy(bytes[0].data_ptr(), text.data(), text.size());
+  broadcast_raw(bytes);
+  text.assign(reinterpret_cast<const char*>(bytes[0].data_ptr<uint8_t>()), size_t(len));
+}
+
 void DataParallel::check_same(double step, double checksum, const std::string& what) const {
   std::vector<at::Tensor> mine{at::tensor({step, checksum}, at::kDouble)};
   at::Tensor main = mine[0].clone();

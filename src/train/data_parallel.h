@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace frozenlm {
@@ -37,6 +38,16 @@ class DataParallel {
   double sum(double x) const;
   // Rank 0's values of `tensors` on every rank.
   void broadcast_from_main(std::vector<at::Tensor>& tensors) const;
+  // This rank's contiguous share [begin, end) of n items of work (rank r: n·r/world to n·(r+1)/world): done by every
+  // rank and put back together in rank order with the gathers below, the 1-rank order.
+  std::pair<size_t, size_t> share(size_t n) const { return {n * size_t(rank_) / size_t(world_), n * size_t(rank_ + 1) / size_t(world_)}; }
+  // Every rank's rows in rank order: rank r's `mine` ([n_r, ...]: any n_r, the same trailing shape and dtype on every
+  // rank) concatenated along dim 0 — what ranks that each did a contiguous share of some work hand each other.
+  at::Tensor all_gather_rows(const at::Tensor& mine) const;
+  // Every rank's `mine`, in rank order.
+  std::vector<std::string> all_gather_text(const std::string& mine) const;
+  // Rank 0's `text` on every rank.
+  void broadcast_text(std::string& text) const;
   // Throws unless every rank holds the same numbers (step and a checksum of the module: after a resume).
   void check_same(double step, double checksum, const std::string& what) const;
   // Wall time this rank spent in collectives so far (transfers and waiting for the other ranks).
@@ -45,6 +56,9 @@ class DataParallel {
  private:
   DataParallel() = default;
   [[noreturn]] void fail(const std::string& op, const std::exception& e) const;
+  void all_reduce_raw(std::vector<at::Tensor>& t, const char* op) const;  // in place, the tensors' own dtype
+  void broadcast_raw(std::vector<at::Tensor>& t) const;
+  at::Tensor gather_rows(const at::Tensor& mine, std::vector<int64_t>* counts) const;
   int rank_ = 0, world_ = 1;
   double timeout_s_ = 300;
   mutable double collective_s_ = 0;

@@ -13,6 +13,7 @@
 #include "core/torch_pch.h"
 #include "eval/metrics.h"
 #include "modules/prompt_tuning.h"
+#include "train/data_parallel.h"
 
 namespace frozenlm {
 
@@ -160,46 +161,83 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
   for (const Task& t : set.tasks)
     if (t.type != TaskType::Generation)
       throw Error(t.file + ": task '" + t.name + "' is not a generation task: textual recursion proposes and re-reads answers");
+  // Data parallel (to.data_parallel): the ranks split pass 1's questions (contiguous shares, put back together in
+  // the 1-rank order: every question's samples are seeded by its text, so the data is the 1-rank data byte for byte),
+  // train the cross-fitting folds' prompts and pass 2 as any training; rank 0 writes OUT.
+  const DataParallel* dp = to.data_parallel;
+  const bool main_rank = !dp || dp->is_main();
   fs::create_directories(out_dir);
   const std::string p1 = out_dir + "/pass1";
-  copy_module_dir(pass1_dir, p1);
-  std::unique_ptr<TrainableModule> pass1 = load_module(p1, lm);
-  TextualRecursion proposer(cfg, std::move(pass1), nullptr);
+  if (main_rank) copy_module_dir(pass1_dir, p1);
+  TextualRecursion proposer(cfg, load_module(pass1_dir, lm), nullptr);  // the same files as OUT/pass1
 
   // Pass 1 over the training questions (and the dev questions the trainer evaluates), once.
   if (folds == 1 || folds < 0) throw Error("--pass1-folds " + std::to_string(folds) + ": 0 (pass 1 samples every question) or ≥ 2");
-  const json identity = {{"config", to_json(cfg)}, {"pass1", dir_fingerprint(p1)}, {"base_checkpoint_id", lm.checkpoint_id()},
+  const json identity = {{"config", to_json(cfg)}, {"pass1", dir_fingerprint(pass1_dir)}, {"base_checkpoint_id", lm.checkpoint_id()},
                          {"train", set.train.size()}, {"eval_limit", to.eval_limit}, {"folds", folds}};
   const std::string data_path = out_dir + "/pass2_data.json";
-  json data;
-  if (std::string text; read_text_file(data_path, &text)) {
-    data = json::parse(text, nullptr, false);
-    if (!data.is_object() || data.value("identity", json()) != identity) {
+  std::string cached;  // rank 0's pass-2 data of an earlier run with this identity, for every rank
+  if (main_rank && read_text_file(data_path, &cached)) {
+    const json old = json::parse(cached, nullptr, false);
+    if (!old.is_object() || old.value("identity", json()) != identity) {
       std::fprintf(stderr, "[recursive-text] %s was made with another configuration or pass 1: sampling again\n", data_path.c_str());
-      data = json();
+      cached.clear();
     }
   }
+  if (dp) dp->broadcast_text(cached);
+  json data = cached.empty() ? json() : json::parse(cached);
   if (data.is_null()) {
     size_t total = set.train.size(), done = 0;
     for (auto& d : set.dev) total += std::min(d.size(), to.eval_limit);
+    if (dp) total = (total + size_t(dp->world()) - 1) / size_t(dp->world());  // about rank 0's share (progress only)
     const auto t0 = std::chrono::steady_clock::now();
-    size_t has_gold = 0;
-    double n_cand = 0;
-    auto rewrite = [&](size_t task, const Example& e) {
-      const Proposal p = proposer.propose(lm, tok, set.tasks[task], e.input);
-      has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, e.targets) > 0; });
-      n_cand += p.candidates.size();
-      Example r = e;
-      r.input = candidates_input(p.candidates, e.input);
-      if (++done % 200 == 0 || done == total) {
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::fprintf(stderr, "[recursive-text] pass 1: %zu/%zu questions  %.1f/s  ETA %.0fs\n", done, total, done / s, (total - done) * s / done);
+    // Rewrites `items` (task, example) with `by`'s candidates, this rank's share of them when data parallel; returns
+    // them all in order, with how many have the answer among their candidates and how many candidates they have.
+    struct Rewritten {
+      std::vector<json> rows;
+      size_t has_gold = 0;
+      double n_cand = 0;
+    };
+    auto rewrite = [&](const std::vector<std::pair<size_t, const Example*>>& items, const TextualRecursion& by) {
+      const auto [b, e] = dp ? dp->share(items.size()) : std::pair<size_t, size_t>{0, items.size()};
+      if (dp)
+        std::fprintf(stderr, "[recursive-text] rank %d of %d: pass 1 on questions [%zu, %zu) of %zu\n", dp->rank(), dp->world(), b, e, items.size());
+      json rows = json::array();
+      size_t has_gold = 0, n_cand = 0;
+      for (size_t i = b; i < e; ++i) {
+        const auto& [task, ex] = items[i];
+        const Proposal p = by.propose(lm, tok, set.tasks[task], ex->input);
+        has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, ex->targets) > 0; });
+        n_cand += p.candidates.size();
+        Example r = *ex;
+        r.input = candidates_input(p.candidates, ex->input);
+        rows.push_back(example_json(task, r));
+        if (main_rank && (++done % 200 == 0 || done == total)) {
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          std::fprintf(stderr, "[recursive-text] pass 1%s: %zu/%zu questions  %.1f/s  ETA %.0fs\n", dp ? " (rank 0's share)" : "", done,
+                       total, done / s, (total - std::min(done, total)) * s / done);
+        }
       }
-      return example_json(task, r);
+      const std::string mine = json{{"rows", rows}, {"has_gold", has_gold}, {"n_cand", n_cand}}.dump();
+      Rewritten out;
+      for (const std::string& part : dp ? dp->all_gather_text(mine) : std::vector<std::string>{mine}) {
+        json j = json::parse(part);
+        for (json& row : j["rows"]) out.rows.push_back(std::move(row));
+        out.has_gold += j["has_gold"].get<size_t>();
+        out.n_cand += double(j["n_cand"].get<size_t>());
+      }
+      return out;
     };
     json train = json::array(), dev = json::array();
+    size_t train_has_gold = 0;
+    double train_n_cand = 0;
     if (folds < 2) {
-      for (auto& [task, e] : set.train) train.push_back(rewrite(task, e));
+      std::vector<std::pair<size_t, const Example*>> items;
+      for (auto& [task, e] : set.train) items.push_back({task, &e});
+      Rewritten r = rewrite(items, proposer);
+      for (json& j : r.rows) train.push_back(std::move(j));
+      train_has_gold = r.has_gold;
+      train_n_cand = r.n_cand;
     } else {
       // Cross-fitting: fold k's candidates come from a prompt that never saw fold k's questions.
       std::vector<json> rewritten(set.train.size());
@@ -211,42 +249,48 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
         rest.dev = set.dev;
         for (size_t i = 0; i < set.train.size(); ++i)
           if (int64_t(i % folds) != k) rest.train.push_back(set.train[i]);
-        if (!fs::is_regular_file(fold_dir + "/run.json")) {
+        bool train_fold = main_rank && !fs::is_regular_file(fold_dir + "/run.json");  // rank 0 decides for all
+        if (dp) train_fold = dp->sum(train_fold ? 1.0 : 0.0) > 0;
+        if (train_fold) {
           TrainOptions fo = to;
           fo.resume_or_start = true;
           fo.resume = false;
           const std::string ck = resume_checkpoint(fold_dir, fo);
           std::unique_ptr<TrainableModule> pt = !ck.empty() ? std::unique_ptr<TrainableModule>(PromptTuning::load(ck, lm))
               : PromptTuning::create(lm, proposer.pass1().prefix_length(), PromptInit::SampledVocab, {}, to.seed + 1 + k, base_model);
-          std::fprintf(stderr, "[recursive-text] fold %lld/%lld: pass 1 without it (%zu questions) into %s\n", (long long)k + 1, (long long)folds,
-                       rest.train.size(), fold_dir.c_str());
-          train_module(lm, *pt, tok, rest, fold_dir, fo);
+          if (main_rank)
+            std::fprintf(stderr, "[recursive-text] fold %lld/%lld: pass 1 without it (%zu questions) into %s\n", (long long)k + 1,
+                         (long long)folds, rest.train.size(), fold_dir.c_str());
+          train_module(lm, *pt, tok, rest, fold_dir, fo);  // data parallel too; returns once rank 0 has written fold_dir
         }
         TextualRecursion fold_proposer(cfg, load_module(fold_dir, lm), nullptr);
-        for (size_t i = k; i < set.train.size(); i += folds) {
-          auto& [task, e] = set.train[i];
-          const Proposal p = fold_proposer.propose(lm, tok, set.tasks[task], e.input);
-          has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, e.targets) > 0; });
-          n_cand += p.candidates.size();
-          Example r = e;
-          r.input = candidates_input(p.candidates, e.input);
-          rewritten[i] = example_json(task, r);
-          if (++done % 200 == 0) std::fprintf(stderr, "[recursive-text] pass 1: %zu/%zu questions\n", done, total);
+        std::vector<size_t> index;
+        std::vector<std::pair<size_t, const Example*>> items;
+        for (size_t i = size_t(k); i < set.train.size(); i += size_t(folds)) {
+          index.push_back(i);
+          items.push_back({set.train[i].first, &set.train[i].second});
         }
+        Rewritten r = rewrite(items, fold_proposer);
+        for (size_t j = 0; j < index.size(); ++j) rewritten[index[j]] = std::move(r.rows[j]);
+        train_has_gold += r.has_gold;
+        train_n_cand += r.n_cand;
       }
       for (json& j : rewritten) train.push_back(std::move(j));
     }
-    const double train_gold = set.train.empty() ? 0.0 : double(has_gold) / set.train.size();
-    const double train_cand = set.train.empty() ? 0.0 : n_cand / set.train.size();
-    has_gold = 0;
+    std::vector<std::pair<size_t, const Example*>> dev_items;
     for (size_t t = 0; t < set.dev.size(); ++t)
-      for (size_t i = 0; i < std::min(set.dev[t].size(), to.eval_limit); ++i) dev.push_back(rewrite(t, set.dev[t][i]));
+      for (size_t i = 0; i < std::min(set.dev[t].size(), to.eval_limit); ++i) dev_items.push_back({t, &set.dev[t][i]});
+    Rewritten d = rewrite(dev_items, proposer);
+    for (json& j : d.rows) dev.push_back(std::move(j));
+    const double train_gold = set.train.empty() ? 0.0 : double(train_has_gold) / set.train.size();
+    const double train_cand = set.train.empty() ? 0.0 : train_n_cand / set.train.size();
     data = {{"identity", identity}, {"train", train}, {"dev", dev},
             {"stats", {{"train_answer_among_candidates", train_gold}, {"train_mean_candidates", train_cand},
-                       {"dev_answer_among_candidates", dev.empty() ? 0.0 : double(has_gold) / dev.size()}}}};
-    write_file_atomically(data_path, data.dump());
+                       {"dev_answer_among_candidates", dev.empty() ? 0.0 : double(d.has_gold) / dev.size()}}}};
+    if (main_rank) write_file_atomically(data_path, data.dump());
   }
-  std::fprintf(stderr, "[recursive-text] pass-2 data: %zu train / %zu dev; answer among pass 1's candidates: %.1f%% of train questions "
+  if (main_rank)
+    std::fprintf(stderr, "[recursive-text] pass-2 data: %zu train / %zu dev; answer among pass 1's candidates: %.1f%% of train questions "
                "(%.2f candidates each)\n", data["train"].size(), data["dev"].size(),
                100 * data["stats"]["train_answer_among_candidates"].get<double>(), data["stats"]["train_mean_candidates"].get<double>());
   TrainingSet set2;
@@ -267,8 +311,9 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
   const std::string ck = resume_checkpoint(p2, to);
   std::unique_ptr<TrainableModule> pass2 = !ck.empty() ? std::unique_ptr<TrainableModule>(PromptTuning::load(ck, lm))
                                                        : PromptTuning::create(lm, pass2_tokens, PromptInit::SampledVocab, {}, to.seed, base_model);
-  std::fprintf(stderr, "[recursive-text] pass 2: a %lld-vector prompt on \"candidates + question\"\n", (long long)pass2->prefix_length());
+  if (main_rank) std::fprintf(stderr, "[recursive-text] pass 2: a %lld-vector prompt on \"candidates + question\"\n", (long long)pass2->prefix_length());
   const TrainResult r = train_module(lm, *pass2, tok, set2, p2, to);
+  if (!main_rank) return r;
 
   json cfg_file = {{"kind", "textual_recursion"}, {"config", to_json(cfg)}, {"token_dim", lm.dim()},
                    {"base_checkpoint_id", lm.checkpoint_id()}, {"base_model", base_model}, {"pass1_from", pass1_dir}, {"pass1_folds", folds},

@@ -77,7 +77,8 @@ class TextualRecursion {
   std::unique_ptr<TrainableModule> pass1_, pass2_;
 };
 
-// Training (`frozenlm train recursive-text`): copies `pass1_dir` into OUT/pass1; runs pass 1 over every training
+// Training (`frozenlm train recursive-text`; data parallel when to.data_parallel is set: the ranks split pass 1's
+// questions and train the prompts together, rank 0 writes OUT): copies `pass1_dir` into OUT/pass1; runs pass 1 over every training
 // example and the first `to.eval_limit` dev examples of each task (progress on stderr), saved as OUT/pass2_data.json
 // (reused on a rerun with the same configuration and pass 1: a resumed run does not sample again); trains a
 // `pass2_tokens`-vector prompt (initialised from vocabulary embeddings, as `train prompt-tuning`) on the rewritten
