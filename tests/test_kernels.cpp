@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 
 #include "core/frozen_weights.h"
+#include "core/runtime.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/torch_pch.h"
 #include "test_util.h"
@@ -251,6 +252,29 @@ TEST(SkinnyMatmul, DotAndAxpyForAttentionEqualScalarLoops) {
     kernels::axpy_f32(0.75f, a.data_ptr<float>(), y.data_ptr<float>(), n);
     EXPECT_TRUE(at::allclose(y, b + 0.75 * a, 1e-6, 1e-6)) << n;
   }
+}
+
+// --threads 0 (and a rank without --threads) reads OMP_NUM_THREADS when it is a positive count, as PyTorch does.
+TEST(Runtime, ZeroThreadsMeansOmpNumThreadsWhenSet) {
+  const int before = at::get_num_threads();
+  const char* old = std::getenv("OMP_NUM_THREADS");
+  const std::string saved = old ? old : "";
+  ::setenv("OMP_NUM_THREADS", "3", 1);
+  EXPECT_EQ(threads_from_environment(), 3);
+  set_threads(0);
+  EXPECT_EQ(at::get_num_threads(), 3);
+  ::setenv("OMP_NUM_THREADS", "2,1", 1);  // OpenMP's nested form: the first level
+  EXPECT_EQ(threads_from_environment(), 2);
+  for (const char* bad : {"", "zero", "0", "-4", "3x"}) {
+    ::setenv("OMP_NUM_THREADS", bad, 1);
+    EXPECT_EQ(threads_from_environment(), 0) << "'" << bad << "'";
+  }
+  ::unsetenv("OMP_NUM_THREADS");
+  EXPECT_EQ(threads_from_environment(), 0);
+  set_threads(0);
+  EXPECT_GE(at::get_num_threads(), 1);
+  if (old) ::setenv("OMP_NUM_THREADS", saved.c_str(), 1);
+  at::set_num_threads(before);
 }
 
 }  // namespace frozenlm::test

@@ -124,6 +124,35 @@ TEST(DenseProjection, GradientMatchesFiniteDifferences) {
   EXPECT_GT(std::abs(in_batch_contrastive_loss(w, q, p, {0, 1, 2, 3, 4}, 0.5).item<double>() - in_batch_contrastive_loss(w, q, p, ids, 0.5).item<double>()), 1e-6);
 }
 
+// Data parallel: ranks take contiguous row ranges of a batch; their losses (and so gradients) must add up to the
+// whole batch's mean, with the shared-positive mask applied by global row.
+TEST(DenseProjection, RowRangesOfTheLossAddUpToTheWholeBatch) {
+  at::manual_seed(4);
+  const at::Tensor q = at::randn({5, 6}, at::kDouble), p = at::randn({5, 6}, at::kDouble);
+  const std::vector<int64_t> ids{0, 1, 2, 1, 4};
+  const at::Tensor w0 = at::randn({4, 6}, at::kDouble);
+  at::Tensor w = w0.clone().requires_grad_(true);
+  at::Tensor whole = in_batch_contrastive_loss(w, q, p, ids, 0.5);
+  whole.backward();
+  const at::Tensor g = w.grad().clone();
+  for (const std::vector<int64_t>& cuts : std::vector<std::vector<int64_t>>{{0, 2, 5}, {0, 1, 3, 5}, {0, 0, 5}}) {
+    double sum = 0;
+    at::Tensor gsum = at::zeros_like(w0);
+    for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+      at::Tensor wk = w0.clone().requires_grad_(true);
+      at::Tensor part = in_batch_contrastive_loss(wk, q, p, ids, 0.5, cuts[k], cuts[k + 1]);
+      part.backward();
+      sum += part.item<double>();
+      gsum += wk.grad();
+    }
+    EXPECT_NEAR(sum, whole.item<double>(), 1e-12) << cuts.size() - 1 << " ranges";
+    EXPECT_LT((gsum - g).abs().max().item<double>(), 1e-12) << cuts.size() - 1 << " ranges";
+  }
+  // A range alone is not the whole (the check can fail).
+  EXPECT_GT(std::abs(in_batch_contrastive_loss(w0, q, p, ids, 0.5, 0, 2).item<double>() - whole.item<double>()), 1e-3);
+  EXPECT_THROW(in_batch_contrastive_loss(w0, q, p, ids, 0.5, 3, 2), Error);
+}
+
 TEST(DenseProjection, LearnsToIgnoreDimensionsThatCarryOnlyNoise) {
   // Passages and their questions share 8 "topic" dimensions; 24 further dimensions are independent, larger noise in
   // each. Unprojected, the noise dominates the cosine; a trained projection should weigh it down.
