@@ -254,6 +254,17 @@ TEST(SkinnyMatmul, DotAndAxpyForAttentionEqualScalarLoops) {
   }
 }
 
+// The kernels split their output rows with at::parallel_for, a header template whose OpenMP pragma is compiled into
+// our files: without -fopenmp it runs every range on one thread, silently (it did, until this test).
+TEST(Runtime, ParallelForUsesEveryThreadInOurCode) {
+  const int before = at::get_num_threads();
+  for (int t : {1, 2, 3}) {
+    at::set_num_threads(t);
+    EXPECT_EQ(parallel_for_threads(), t) << t << " threads";
+  }
+  at::set_num_threads(before);
+}
+
 // --threads 0 (and a rank without --threads) reads OMP_NUM_THREADS when it is a positive count, as PyTorch does.
 TEST(Runtime, ZeroThreadsMeansOmpNumThreadsWhenSet) {
   const int before = at::get_num_threads();

@@ -2,8 +2,13 @@
 
 #include <sched.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <vector>
 #include <thread>
+
+#include <ATen/Parallel.h>
 
 #include "core/cpu_allocator.h"
 
@@ -45,5 +50,13 @@ void init_runtime(int threads) {
 }
 
 int num_threads() { return at::get_num_threads(); }
+
+int parallel_for_threads() {
+  std::vector<std::atomic<int>> ran(size_t(std::max(1, at::get_num_threads())));
+  at::parallel_for(0, 1 << 16, 1, [&](int64_t, int64_t) { ran[size_t(at::get_thread_num()) % ran.size()] = 1; });
+  int n = 0;
+  for (auto& r : ran) n += r.load();
+  return n;
+}
 
 }  // namespace frozenlm

@@ -10,5 +10,8 @@ void set_threads(int n);
 // OMP_NUM_THREADS as a positive count, or 0 when it is unset or not a count.
 int threads_from_environment();
 int num_threads();
+// How many threads at::parallel_for ran chunks on in this library's code (a range of many chunks): num_threads()
+// when it is compiled with OpenMP, 1 when it is not (the pragma is then ignored and every range runs serially).
+int parallel_for_threads();
 
 }  // namespace frozenlm
