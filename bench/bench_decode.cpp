@@ -74,6 +74,38 @@ double read_bandwidth_gbs(int reps) {
   return best;
 }
 
+// fp32 FMA throughput with everything in registers (8 independent accumulators per thread, one per FMA latency
+// slot): the compute ceiling a batch-64 GEMM step can approach, on the same threads. GFLOP/s, best of `reps`.
+__attribute__((target("avx2,fma"))) float fma_chain(int64_t n) {
+  __m256 a[8];
+  for (auto& v : a) v = _mm256_set1_ps(1.f);
+  const __m256 m = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
+  for (int64_t i = 0; i < n; ++i)
+    for (auto& v : a) v = _mm256_fmadd_ps(v, m, c);
+  __m256 s = a[0];
+  for (int k = 1; k < 8; ++k) s = _mm256_add_ps(s, a[k]);
+  float out[8];
+  _mm256_storeu_ps(out, s);
+  return out[0];
+}
+
+double fma_peak_gflops(int reps) {
+  const int64_t per_thread = 50'000'000;
+  double best = 0, sink = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<float> part(at::get_num_threads(), 0.f);
+    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) part[t] = fma_chain(per_thread);
+    });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (float v : part) sink += v;
+    best = std::max(best, double(per_thread) * at::get_num_threads() * 8 * 8 * 2 / secs / 1e9);
+  }
+  if (sink < 0) std::printf("%f\n", sink);
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,6 +127,7 @@ int main(int argc, char** argv) {
   init_runtime(threads);
   const double bw = read_bandwidth_gbs(5);
   std::printf("{\"bench\": \"read_bandwidth\", \"threads\": %d, \"gb_per_s\": %.2f}\n", threads, bw);
+  std::printf("{\"bench\": \"fp32_fma_peak\", \"threads\": %d, \"gflop_per_s\": %.1f}\n", threads, fma_peak_gflops(3));
   std::fflush(stdout);
   const bool is_path = shape.find('/') != std::string::npos;
   for (const std::string& fs : split(formats)) {
