@@ -24,6 +24,7 @@ double worst(const at::Tensor& a, const at::Tensor& b) {
 
 TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
   const int threads_before = at::get_num_threads();
+  const int64_t per_task_before = kernels::set_weights_per_task(1);  // split even the smallest shapes across the threads
   auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
@@ -53,6 +54,7 @@ TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
         }
   }
   at::set_num_threads(threads_before);
+  kernels::set_weights_per_task(per_task_before);
 }
 
 TEST(SkinnyMatmul, Int8IsTheQuantisedProductExactly) {
@@ -189,6 +191,7 @@ TEST(Q8_0, ActivationQuantisationRoundsToNearestEvenPerBlock) {
 
 TEST(Q8_0, ProductIsTheIntegerBlockSumsAndWithinTheActivationError) {
   const int threads_before = at::get_num_threads();
+  const int64_t per_task_before = kernels::set_weights_per_task(1);  // split even the smallest shapes across the threads
   auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
   for (int threads : {1, 2})
     for (int64_t rows : {1, 3, 8, 64})
@@ -214,6 +217,7 @@ TEST(Q8_0, ProductIsTheIntegerBlockSumsAndWithinTheActivationError) {
           ASSERT_TRUE(((y.to(at::kDouble) - exact).abs() <= bound * (1 + 1e-5) + 1e-4).all().item<bool>()) << "rows " << rows << " in " << in;
         }
   at::set_num_threads(threads_before);
+  kernels::set_weights_per_task(per_task_before);
 }
 
 TEST(Q8_0, FrozenLinearDecodesWithTheKernelAndTrainsThroughTheDequantisedMatrix) {

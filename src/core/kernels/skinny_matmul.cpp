@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cmath>
 #include <vector>
 
@@ -140,11 +142,21 @@ const bool kVectorised =
     false;
 #endif
 
+// Weights one thread takes at least before a matmul is split across threads: below it, the fork/join of a parallel
+// region costs more than the arithmetic it shares (FROZENLM_WEIGHTS_PER_TASK overrides it, for measuring). Measured
+// (BENCHMARKS.md "Decode on both threads"): 32k split TinyStories-656K's small matmuls and made `generate` on 2
+// threads half as fast as on 1 (4.7k vs 8.5k tokens/s); 256k keeps them on one thread and leaves the 100M shape's
+// speed as it was (f32 89.0 vs 87.4, q8_0 264 vs 259 tokens/s: within noise).
+std::atomic<int64_t> g_weights_per_task{[] {
+  const char* v = std::getenv("FROZENLM_WEIGHTS_PER_TASK");
+  return v && std::atoll(v) > 0 ? int64_t(std::atoll(v)) : int64_t(262144);
+}()};
+
 // y[r, o] = scale(o) · (x[r] · W[o]) + bias[o], output rows split across threads.
 template <typename RowAt, typename ScaleAt>
 void skinny(const float* x, int64_t rows, int64_t in, int64_t out, const float* bias, float* y, RowAt row_at, ScaleAt scale_at) {
   // About 32k weights per task: enough work to be worth a thread, small enough to balance.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(in, 1));
+  const int64_t grain = std::max<int64_t>(1, g_weights_per_task.load() / std::max<int64_t>(in, 1));
   at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
     float acc[kSkinnyMaxRows];
     int64_t o = begin;
@@ -372,7 +384,7 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
   std::vector<int8_t> qx(rows * in);
   std::vector<float> dx(rows * nb);
   for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx.data() + r * in, dx.data() + r * nb);
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(in, 1));
+  const int64_t grain = std::max<int64_t>(1, g_weights_per_task.load() / std::max<int64_t>(in, 1));
   at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       const int8_t* qw = q + o * in;
@@ -390,6 +402,8 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
     }
   });
 }
+
+int64_t set_weights_per_task(int64_t n) { return g_weights_per_task.exchange(std::max<int64_t>(1, n)); }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
 #if defined(__x86_64__)

@@ -40,6 +40,10 @@ uint16_t float_to_half(float f);
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 
+// The fewest weights a thread takes before a matmul is split across threads (default 262144, or
+// FROZENLM_WEIGHTS_PER_TASK); returns the previous value. Tests set 1 to split even tiny shapes.
+int64_t set_weights_per_task(int64_t n);
+
 // Whether the vector (AVX2 + FMA) code runs on this CPU.
 bool skinny_matmul_vectorised();
 
