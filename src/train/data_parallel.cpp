@@ -118,12 +118,7 @@ void DataParallel::all_reduce_sum(std::vector<at::Tensor>& tensors) const {
   std::vector<at::Tensor> flat_parts;
   for (auto& t : tensors) flat_parts.push_back(t.reshape({-1}).to(at::kFloat));
   std::vector<at::Tensor> buf{at::cat(flat_parts)};
-  Timed timed(collective_s_);
-  try {
-    g_->pg->allreduce(buf)->wait();
-  } catch (const std::exception& e) {
-    fail("all-reduce", e);
-  }
+  all_reduce_raw(buf, "all-reduce");
   int64_t off = 0;
   for (auto& t : tensors) {
     t.copy_(buf[0].narrow(0, off, t.numel()).view(t.sizes()));
@@ -133,24 +128,14 @@ void DataParallel::all_reduce_sum(std::vector<at::Tensor>& tensors) const {
 
 double DataParallel::sum(double x) const {
   std::vector<at::Tensor> t{at::full({1}, x, at::kDouble)};
-  Timed timed(collective_s_);
-  try {
-    g_->pg->allreduce(t)->wait();
-  } catch (const std::exception& e) {
-    fail("all-reduce", e);
-  }
+  all_reduce_raw(t, "all-reduce");
   return t[0].item<double>();
 }
 
 void DataParallel::broadcast_from_main(std::vector<at::Tensor>& tensors) const {
-  Timed timed(collective_s_);
   for (auto& t : tensors) {
     std::vector<at::Tensor> one{t};
-    try {
-      g_->pg->broadcast(one)->wait();
-    } catch (const std::exception& e) {
-      fail("broadcast", e);
-    }
+    broadcast_raw(one);
   }
 }
 
@@ -229,11 +214,7 @@ void DataParallel::check_same(double step, double checksum, const std::string& w
   std::vector<at::Tensor> mine{at::tensor({step, checksum}, at::kDouble)};
   at::Tensor main = mine[0].clone();
   std::vector<at::Tensor> b{main};
-  try {
-    g_->pg->broadcast(b)->wait();
-  } catch (const std::exception& e) {
-    fail("broadcast", e);
-  }
+  broadcast_raw(b);
   const double differs = mine[0].equal(main) ? 0 : 1;
   const double n = sum(differs);
   if (n > 0)

@@ -155,7 +155,6 @@ std::atomic<int64_t> g_weights_per_task{[] {
 // y[r, o] = scale(o) · (x[r] · W[o]) + bias[o], output rows split across threads.
 template <typename RowAt, typename ScaleAt>
 void skinny(const float* x, int64_t rows, int64_t in, int64_t out, const float* bias, float* y, RowAt row_at, ScaleAt scale_at) {
-  // About 32k weights per task: enough work to be worth a thread, small enough to balance.
   const int64_t grain = std::max<int64_t>(1, g_weights_per_task.load() / std::max<int64_t>(in, 1));
   at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
     float acc[kSkinnyMaxRows];

@@ -195,42 +195,40 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
     // them all in order, with how many have the answer among their candidates and how many candidates they have.
     struct Rewritten {
       std::vector<json> rows;
-      size_t has_gold = 0;
-      double n_cand = 0;
+      size_t has_gold = 0, n_cand = 0;
     };
     auto rewrite = [&](const std::vector<std::pair<size_t, const Example*>>& items, const TextualRecursion& by) {
       const auto [b, e] = dp ? dp->share(items.size()) : std::pair<size_t, size_t>{0, items.size()};
       if (dp)
         std::fprintf(stderr, "[recursive-text] rank %d of %d: pass 1 on questions [%zu, %zu) of %zu\n", dp->rank(), dp->world(), b, e, items.size());
-      json rows = json::array();
-      size_t has_gold = 0, n_cand = 0;
+      Rewritten mine;
       for (size_t i = b; i < e; ++i) {
         const auto& [task, ex] = items[i];
         const Proposal p = by.propose(lm, tok, set.tasks[task], ex->input);
-        has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, ex->targets) > 0; });
-        n_cand += p.candidates.size();
+        mine.has_gold += std::any_of(p.candidates.begin(), p.candidates.end(), [&](auto& c) { return exact_match(c, ex->targets) > 0; });
+        mine.n_cand += p.candidates.size();
         Example r = *ex;
         r.input = candidates_input(p.candidates, ex->input);
-        rows.push_back(example_json(task, r));
+        mine.rows.push_back(example_json(task, r));
         if (main_rank && (++done % 200 == 0 || done == total)) {
           const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           std::fprintf(stderr, "[recursive-text] pass 1%s: %zu/%zu questions  %.1f/s  ETA %.0fs\n", dp ? " (rank 0's share)" : "", done,
                        total, done / s, (total - std::min(done, total)) * s / done);
         }
       }
-      const std::string mine = json{{"rows", rows}, {"has_gold", has_gold}, {"n_cand", n_cand}}.dump();
-      Rewritten out;
-      for (const std::string& part : dp ? dp->all_gather_text(mine) : std::vector<std::string>{mine}) {
+      if (!dp) return mine;
+      Rewritten all;  // every rank's share, in rank order
+      const std::string text = json{{"rows", mine.rows}, {"has_gold", mine.has_gold}, {"n_cand", mine.n_cand}}.dump();
+      for (const std::string& part : dp->all_gather_text(text)) {
         json j = json::parse(part);
-        for (json& row : j["rows"]) out.rows.push_back(std::move(row));
-        out.has_gold += j["has_gold"].get<size_t>();
-        out.n_cand += double(j["n_cand"].get<size_t>());
+        for (json& row : j["rows"]) all.rows.push_back(std::move(row));
+        all.has_gold += j["has_gold"].get<size_t>();
+        all.n_cand += j["n_cand"].get<size_t>();
       }
-      return out;
+      return all;
     };
     json train = json::array(), dev = json::array();
-    size_t train_has_gold = 0;
-    double train_n_cand = 0;
+    size_t train_has_gold = 0, train_n_cand = 0;
     if (folds < 2) {
       std::vector<std::pair<size_t, const Example*>> items;
       for (auto& [task, e] : set.train) items.push_back({task, &e});
@@ -283,7 +281,7 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
     Rewritten d = rewrite(dev_items, proposer);
     for (json& j : d.rows) dev.push_back(std::move(j));
     const double train_gold = set.train.empty() ? 0.0 : double(train_has_gold) / set.train.size();
-    const double train_cand = set.train.empty() ? 0.0 : train_n_cand / set.train.size();
+    const double train_cand = set.train.empty() ? 0.0 : double(train_n_cand) / set.train.size();
     data = {{"identity", identity}, {"train", train}, {"dev", dev},
             {"stats", {{"train_answer_among_candidates", train_gold}, {"train_mean_candidates", train_cand},
                        {"dev_answer_among_candidates", dev.empty() ? 0.0 : double(d.has_gold) / dev.size()}}}};
