@@ -168,8 +168,8 @@ TrainResult train_textual_recursion(const FrozenLM& lm, const Tokenizer& tok, co
   const bool main_rank = !dp || dp->is_main();
   fs::create_directories(out_dir);
   const std::string p1 = out_dir + "/pass1";
-  if (main_rank) copy_module_dir(pass1_dir, p1);
-  TextualRecursion proposer(cfg, load_module(pass1_dir, lm), nullptr);  // the same files as OUT/pass1
+  TextualRecursion proposer(cfg, load_module(pass1_dir, lm), nullptr);  // a module (checked before anything is copied)
+  if (main_rank) copy_module_dir(pass1_dir, p1);                         // OUT/pass1: the same files
 
   // Pass 1 over the training questions (and the dev questions the trainer evaluates), once.
   if (folds == 1 || folds < 0) throw Error("--pass1-folds " + std::to_string(folds) + ": 0 (pass 1 samples every question) or ≥ 2");
