@@ -1,6 +1,6 @@
 // Decode kernels (core/kernels/skinny_matmul.h) against LibTorch: y = x · Wᵀ + b for f32, bf16 and int8 storage,
-// odd sizes (vector tails), 1…64 rows, 1 and 2 threads, with and without bias; int8 also against a scalar fp64
-// reference of q · scale; FrozenLinear sends decode-shaped inputs to the kernels and everything with a gradient (or
+// odd sizes (vector tails), 1…64 rows, 1 and 2 threads, with and without bias; int8 (int16 activations) also against
+// a scalar fp64 reference of the same integers and within the activations' proven rounding error; FrozenLinear sends decode-shaped inputs to the kernels and everything with a gradient (or
 // more rows than the limit) to LibTorch. Q8_0: the weights quantised as ggml's reference quantiser does, the fp16
 // scales converted as c10::Half does, activations quantised as stated, the product equal to a scalar fp64 reference of
 // the same integers and within the activations' proven quantisation error of the fp32 product.
@@ -20,6 +20,19 @@ namespace {
 double worst(const at::Tensor& a, const at::Tensor& b) {
   return ((a.to(at::kDouble) - b.to(at::kDouble)).abs() / (1 + b.to(at::kDouble).abs())).max().item<double>();
 }
+
+// The per-row int8 kernel rounds each activation to int16 in its chunk of kI16Chunk: off by at most half a step,
+// step = the chunk's max|x| / 32767. Bound on |x·wᵀ − x̃·wᵀ| for x [rows, in], w [out, in]: Σ_i |w_i| · step(i) / 2.
+at::Tensor int16_activation_error_bound(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t rows = x.size(0), in = x.size(1), c = kernels::kI16Chunk;
+  at::Tensor half_step = at::empty({rows, in}, at::kDouble);
+  for (int64_t c0 = 0; c0 < in; c0 += c) {
+    const int64_t len = std::min(c, in - c0);
+    const at::Tensor amax = std::get<0>(x.narrow(1, c0, len).abs().max(1, true)).to(at::kDouble);
+    half_step.narrow(1, c0, len).copy_((amax / 32767 / 2).expand({rows, len}));
+  }
+  return at::matmul(half_step, w.to(at::kDouble).abs().t());
+}
 }  // namespace
 
 TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
@@ -29,7 +42,7 @@ TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
     for (int64_t rows : {1, 2, 3, 4, 5, 8, 13, 64})
-      for (int64_t in : {1, 7, 8, 15, 16, 17, 33, 200})
+      for (int64_t in : {1, 7, 8, 15, 16, 17, 33, 200, 300})
         for (int64_t out : {1, 5, 64, 129}) {
           const at::Tensor w = at::randn({out, in}, gen);
           const at::Tensor x = at::randn({rows, in}, gen);
@@ -49,7 +62,13 @@ TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
                                           b.data_ptr<float>(), y.data_ptr<float>());
             // fp32 sums of `in` products in another order: a few ulps of the magnitudes summed
             const double tol = 2e-6 * std::sqrt(double(in)) * 4;
-            ASSERT_LE(worst(y, ref), tol) << weight_format_name(f) << " rows " << rows << " in " << in << " out " << out << " threads " << threads;
+            if (f != WeightFormat::Int8) {
+              ASSERT_LE(worst(y, ref), tol) << weight_format_name(f) << " rows " << rows << " in " << in << " out " << out << " threads " << threads;
+            } else {  // plus the int16 activations' rounding: ≤ Σ_i |w_i| · (chunk's max|x|) / 65534
+              const at::Tensor bound = int16_activation_error_bound(x, lin.weight_f32());
+              ASSERT_TRUE(((y.to(at::kDouble) - ref.to(at::kDouble)).abs() <= bound * (1 + 1e-5) + tol * (1 + ref.to(at::kDouble).abs())).all().item<bool>())
+                  << "int8 rows " << rows << " in " << in << " out " << out << " threads " << threads;
+            }
           }
         }
   }
@@ -57,19 +76,67 @@ TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
   kernels::set_weights_per_task(per_task_before);
 }
 
-TEST(SkinnyMatmul, Int8IsTheQuantisedProductExactly) {
-  // Against a scalar fp64 reference of Σ x·q, times the row's scale: the kernel adds only fp32 rounding.
+TEST(SkinnyMatmul, Int8IsTheIntegerChunkSumsOfInt16ActivationsAndWithinTheirRoundingError) {
+  // Against a scalar fp64 reference of the same integers: Σ_chunks dx · Σ x16 · q, times the row's scale — the kernel
+  // adds only fp32 rounding; and against fp32 activations within the int16 rounding's proven bound. in = 301: chunks
+  // of 128, 128 and 45 (vector steps of 32 and 16, then a scalar tail); 1–5 rows (every row group), 1 and 2 threads.
+  const int threads_before = at::get_num_threads();
+  const int64_t per_task_before = kernels::set_weights_per_task(1);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
-  const int64_t rows = 3, in = 301, out = 37;
-  const at::Tensor w = at::randn({out, in}, gen), x = at::randn({rows, in}, gen);
+  const int64_t in = 301, out = 37, nc = 3;
+  const at::Tensor w = at::randn({out, in}, gen);
   const FrozenLinear lin(w, at::Tensor(), WeightFormat::Int8);
-  at::Tensor y = at::empty({rows, out});
-  kernels::skinny_matmul_int8(x.data_ptr<float>(), rows, in, lin.raw_weight().data_ptr<int8_t>(), lin.raw_scale().data_ptr<float>(), out,
-                              nullptr, y.data_ptr<float>());
-  const at::Tensor ref = at::matmul(x.to(at::kDouble), lin.raw_weight().to(at::kDouble).t()) * lin.raw_scale().to(at::kDouble);
-  EXPECT_LE(worst(y, ref), 1e-5);
+  for (int threads : {1, 2})
+    for (int64_t rows : {1, 2, 3, 4, 5}) {
+      at::set_num_threads(threads);
+      const at::Tensor x = at::randn({rows, in}, gen) * 3;
+      at::Tensor y = at::empty({rows, out});
+      kernels::skinny_matmul_int8(x.data_ptr<float>(), rows, in, lin.raw_weight().data_ptr<int8_t>(), lin.raw_scale().data_ptr<float>(), out,
+                                  nullptr, y.data_ptr<float>());
+      at::Tensor x16 = at::empty({rows, in}, at::kShort), dx = at::empty({rows, nc});
+      for (int64_t r = 0; r < rows; ++r) kernels::quantize_row_i16(x[r].data_ptr<float>(), in, x16[r].data_ptr<int16_t>(), dx[r].data_ptr<float>());
+      at::Tensor ref = at::zeros({rows, out}, at::kDouble);
+      for (int64_t c = 0; c < nc; ++c) {
+        const int64_t c0 = c * 128, len = std::min<int64_t>(128, in - c0);
+        const at::Tensor sums = at::matmul(x16.narrow(1, c0, len).to(at::kDouble), lin.raw_weight().narrow(1, c0, len).to(at::kDouble).t());
+        ref += sums * dx.narrow(1, c, 1).to(at::kDouble);
+      }
+      ref *= lin.raw_scale().to(at::kDouble);
+      ASSERT_LE(worst(y, ref), 1e-5) << "rows " << rows << " threads " << threads;
+      const at::Tensor exact = at::matmul(x.to(at::kDouble), lin.weight_f32().to(at::kDouble).t());
+      const at::Tensor bound = int16_activation_error_bound(x, lin.weight_f32());
+      ASSERT_TRUE(((y.to(at::kDouble) - exact).abs() <= bound * (1 + 1e-5) + 1e-5 * (1 + exact.abs())).all().item<bool>()) << "rows " << rows;
+      // the rounding is real (a kernel that skipped it would pass the bound trivially only if it were exact)
+      EXPECT_GT((ref - exact).abs().max().item<double>(), 0.0);
+    }
   // …and the int8 matrix was never widened into a full fp32 copy: the kernel reads the int8 bytes it was given.
   EXPECT_EQ(lin.raw_weight().scalar_type(), at::kChar);
+  at::set_num_threads(threads_before);
+  kernels::set_weights_per_task(per_task_before);
+}
+
+TEST(SkinnyMatmul, Int16ActivationQuantisationRoundsToNearestEvenPerChunk) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  const int64_t in = 300;  // chunks of 128, 128 and 44
+  at::Tensor x = at::randn({in}, gen);
+  x.narrow(0, 128, 128).zero_();                          // a zero chunk
+  x[256] = 32767.f; x[257] = 0.5f; x[258] = 1.5f; x[259] = -2.5f;  // amax 32767: the step is 1, ties round to even
+  std::vector<int16_t> q(in);
+  std::vector<float> dx(3);
+  kernels::quantize_row_i16(x.data_ptr<float>(), in, q.data(), dx.data());
+  for (int64_t c = 0; c < 3; ++c) {
+    const int64_t c0 = c * 128, len = std::min<int64_t>(128, in - c0);
+    float amax = 0;
+    for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[c0 + i].item<float>()));
+    ASSERT_EQ(dx[c], amax / 32767.f) << "chunk " << c;
+    const float id = amax != 0.f ? 32767.f / amax : 0.f;
+    for (int64_t i = 0; i < len; ++i) ASSERT_EQ(q[c0 + i], int16_t(std::nearbyint(x[c0 + i].item<float>() * id))) << c0 + i;
+  }
+  EXPECT_EQ(dx[1], 0.f);
+  EXPECT_EQ(q[256], 32767);
+  EXPECT_EQ(q[257], 0);   // 0.5 -> 0
+  EXPECT_EQ(q[258], 2);   // 1.5 -> 2
+  EXPECT_EQ(q[259], -2);  // -2.5 -> -2
 }
 
 TEST(SkinnyMatmul, FrozenLinearUsesTheKernelsOnlyForDecodeShapesWithoutGradient) {
@@ -88,7 +155,13 @@ TEST(SkinnyMatmul, FrozenLinearUsesTheKernelsOnlyForDecodeShapesWithoutGradient)
       kernels::set_skinny_kernels(true);
     }
     ASSERT_EQ(with.sizes(), (std::vector<int64_t>{1, 3, 48}));
-    EXPECT_LE(worst(with, without), 1e-5) << weight_format_name(f);
+    if (f != WeightFormat::Int8)
+      EXPECT_LE(worst(with, without), 1e-5) << weight_format_name(f);
+    else  // the int16 activations' rounding, bounded as in the tests above
+      EXPECT_TRUE(((with - without).abs().view({3, 48}).to(at::kDouble) <=
+                   int16_activation_error_bound(x.view({3, 40}), lin.weight_f32()) * (1 + 1e-5) + 1e-5 * (1 + without.abs().view({3, 48}).to(at::kDouble)))
+                      .all()
+                      .item<bool>());
     EXPECT_FALSE(at::equal(with, without)) << "identical bits: the kernel path did not run (" << weight_format_name(f) << ")";
     // A gradient to the input: LibTorch's path, which autograd can differentiate.
     const at::Tensor xg = x.clone().requires_grad_(true);

@@ -39,17 +39,6 @@ struct BF16Row {
   }
 #endif
 };
-struct Int8Row {
-  const int8_t* q;
-  float scalar(int64_t i) const { return float(q[i]); }
-#if defined(__x86_64__)
-  __attribute__((target("avx2,fma"))) __m256 load8(int64_t i) const {
-    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-  }
-#endif
-};
-
 // Rows of x handled together against one weight row: the row is read from memory once per group (and from L1 for
 // the other rows of the group).
 constexpr int64_t kGroup = 4;
@@ -95,8 +84,31 @@ __attribute__((target("avx2,fma"))) void dot_group(const float* x, int64_t in, c
   }
 }
 
+// Batch 1, long rows: one chain of FMAs is bound by the FMA latency (4 cycles on Zen3, two issued per cycle), not by
+// reading the weights — two chains reach 4 weights per cycle, a quarter of the core. Four chains of 8 lanes (32
+// weights per step) keep the FMA units busy (measured, BENCHMARKS.md "One-row kernels with four chains").
+template <typename Row>
+__attribute__((target("avx2,fma"))) float dot_one_row(const float* x, int64_t in, const Row& w) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= in; i += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), w.load8(i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), w.load8(i + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), w.load8(i + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), w.load8(i + 24), a3);
+  }
+  for (; i + 8 <= in; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), w.load8(i), a0);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < in; ++i) s += x[i] * w.scalar(i);
+  return s;
+}
+
 template <typename Row>
 __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, int64_t rows, int64_t in, const Row& w, float* acc) {
+  if (rows == 1) {
+    acc[0] = dot_one_row(x, in, w);
+    return;
+  }
   int64_t r = 0;
   for (; r + kGroup <= rows; r += kGroup) dot_group<kGroup>(x + r * in, in, w, acc + r);
   switch (rows - r) {
@@ -142,6 +154,12 @@ const bool kVectorised =
     false;
 #endif
 
+// Software prefetch distance ahead of the int8 weights being read: one core streaming int8 rows (a quarter of the
+// bytes per multiply-add of fp32) leaves memory idle without it. Measured on the 100M shape, 2 threads (BENCHMARKS.md
+// "Per-row int8 with int16 activations"): none 225–234, 1 KiB 240–266, 2 KiB 270–292 tokens/s (q8_0 and int8).
+// fp32 rows are not prefetched: the hardware prefetcher keeps up, and 2 / 4 KiB ahead cost 10–20% (74–80 → 61–66).
+constexpr int64_t kPrefetchBytes = 2048;
+
 // Weights one thread takes at least before a matmul is split across threads: below it, the fork/join of a parallel
 // region costs more than the arithmetic it shares (FROZENLM_WEIGHTS_PER_TASK overrides it, for measuring). Measured
 // (BENCHMARKS.md "Decode on both threads"): 32k split TinyStories-656K's small matmuls and made `generate` on 2
@@ -152,11 +170,18 @@ std::atomic<int64_t> g_weights_per_task{[] {
   return v && std::atoll(v) > 0 ? int64_t(std::atoll(v)) : int64_t(262144);
 }()};
 
+// fn(begin, end) over ranges of a matrix's output rows (of `in` weights each), split across threads in tasks of at
+// least g_weights_per_task weights.
+template <typename Fn>
+void for_output_rows(int64_t out, int64_t in, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, g_weights_per_task.load() / std::max<int64_t>(in, 1));
+  at::parallel_for(0, out, grain, fn);
+}
+
 // y[r, o] = scale(o) · (x[r] · W[o]) + bias[o], output rows split across threads.
 template <typename RowAt, typename ScaleAt>
 void skinny(const float* x, int64_t rows, int64_t in, int64_t out, const float* bias, float* y, RowAt row_at, ScaleAt scale_at) {
-  const int64_t grain = std::max<int64_t>(1, g_weights_per_task.load() / std::max<int64_t>(in, 1));
-  at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
+  for_output_rows(out, in, [&](int64_t begin, int64_t end) {
     float acc[kSkinnyMaxRows];
     int64_t o = begin;
 #if defined(__x86_64__)
@@ -206,11 +231,6 @@ void skinny_matmul_f32(const float* x, int64_t rows, int64_t in, const float* w,
 
 void skinny_matmul_bf16(const float* x, int64_t rows, int64_t in, const uint16_t* w, int64_t out, const float* bias, float* y) {
   skinny(x, rows, in, out, bias, y, [&](int64_t o) { return BF16Row{w + o * in}; }, [](int64_t) { return 1.f; });
-}
-
-void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
-                        const float* bias, float* y) {
-  skinny(x, rows, in, out, bias, y, [&](int64_t o) { return Int8Row{q + o * in}; }, [&](int64_t o) { return scale[o]; });
 }
 
 }  // namespace frozenlm::kernels
@@ -338,6 +358,7 @@ __attribute__((target("avx2,fma,f16c"))) float dot_q8_0_avx2(const int8_t* qx, c
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t b = 0;
   for (; b + 2 <= nblocks; b += 2) {
+    _mm_prefetch(reinterpret_cast<const char*>(qw + b * kQ8Block + kPrefetchBytes), _MM_HINT_T0);
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * _cvtsh_ss(dw[b])), q8_block_dot(qx + b * kQ8Block, qw + b * kQ8Block), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b + 1] * _cvtsh_ss(dw[b + 1])),
                            q8_block_dot(qx + (b + 1) * kQ8Block, qw + (b + 1) * kQ8Block), acc1);
@@ -383,8 +404,7 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
   std::vector<int8_t> qx(rows * in);
   std::vector<float> dx(rows * nb);
   for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx.data() + r * in, dx.data() + r * nb);
-  const int64_t grain = std::max<int64_t>(1, g_weights_per_task.load() / std::max<int64_t>(in, 1));
-  at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
+  for_output_rows(out, in, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       const int8_t* qw = q + o * in;
       const uint16_t* dw = d + o * nb;
@@ -418,6 +438,165 @@ void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
   if (kVectorised) return axpy_f32_avx2(alpha, x, y, n);
 #endif
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace frozenlm::kernels
+
+// ---------------------------------------------------------------------------------------------------------------
+// Per-row int8: activations as int16 per chunk of 128, integer products (vpmaddwd), one fp32 scale per chunk.
+//
+// Widening every int8 weight to fp32 (load, extend, convert, FMA for each 8 weights) tops out near 18 G weights/s per
+// core with the weights in cache — below what one core can stream from memory, so the kernel was compute-bound at
+// 52–62% of the bandwidth. Widening int8 weights only to int16 and multiplying them with int16 activations in
+// vpmaddwd does 16 weights in three instructions (31 G weights/s per core in cache). The activations' int16
+// rounding is at most 1/65534 of their chunk's largest value — about 250× smaller than Q8_0's int8 activations, and
+// far below the weights' own int8 error (BENCHMARKS.md "Per-row int8 with int16 activations").
+
+namespace frozenlm::kernels {
+
+namespace {
+
+void quantize_row_i16_scalar(const float* x, int64_t in, int16_t* qx, float* dx) {
+  for (int64_t c = 0; c * kI16Chunk < in; ++c) {
+    const int64_t c0 = c * kI16Chunk, len = std::min(kI16Chunk, in - c0);
+    float amax = 0;
+    for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[c0 + i]));
+    const float id = amax != 0.f ? 32767.f / amax : 0.f;
+    dx[c] = amax / 32767.f;
+    for (int64_t i = 0; i < len; ++i) qx[c0 + i] = int16_t(std::nearbyint(x[c0 + i] * id));
+  }
+}
+
+// One chunk's Σ x16 · q in int32 (scalar tail of the vector loops; every product and sum is exact).
+inline int32_t dot_i16_scalar(const int16_t* x16, const int8_t* q, int64_t n) {
+  int32_t s = 0;
+  for (int64_t i = 0; i < n; ++i) s += int32_t(x16[i]) * int32_t(q[i]);
+  return s;
+}
+
+void dot_i16_rows_scalar(const int16_t* x16, const float* dx, int64_t rows, int64_t in, int64_t nchunks, const int8_t* q, float* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float a = 0;
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t c0 = c * kI16Chunk;
+      a += dx[r * nchunks + c] * float(dot_i16_scalar(x16 + r * in + c0, q + c0, std::min(kI16Chunk, in - c0)));
+    }
+    acc[r] = a;
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void quantize_row_i16_avx2(const float* x, int64_t in, int16_t* qx, float* dx) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t c = 0; c * kI16Chunk < in; ++c) {
+    const int64_t c0 = c * kI16Chunk, len = std::min(kI16Chunk, in - c0);
+    __m256 mx = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign_bit, _mm256_loadu_ps(x + c0 + i)));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    for (; i < len; ++i) amax = std::max(amax, std::fabs(x[c0 + i]));
+    const float id = amax != 0.f ? 32767.f / amax : 0.f;
+    dx[c] = amax / 32767.f;
+    const __m256 idv = _mm256_set1_ps(id);
+    i = 0;
+    for (; i + 16 <= len; i += 16) {
+      // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint; packs saturates, and the permute undoes
+      // its interleaving of 128-bit lanes.
+      const __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c0 + i), idv));
+      const __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c0 + i + 8), idv));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qx + c0 + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8));
+    }
+    for (; i < len; ++i) qx[c0 + i] = int16_t(std::nearbyint(x[c0 + i] * id));
+  }
+}
+
+
+// acc[r] = Σ_chunks dx[r, c] · Σ_{i in c} x16[r, i] · q[i] for G rows of x against one int8 weight row: the weights
+// are widened once per group, each madd multiplies 16 pairs and adds neighbours into 8 int32 lanes (no overflow: a
+// chunk's lane adds 16 products of |x16| ≤ 32767 and |q| ≤ 128).
+template <int G>
+__attribute__((target("avx2,fma"))) void dot_i16_group(const int16_t* x16, const float* dx, int64_t in, int64_t nchunks, const int8_t* q,
+                                                       float* acc) {
+  __m256 a[G];
+  for (int r = 0; r < G; ++r) a[r] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t c0 = c * kI16Chunk, len = std::min(kI16Chunk, in - c0);
+    __m256i s[G];
+    for (int r = 0; r < G; ++r) s[r] = _mm256_setzero_si256();
+    int64_t k = 0;
+    for (; k + 32 <= len; k += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(q + c0 + k + kPrefetchBytes), _MM_HINT_T0);
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k)));
+      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k + 16)));
+      for (int r = 0; r < G; ++r) {
+        const int16_t* xr = x16 + r * in + c0 + k;
+        const __m256i p0 = _mm256_madd_epi16(w0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr)));
+        const __m256i p1 = _mm256_madd_epi16(w1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + 16)));
+        s[r] = _mm256_add_epi32(s[r], _mm256_add_epi32(p0, p1));
+      }
+    }
+    for (; k + 16 <= len; k += 16) {
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k)));
+      for (int r = 0; r < G; ++r)
+        s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(w0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x16 + r * in + c0 + k))));
+    }
+    for (int r = 0; r < G; ++r) {
+      if (k < len) s[r] = _mm256_add_epi32(s[r], _mm256_setr_epi32(dot_i16_scalar(x16 + r * in + c0 + k, q + c0 + k, len - k), 0, 0, 0, 0, 0, 0, 0));
+      a[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx[r * nchunks + c]), _mm256_cvtepi32_ps(s[r]), a[r]);
+    }
+  }
+  for (int r = 0; r < G; ++r) acc[r] = hsum(a[r]);
+}
+
+__attribute__((target("avx2,fma"))) void dot_i16_rows_avx2(const int16_t* x16, const float* dx, int64_t rows, int64_t in, int64_t nchunks,
+                                                           const int8_t* q, float* acc) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) dot_i16_group<4>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r);
+  switch (rows - r) {
+    case 3: dot_i16_group<3>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r); break;
+    case 2: dot_i16_group<2>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r); break;
+    case 1: dot_i16_group<1>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r); break;
+    default: break;
+  }
+}
+#endif
+
+}  // namespace
+
+void quantize_row_i16(const float* x, int64_t in, int16_t* qx, float* dx) {
+#if defined(__x86_64__)
+  if (kVectorised) return quantize_row_i16_avx2(x, in, qx, dx);
+#endif
+  quantize_row_i16_scalar(x, in, qx, dx);
+}
+
+void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
+                        const float* bias, float* y) {
+  const int64_t nchunks = (in + kI16Chunk - 1) / kI16Chunk;
+  thread_local std::vector<int16_t> x16;
+  thread_local std::vector<float> dx;
+  x16.resize(rows * in);
+  dx.resize(rows * nchunks);
+  for (int64_t r = 0; r < rows; ++r) quantize_row_i16(x + r * in, in, x16.data() + r * in, dx.data() + r * nchunks);
+  const int16_t* xq = x16.data();
+  const float* xd = dx.data();
+  for_output_rows(out, in, [&](int64_t begin, int64_t end) {
+    float acc[kSkinnyMaxRows];
+    for (int64_t o = begin; o < end; ++o)
+      for (int64_t r0 = 0; r0 < rows; r0 += kSkinnyMaxRows) {
+        const int64_t n = std::min<int64_t>(kSkinnyMaxRows, rows - r0);
+#if defined(__x86_64__)
+        if (kVectorised) dot_i16_rows_avx2(xq + r0 * in, xd + r0 * nchunks, n, in, nchunks, q + o * in, acc);
+        else
+#endif
+          dot_i16_rows_scalar(xq + r0 * in, xd + r0 * nchunks, n, in, nchunks, q + o * in, acc);
+        const float b = bias ? bias[o] : 0.f;
+        for (int64_t r = 0; r < n; ++r) y[(r0 + r) * out + o] = acc[r] * scale[o] + b;
+      }
+  });
 }
 
 }  // namespace frozenlm::kernels

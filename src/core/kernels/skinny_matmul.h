@@ -19,9 +19,17 @@ constexpr int64_t kQ8Block = 32;
 void skinny_matmul_f32(const float* x, int64_t rows, int64_t in, const float* w, int64_t out, const float* bias, float* y);
 // W as bf16 bit patterns (the upper 16 bits of an fp32).
 void skinny_matmul_bf16(const float* x, int64_t rows, int64_t in, const uint16_t* w, int64_t out, const float* bias, float* y);
-// W ≈ q · scale[o] (per output row), q int8.
+// W ≈ q · scale[o] (per output row), q int8. Each row of x is first rounded to int16 per chunk of kI16Chunk
+// (`quantize_row_i16`), then every chunk's dot product is exact in int32 and scaled by its fp32 chunk scale: the
+// activations' rounding (≤ 1/65534 of the chunk's largest |x|) is far below the weights' own int8 error, and integer
+// products let one core keep up with memory (tests bound the error exactly; BENCHMARKS.md).
 void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
                         const float* bias, float* y);
+// Activation chunk of the per-row int8 kernel (elements sharing one int16 scale).
+constexpr int64_t kI16Chunk = 128;
+// x [in] -> int16 qx [in] and fp32 scales dx [ceil(in / kI16Chunk)] (the last chunk may be shorter):
+// q = nearbyint(x · 32767 / max|x|) (ties to even); a zero chunk gets scale 0.
+void quantize_row_i16(const float* x, int64_t in, int16_t* qx, float* dx);
 
 // Q8_0 weights (int8 q [out, in], fp16 scale bits d [out, in/32]; in a multiple of 32), as llama.cpp computes them:
 // each row of x is first quantised to Q8_0 too (per block of 32: scale = max|x| / 127, fp32), then every block's dot
