@@ -3,12 +3,21 @@
 // decoding was before issue 13) and "lean" (the lean decode step, core/decode_step.cpp, with the skinny kernels of
 // core/kernels/skinny_matmul.h up to 8 rows and LibTorch's GEMM beyond: what users get). Tokens/s counts generated tokens (all rows); weight GB/s = stored weight bytes × decode
 // steps / decode time (batch-1 decoding reads every weight once per step); % of the measured bandwidth.
+// --rounds N (this VM's bandwidth moves by ±20% within minutes): N rounds, each measuring the bandwidth again and then
+// every configuration, so that every ratio (% of bandwidth, × f32) compares numbers taken seconds apart; a "summary"
+// line per configuration gives the median and range over the rounds.
+// --kernels-alone 1 (random shapes): also times the shape's matrices alone, one x row through every one in turn as a
+// decode step meets them (same kernels, no norms, attention or sampling between them): the gap to the batch-1 decode
+// is what the rest of the step costs.
 // Usage: frozenlm_bench_decode [--shape 100m|1b|tiny|PATH-to-model] [--threads 2] [--tokens 64] [--prompt 16]
 //                              [--batches 1,8,64] [--formats f32,bf16,int8,q8_0] [--reps 3]
-//                              [--modes libtorch,lean]
+//                              [--modes libtorch,lean] [--rounds 1] [--kernels-alone 0|1]
 #include <immintrin.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
+#include <memory>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -16,6 +25,7 @@
 #include <vector>
 
 #include "bench_shapes.h"
+#include "core/frozen_weights.h"
 #include "core/generate.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/loader.h"
@@ -114,9 +124,43 @@ double fma_peak_gflops(int reps) {
 
 }  // namespace
 
+// A decode step's matrices as separate weights (fresh memory each, as a model's): per layer qkv, o, gate+up, down;
+// then the tied head. One pass = one x row through all of them in that order.
+struct StepMatrices {
+  std::vector<FrozenLinear> mats;
+  double gb = 0;
+  int64_t widest = 0;
+  StepMatrices(const ModelConfig& c, WeightFormat fmt) {
+    const int64_t d = c.dim, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+    const std::vector<std::pair<int64_t, int64_t>> layer = {{q + 2 * kv, d}, {d, q}, {2 * c.ffn_dim, d}, {d, c.ffn_dim}};
+    for (int64_t l = 0; l < c.n_layers; ++l)
+      for (auto [out, in] : layer) add(out, in, fmt);
+    add(c.vocab_size, d, fmt);
+  }
+  void add(int64_t out, int64_t in, WeightFormat fmt) {
+    mats.emplace_back(at::randn({out, in}) * 0.02, at::Tensor(), fmt);
+    gb += mats.back().bytes() / 1e9;
+    widest = std::max({widest, out, in});
+  }
+  void pass(const float* x, float* y) const {
+    for (const FrozenLinear& m : mats) m.forward_rows(x, 1, y);
+  }
+};
+
+struct Range {
+  std::vector<double> v;
+  double median() const {
+    std::vector<double> s = v;
+    std::sort(s.begin(), s.end());
+    return s.empty() ? 0 : s.size() % 2 ? s[s.size() / 2] : (s[s.size() / 2 - 1] + s[s.size() / 2]) / 2;
+  }
+  double min() const { return *std::min_element(v.begin(), v.end()); }
+  double max() const { return *std::max_element(v.begin(), v.end()); }
+};
+
 int main(int argc, char** argv) {
   std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8,q8_0", modes = "libtorch,lean";
-  int threads = 2, reps = 3;
+  int threads = 2, reps = 3, rounds = 1, kernels_alone = 0;
   int64_t tokens = 64, prompt = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -128,55 +172,105 @@ int main(int argc, char** argv) {
     else if (k == "--formats") formats = v;
     else if (k == "--reps") reps = std::stoi(v);
     else if (k == "--modes") modes = v;
+    else if (k == "--rounds") rounds = std::max(1, std::stoi(v));
+    else if (k == "--kernels-alone") kernels_alone = std::stoi(v);
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
+  for (const std::string& mode : split(modes))
+    if (mode != "libtorch" && mode != "lean") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
   init_runtime(threads);
-  const double bw = read_bandwidth_gbs(5);
-  std::printf("{\"bench\": \"read_bandwidth\", \"threads\": %d, \"gb_per_s\": %.2f}\n", threads, bw);
   std::printf("{\"bench\": \"fp32_fma_peak\", \"threads\": %d, \"gflop_per_s\": %.1f}\n", threads, fma_peak_gflops(3));
   std::fflush(stdout);
   const bool is_path = shape.find('/') != std::string::npos;
+  std::vector<std::pair<std::string, std::unique_ptr<FrozenLM>>> models;
   for (const std::string& fs : split(formats)) {
     const WeightFormat fmt = parse_weight_format(fs);
-    std::unique_ptr<FrozenLM> lm;
     if (is_path) {
       LoadOptions lo;
       lo.weights = fmt;
-      lm = load_model(shape, lo);
+      models.emplace_back(fs, load_model(shape, lo));
     } else {
-      lm = make_random_model(bench_shape(shape), fmt, 0);
+      models.emplace_back(fs, make_random_model(bench_shape(shape), fmt, 0));
     }
-    const double weight_gb = lm->weight_bytes() / 1e9;
-    for (const std::string& bs : split(batches)) {
-      const int64_t B = std::stoll(bs);
-      std::vector<std::vector<int64_t>> prompts(B);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < prompt; ++t) prompts[b].push_back(1 + (b * 7919 + t * 104729) % (lm->vocab_size() - 1));
-      SamplingParams sp;
-      sp.temperature = 0;
-      sp.max_new_tokens = tokens;
-      for (const std::string& mode : split(modes)) {
-        if (mode != "libtorch" && mode != "lean") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
-        const bool on = mode == "lean";
-        kernels::set_skinny_kernels(on);
-        FrozenLM::set_lean_decode(on);
-        // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
-        SamplingParams one = sp;
-        one.max_new_tokens = 1;
-        const double full = median_seconds(reps, [&] { generate(*lm, prompts, sp); });
-        const double pre = median_seconds(reps, [&] { generate(*lm, prompts, one); });
-        const double decode = std::max(full - pre, 1e-9);
-        const int64_t steps = tokens - 1;
-        const double gbs = weight_gb * steps / decode;
-        std::printf("{\"bench\": \"decode\", \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"batch\": %lld, \"threads\": %d, "
-                    "\"mode\": \"%s\", \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, \"per_row_tokens_per_s\": %.1f, "
-                    "\"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
-                    shape.c_str(), fs.c_str(), weight_gb, (long long)B, threads, mode.c_str(), pre, B * steps / decode,
-                    steps / decode, gbs, 100 * gbs / bw);
-        std::fflush(stdout);
+  }
+  std::vector<std::unique_ptr<StepMatrices>> alone;
+  if (kernels_alone && !is_path)
+    for (const auto& m : models) alone.push_back(std::make_unique<StepMatrices>(bench_shape(shape), parse_weight_format(m.first)));
+  // per "weights batch mode": tokens/s, % of the round's bandwidth, × the same round's f32 (when f32 is measured)
+  std::map<std::string, Range> tps, pct, vs_f32;
+  std::vector<std::string> order;
+  for (int round = 0; round < rounds; ++round) {
+    const double bw = read_bandwidth_gbs(rounds > 1 ? 2 : 5);
+    std::printf("{\"bench\": \"read_bandwidth\", \"round\": %d, \"threads\": %d, \"gb_per_s\": %.2f}\n", round, threads, bw);
+    std::fflush(stdout);
+    std::map<std::string, double> f32_this_round;
+    for (size_t i = 0; i < alone.size(); ++i) {
+      kernels::set_skinny_kernels(true);
+      std::vector<float> x(alone[i]->widest), y(alone[i]->widest);
+      for (size_t j = 0; j < x.size(); ++j) x[j] = float(j % 7) - 3.f;
+      const double secs = median_seconds(5 * reps, [&] { alone[i]->pass(x.data(), y.data()); });
+      const double gbs = alone[i]->gb / secs;
+      std::printf("{\"bench\": \"kernels_alone\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"threads\": %d, "
+                  "\"passes_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
+                  round, shape.c_str(), models[i].first.c_str(), alone[i]->gb, threads, 1 / secs, gbs, 100 * gbs / bw);
+      const std::string key = models[i].first + " 1 kernels-alone";
+      if (round == 0) order.push_back(key);
+      tps[key].v.push_back(1 / secs);
+      pct[key].v.push_back(100 * gbs / bw);
+    }
+    for (auto& [fs, lm] : models) {
+      const double weight_gb = lm->weight_bytes() / 1e9;
+      for (const std::string& bs : split(batches)) {
+        const int64_t B = std::stoll(bs);
+        std::vector<std::vector<int64_t>> prompts(B);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = 0; t < prompt; ++t) prompts[b].push_back(1 + (b * 7919 + t * 104729) % (lm->vocab_size() - 1));
+        SamplingParams sp;
+        sp.temperature = 0;
+        sp.max_new_tokens = tokens;
+        for (const std::string& mode : split(modes)) {
+          const bool on = mode == "lean";
+          kernels::set_skinny_kernels(on);
+          FrozenLM::set_lean_decode(on);
+          // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
+          SamplingParams one = sp;
+          one.max_new_tokens = 1;
+          const double full = median_seconds(reps, [&] { generate(*lm, prompts, sp); });
+          const double pre = median_seconds(reps, [&] { generate(*lm, prompts, one); });
+          const double decode = std::max(full - pre, 1e-9);
+          const int64_t steps = tokens - 1;
+          const double gbs = weight_gb * steps / decode, rate = B * steps / decode;
+          std::printf("{\"bench\": \"decode\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"batch\": %lld, "
+                      "\"threads\": %d, \"mode\": \"%s\", \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, "
+                      "\"per_row_tokens_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
+                      round, shape.c_str(), fs.c_str(), weight_gb, (long long)B, threads, mode.c_str(), pre, rate, steps / decode, gbs,
+                      100 * gbs / bw);
+          std::fflush(stdout);
+          const std::string key = fs + " " + bs + " " + mode;
+          if (round == 0) order.push_back(key);
+          tps[key].v.push_back(rate);
+          pct[key].v.push_back(100 * gbs / bw);
+          if (fs == "f32") f32_this_round[bs + " " + mode] = rate;
+          if (f32_this_round.count(bs + " " + mode)) vs_f32[key].v.push_back(rate / f32_this_round[bs + " " + mode]);
+        }
       }
     }
   }
+  if (rounds > 1)
+    for (const std::string& key : order) {
+      std::istringstream k(key);
+      std::string fs, bs, mode;
+      k >> fs >> bs >> mode;
+      std::printf("{\"bench\": \"summary\", \"rounds\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"batch\": %s, \"threads\": %d, "
+                  "\"mode\": \"%s\", \"decode_tokens_per_s\": {\"median\": %.1f, \"min\": %.1f, \"max\": %.1f}, "
+                  "\"pct_of_bandwidth\": {\"median\": %.1f, \"min\": %.1f, \"max\": %.1f}",
+                  rounds, shape.c_str(), fs.c_str(), bs.c_str(), threads, mode.c_str(), tps[key].median(), tps[key].min(), tps[key].max(),
+                  pct[key].median(), pct[key].min(), pct[key].max());
+      if (vs_f32.count(key))
+        std::printf(", \"x_f32_same_round\": {\"median\": %.2f, \"min\": %.2f, \"max\": %.2f}", vs_f32[key].median(), vs_f32[key].min(),
+                    vs_f32[key].max());
+      std::printf("}\n");
+    }
   kernels::set_skinny_kernels(true);
   FrozenLM::set_lean_decode(true);
   return 0;
