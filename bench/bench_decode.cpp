@@ -12,6 +12,7 @@
 // Usage: frozenlm_bench_decode [--shape 100m|1b|tiny|PATH-to-model] [--threads 2] [--tokens 64] [--prompt 16]
 //                              [--batches 1,8,64] [--formats f32,bf16,int8,q8_0] [--reps 3]
 //                              [--modes libtorch,lean] [--rounds 1] [--kernels-alone 0|1]
+//                              [--skinny-rows 8] (the most rows the skinny kernels take; LibTorch's GEMM beyond)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -160,7 +161,7 @@ struct Range {
 
 int main(int argc, char** argv) {
   std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8,q8_0", modes = "libtorch,lean";
-  int threads = 2, reps = 3, rounds = 1, kernels_alone = 0;
+  int threads = 2, reps = 3, rounds = 1, kernels_alone = 0, skinny_rows = int(kernels::skinny_rows_limit());
   int64_t tokens = 64, prompt = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -174,6 +175,7 @@ int main(int argc, char** argv) {
     else if (k == "--modes") modes = v;
     else if (k == "--rounds") rounds = std::max(1, std::stoi(v));
     else if (k == "--kernels-alone") kernels_alone = std::stoi(v);
+    else if (k == "--skinny-rows") skinny_rows = std::stoi(v);
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   for (const std::string& mode : split(modes))
@@ -230,7 +232,7 @@ int main(int argc, char** argv) {
         sp.max_new_tokens = tokens;
         for (const std::string& mode : split(modes)) {
           const bool on = mode == "lean";
-          kernels::set_skinny_kernels(on);
+          kernels::set_skinny_kernels(on, skinny_rows);
           FrozenLM::set_lean_decode(on);
           // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
           SamplingParams one = sp;

@@ -171,7 +171,11 @@ TEST(SkinnyMatmul, FrozenLinearUsesTheKernelsOnlyForDecodeShapesWithoutGradient)
     EXPECT_LE(worst(xg.grad(), lin.weight_f32().sum(0).expand({1, 3, 40})), 1e-5);
     // More rows than the limit: LibTorch's GEMM (bit-identical to the kernels-off path).
     at::NoGradGuard ng;
-    const at::Tensor big = at::randn({kernels::skinny_rows_limit() + 1, 40}, gen);
+    const int64_t limit = kernels::skinny_rows_limit(f == WeightFormat::Int8);
+    EXPECT_EQ(limit, f == WeightFormat::Int8 ? 16 : 8);
+    const at::Tensor at_limit = at::randn({limit, 40}, gen);
+    EXPECT_FALSE(at::equal(lin.forward(at_limit), at::linear(at_limit, lin.weight_f32(), b))) << "the kernels take " << limit << " rows";
+    const at::Tensor big = at::randn({limit + 1, 40}, gen);
     kernels::set_skinny_kernels(false);
     const at::Tensor ref = lin.forward(big);
     kernels::set_skinny_kernels(true);

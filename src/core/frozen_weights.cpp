@@ -106,7 +106,7 @@ static bool skinny_weight_rows(const at::Tensor& w, int64_t rows) {
   if (!kernels::skinny_kernels_on() || !w.device().is_cpu() || !w.is_contiguous() || w.size(1) == 0) return false;
   const auto wt = w.scalar_type();
   if (wt != at::kFloat && wt != at::kBFloat16 && wt != at::kChar) return false;
-  return rows <= kernels::skinny_rows_limit();
+  return rows <= kernels::skinny_rows_limit(wt == at::kChar);
 }
 
 static bool use_skinny(const at::Tensor& x, const at::Tensor& w) {
