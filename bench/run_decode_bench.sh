@@ -16,12 +16,17 @@ peak() {  # runs "$@" under /usr/bin/time -v; prints its JSON lines and one with
   /usr/bin/time -v -o "$WORK/time.txt" "$@"
   echo "{\"time_v_max_rss_mb\": $(awk '/Maximum resident set size/ {printf "%.0f", $NF / 1024}' "$WORK/time.txt"), \"cmd\": \"$*\"}"
 }
-# 1. decode, 100M shape
-"$BUILD/bench/frozenlm_bench_decode" --shape 100m --threads 2 --tokens 32 --reps 3
+# 1. decode, 100M shape: batch 1 in rounds (this VM's bandwidth moves ±15% within minutes: every ratio compares
+#    numbers of the same round), with the matrices alone beside the whole step; then batch 1…64, before and after
+for t in 2 1; do
+  "$BUILD/bench/frozenlm_bench_decode" --shape 100m --formats f32,bf16,int8,q8_0 --batches 1 --modes lean --threads "$t" \
+    --tokens 64 --reps 3 --rounds "$([ "$t" = 2 ] && echo 5 || echo 3)" --kernels-alone 1
+done
+"$BUILD/bench/frozenlm_bench_decode" --shape 100m --batches 1,8,16,64 --modes libtorch,lean --threads 2 --tokens 32 --reps 3
 # 2. TinyStories-656K
 for t in 1 2; do
-  "$BUILD/bench/frozenlm_bench_decode" --shape "$SHARED/models/tinystories-656k" --formats f32,q8_0 --batches 1,8,64 \
-    --tokens 128 --reps 5 --threads "$t"
+  "$BUILD/bench/frozenlm_bench_decode" --shape "$SHARED/models/tinystories-656k" --formats f32,int8,q8_0 --batches 1,8,64 \
+    --modes lean --tokens 128 --reps 5 --threads "$t" --rounds 3
 done
 # 3. training memory through a 1B-shape checkpoint
 CKPT="$WORK/llama-1b-shape-bf16"

@@ -528,7 +528,8 @@ __attribute__((target("avx2,fma"))) void dot_i16_group(const int16_t* x16, const
     for (int r = 0; r < G; ++r) s[r] = _mm256_setzero_si256();
     int64_t k = 0;
     for (; k + 32 <= len; k += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(q + c0 + k + kPrefetchBytes), _MM_HINT_T0);
+      if ((k & 32) == 0)  // one prefetch per 64-byte line (two per line cost 5–15%: 1B shape 79/71 -> 85/82% of bandwidth)
+        _mm_prefetch(reinterpret_cast<const char*>(q + c0 + k + kPrefetchBytes), _MM_HINT_T0);
       const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k)));
       const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k + 16)));
       for (int r = 0; r < G; ++r) {
