@@ -76,7 +76,7 @@ void add_generate_command(CLI::App& app, Commands& cmds) {
     const auto t_end = std::chrono::steady_clock::now();
     const double prompt_s = std::chrono::duration<double>(t_first - t0).count();
     const double decode_s = std::chrono::duration<double>(t_end - t_first).count();
-    std::cout << stream.flush() << "\n";
+    std::cout << stream.flush() << std::endl;  // flushed before the speed line on stderr (a pipe would reorder them)
     // As llama.cpp reports it: the prompt (prefill, up to the first token) and decoding (every later token) apart.
     std::fprintf(stderr, "[prompt: %zu tokens in %.3f s, %.1f tokens/s | decode: %zu tokens in %.3f s, %.1f tokens/s]\n", ids.size(),
                  prompt_s, ids.size() / std::max(prompt_s, 1e-9), n > 0 ? n - 1 : 0, decode_s, (n > 1 ? n - 1 : 0) / std::max(decode_s, 1e-9));
