@@ -13,11 +13,8 @@ LOG=$(mktemp)
 $F serve --model testbed/model --model-name testbed --modules-dir testbed/modules --port 0 --quiet 2> "$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 1 300); do
-  PORT=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\).*|\1|p' "$LOG" | head -1)
-  [ -n "$PORT" ] && curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+source scripts/serve_port.sh
+PORT=$(serve_port "$LOG" $PID)
 URL=http://127.0.0.1:$PORT
 rss() { awk '/VmRSS/ {print $2}' /proc/$PID/status; }
 node scripts/serve_load_test.js $URL 640 64 testbed,closed_book,reader 120 >/dev/null   # warm-up: allocator caches, code paths

@@ -15,13 +15,8 @@ EXPECTED=${EXPECTED%%$'\n'*}  # the text up to the stop string, as the API retur
 $F serve --model $M --model-name testbed --modules-dir testbed/modules --port 0 --api-key "$KEY" --threads 1 2> "$OUT/serve.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  PORT=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\).*|\1|p' "$OUT/serve.log" | head -1)
-  [ -n "$PORT" ] && curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
-  sleep 0.1
-done
-[ -n "${PORT:-}" ] || { echo "server did not start"; cat "$OUT/serve.log"; exit 1; }
+source scripts/serve_port.sh
+PORT=$(serve_port "$OUT/serve.log" $PID)
 echo "server on port $PORT; generate says: $(printf %q "$EXPECTED")"
 node tests/serve_openai_client.js "http://127.0.0.1:$PORT/v1" "$KEY" closed_book "$PROMPT" "$EXPECTED"
 node tests/serve_playground.js "http://127.0.0.1:$PORT/" "$KEY" "$OUT/playground.png"

@@ -9,14 +9,12 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 M=testbed/model
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-start() {  # LOG -> "PID PORT"
-  $F serve --model $M --modules-dir testbed/modules --port 0 --threads 1 --quiet 2> "$1" &
-  local pid=$! port=""
-  for _ in $(seq 1 300); do
-    port=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\).*|\1|p' "$1" | head -1)
-    [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+source scripts/serve_port.sh
+start() {  # LOG -> "PID PORT"; the server's stdout is not the caller's pipe (it would hold it open: a failed start
+           # would then hang the caller's `read` instead of failing it)
+  $F serve --model $M --modules-dir testbed/modules --port 0 --threads 1 --quiet > /dev/null 2> "$1" &
+  local pid=$! port
+  port=$(serve_port "$1" $pid) || { kill $pid 2>/dev/null; exit 1; }
   echo "$pid $port"
 }
 read -r P1 PORT1 < <(start "$OUT/replica1.log")
