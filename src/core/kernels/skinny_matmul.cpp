@@ -86,7 +86,7 @@ __attribute__((target("avx2,fma"))) void dot_group(const float* x, int64_t in, c
 
 // Batch 1, long rows: one chain of FMAs is bound by the FMA latency (4 cycles on Zen3, two issued per cycle), not by
 // reading the weights — two chains reach 4 weights per cycle, a quarter of the core. Four chains of 8 lanes (32
-// weights per step) keep the FMA units busy (measured, BENCHMARKS.md "One-row kernels with four chains").
+// weights per step) keep the FMA units busy (measured: BENCHMARKS.md "Decode: per-row int8 on integer products", change 3).
 template <typename Row>
 __attribute__((target("avx2,fma"))) float dot_one_row(const float* x, int64_t in, const Row& w) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -155,8 +155,8 @@ const bool kVectorised =
 #endif
 
 // Software prefetch distance ahead of the int8 weights being read: one core streaming int8 rows (a quarter of the
-// bytes per multiply-add of fp32) leaves memory idle without it. Measured on the 100M shape, 2 threads (BENCHMARKS.md
-// "Per-row int8 with int16 activations"): none 225–234, 1 KiB 240–266, 2 KiB 270–292 tokens/s (q8_0 and int8).
+// bytes per multiply-add of fp32) leaves memory idle without it. Measured on the 100M shape, 2 threads
+// (BENCHMARKS.md "Decode: per-row int8 on integer products"): none 225–234, 1 KiB 240–266, 2 KiB 270–292 tokens/s (q8_0 and int8).
 // fp32 rows are not prefetched: the hardware prefetcher keeps up, and 2 / 4 KiB ahead cost 10–20% (74–80 → 61–66).
 constexpr int64_t kPrefetchBytes = 2048;
 
@@ -401,9 +401,13 @@ void quantize_row_q8_0(const float* x, int64_t in, int8_t* qx, float* dx) {
 void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q, const uint16_t* d, int64_t out,
                         const float* bias, float* y) {
   const int64_t nb = in / kQ8Block;
-  std::vector<int8_t> qx(rows * in);
-  std::vector<float> dx(rows * nb);
+  thread_local std::vector<int8_t> qx;  // the calling thread's scratch, reused: no allocation per matmul
+  thread_local std::vector<float> dx;
+  qx.resize(rows * in);
+  dx.resize(rows * nb);
   for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx.data() + r * in, dx.data() + r * nb);
+  const int8_t* xq = qx.data();  // pointers: inside the parallel body `qx` would name the worker thread's own buffer
+  const float* xd = dx.data();
   for_output_rows(out, in, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       const int8_t* qw = q + o * in;
@@ -411,10 +415,9 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
       const float b = bias ? bias[o] : 0.f;
       for (int64_t r = 0; r < rows; ++r) {
 #if defined(__x86_64__)
-        const float s = kQ8Vectorised ? dot_q8_0_avx2(qx.data() + r * in, dx.data() + r * nb, qw, dw, nb)
-                                    : dot_q8_0_scalar(qx.data() + r * in, dx.data() + r * nb, qw, dw, nb);
+        const float s = kQ8Vectorised ? dot_q8_0_avx2(xq + r * in, xd + r * nb, qw, dw, nb) : dot_q8_0_scalar(xq + r * in, xd + r * nb, qw, dw, nb);
 #else
-        const float s = dot_q8_0_scalar(qx.data() + r * in, dx.data() + r * nb, qw, dw, nb);
+        const float s = dot_q8_0_scalar(xq + r * in, xd + r * nb, qw, dw, nb);
 #endif
         y[r * out + o] = s + b;
       }
@@ -450,7 +453,7 @@ void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
 // 52–62% of the bandwidth. Widening int8 weights only to int16 and multiplying them with int16 activations in
 // vpmaddwd does 16 weights in three instructions (31 G weights/s per core in cache). The activations' int16
 // rounding is at most 1/65534 of their chunk's largest value — about 250× smaller than Q8_0's int8 activations, and
-// far below the weights' own int8 error (BENCHMARKS.md "Per-row int8 with int16 activations").
+// far below the weights' own int8 error (BENCHMARKS.md "Decode: per-row int8 on integer products").
 
 namespace frozenlm::kernels {
 
@@ -512,7 +515,6 @@ __attribute__((target("avx2,fma"))) void quantize_row_i16_avx2(const float* x, i
     for (; i < len; ++i) qx[c0 + i] = int16_t(std::nearbyint(x[c0 + i] * id));
   }
 }
-
 
 // acc[r] = Σ_chunks dx[r, c] · Σ_{i in c} x16[r, i] · q[i] for G rows of x against one int8 weight row: the weights
 // are widened once per group, each madd multiplies 16 pairs and adds neighbours into 8 int32 lanes (no overflow: a
@@ -604,12 +606,12 @@ void quantize_row_i16(const float* x, int64_t in, int16_t* qx, float* dx) {
 void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
                         const float* bias, float* y) {
   const int64_t nchunks = (in + kI16Chunk - 1) / kI16Chunk;
-  thread_local std::vector<int16_t> x16;
+  thread_local std::vector<int16_t> x16;  // the calling thread's scratch, reused: no allocation per matmul
   thread_local std::vector<float> dx;
   x16.resize(rows * in);
   dx.resize(rows * nchunks);
   for (int64_t r = 0; r < rows; ++r) quantize_row_i16(x + r * in, in, x16.data() + r * in, dx.data() + r * nchunks);
-  const int16_t* xq = x16.data();
+  const int16_t* xq = x16.data();  // pointers: inside the parallel body `x16` would name the worker's own buffer
   const float* xd = dx.data();
   for_output_rows(out, in, [&](int64_t begin, int64_t end) {
     float acc[kSkinnyMaxRows];

@@ -1,10 +1,11 @@
 // Decode-time matrix products: y = x · Wᵀ (+ b) for a few rows of x (batch-1 … 64 decoding: one new token per
 // sequence), W [out, in] in its storage format. Batch-1 decoding reads every weight once per token, so the limit is
 // memory bandwidth: these kernels read each weight row once for all rows of x (AVX2 + FMA, output rows split across
-// LibTorch's intra-op threads), and int8 / bf16 rows are widened in registers — never into a full fp32 copy, which
-// is what the LibTorch path does (more memory traffic than the fp32 weights themselves).
-// Results equal at::linear up to the order of fp32 additions (tests/test_kernels.cpp). Without AVX2/FMA at run time
-// the same loops run in scalar code.
+// LibTorch's intra-op threads); compact rows are widened in registers — never into a full fp32 copy, which is what
+// the LibTorch path does (more memory traffic than the fp32 weights themselves): bf16 to fp32, int8 to int16 against
+// int16-rounded activations, Q8_0 against Q8_0-rounded activations (integer products: see each function).
+// f32 / bf16 results equal at::linear up to the order of fp32 additions, int8 / Q8_0 within their activations' proven
+// rounding error (tests/test_kernels.cpp). Without AVX2/FMA at run time the same arithmetic runs in scalar code.
 #pragma once
 #include <cstdint>
 
