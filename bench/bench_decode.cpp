@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -163,19 +164,32 @@ int main(int argc, char** argv) {
   std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8,q8_0", modes = "libtorch,lean";
   int threads = 2, reps = 3, rounds = 1, kernels_alone = 0, skinny_rows = int(kernels::skinny_rows_limit());
   int64_t tokens = 64, prompt = 16;
+  if (argc % 2 == 0) { std::fprintf(stderr, "%s: every flag takes a value (see the usage at the top of bench_decode.cpp)\n", argv[0]); return 2; }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
+    const auto number = [&](auto parse) {
+      try {
+        size_t used = 0;
+        const auto n = parse(v, &used);
+        if (used == v.size()) return n;
+      } catch (const std::exception&) {
+      }
+      std::fprintf(stderr, "%s %s: not a number\n", k.c_str(), v.c_str());
+      std::exit(2);
+    };
+    const auto to_int = [](const std::string& t, size_t* u) { return std::stoi(t, u); };
+    const auto to_long = [](const std::string& t, size_t* u) { return std::stoll(t, u); };
     if (k == "--shape") shape = v;
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--tokens") tokens = std::stoll(v);
-    else if (k == "--prompt") prompt = std::stoll(v);
+    else if (k == "--threads") threads = number(to_int);
+    else if (k == "--tokens") tokens = number(to_long);
+    else if (k == "--prompt") prompt = number(to_long);
     else if (k == "--batches") batches = v;
     else if (k == "--formats") formats = v;
-    else if (k == "--reps") reps = std::stoi(v);
+    else if (k == "--reps") reps = number(to_int);
     else if (k == "--modes") modes = v;
-    else if (k == "--rounds") rounds = std::max(1, std::stoi(v));
-    else if (k == "--kernels-alone") kernels_alone = std::stoi(v);
-    else if (k == "--skinny-rows") skinny_rows = std::stoi(v);
+    else if (k == "--rounds") rounds = std::max(1, number(to_int));
+    else if (k == "--kernels-alone") kernels_alone = number(to_int);
+    else if (k == "--skinny-rows") skinny_rows = number(to_int);
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   for (const std::string& mode : split(modes))

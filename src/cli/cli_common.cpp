@@ -32,7 +32,7 @@ void add_model_args(CLI::App* app, ModelArgs& a, bool need_tokenizer) {
     app->add_option("--tokenizer", a.tokenizer, "tokenizer.json, llama2.c tokenizer.bin or a GGUF (default: beside the model, or the GGUF model's own)");
   app->add_option("--weights", a.weights,
                   "in-memory weight storage: auto (f32; a GGUF's Q8_0 stays q8_0) | f32 | bf16 | int8 (per-row scales) | q8_0 (GGUF "
-                  "blocks of 32) (compute is fp32)")->capture_default_str();
+                  "blocks of 32) (compute is fp32; decoding int8 / q8_0 rounds activations to int16 / int8 for integer products)")->capture_default_str();
   app->add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
   app->add_option("--threads", a.threads, "CPU threads (0: OMP_NUM_THREADS if set, else all cores)")->capture_default_str();
 }
