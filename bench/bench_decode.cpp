@@ -13,6 +13,8 @@
 //                              [--batches 1,8,64] [--formats f32,bf16,int8,q8_0] [--reps 3]
 //                              [--modes libtorch,lean] [--rounds 1] [--kernels-alone 0|1]
 //                              [--skinny-rows 8] (the most rows the skinny kernels take; LibTorch's GEMM beyond)
+//                              [--prefetch 1024,2048] (int8 / q8_0: each software prefetch distance in bytes, 0 = none,
+//                              measured in every round; the configurations are named e.g. "int8@1024")
 #include <immintrin.h>
 
 #include <algorithm>
@@ -164,6 +166,7 @@ int main(int argc, char** argv) {
   std::string shape = "100m", batches = "1,8,64", formats = "f32,bf16,int8,q8_0", modes = "libtorch,lean";
   int threads = 2, reps = 3, rounds = 1, kernels_alone = 0, skinny_rows = int(kernels::skinny_rows_limit());
   int64_t tokens = 64, prompt = 16;
+  std::string prefetch;  // empty: the kernels' default distance only
   if (argc % 2 == 0) { std::fprintf(stderr, "%s: every flag takes a value (see the usage at the top of bench_decode.cpp)\n", argv[0]); return 2; }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -190,10 +193,32 @@ int main(int argc, char** argv) {
     else if (k == "--rounds") rounds = std::max(1, number(to_int));
     else if (k == "--kernels-alone") kernels_alone = number(to_int);
     else if (k == "--skinny-rows") skinny_rows = number(to_int);
+    else if (k == "--prefetch") prefetch = v;
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   for (const std::string& mode : split(modes))
     if (mode != "libtorch" && mode != "lean") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
+  const int64_t default_prefetch = kernels::prefetch_bytes();
+  std::vector<int64_t> distances;
+  for (const std::string& d : split(prefetch)) {
+    size_t used = 0;
+    try {
+      distances.push_back(std::stoll(d, &used));
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != d.size() || distances.back() < 0) { std::fprintf(stderr, "--prefetch %s: not a list of byte counts >= 0\n", prefetch.c_str()); return 2; }
+  }
+  // The software prefetch distances a format is measured at, and the configuration's name for each (fp32 and bf16
+  // rows are never prefetched in software: 0).
+  const auto prefetch_runs = [&](const std::string& fs) {
+    std::vector<std::pair<int64_t, std::string>> runs;
+    if (fs != "int8" && fs != "q8_0") runs.emplace_back(0, fs);
+    else if (distances.empty()) runs.emplace_back(default_prefetch, fs);
+    else
+      for (int64_t d : distances) runs.emplace_back(d, fs + "@" + std::to_string(d));
+    return runs;
+  };
   init_runtime(threads);
   std::printf("{\"bench\": \"fp32_fma_peak\", \"threads\": %d, \"gflop_per_s\": %.1f}\n", threads, fma_peak_gflops(3));
   std::fflush(stdout);
@@ -220,20 +245,22 @@ int main(int argc, char** argv) {
     std::printf("{\"bench\": \"read_bandwidth\", \"round\": %d, \"threads\": %d, \"gb_per_s\": %.2f}\n", round, threads, bw);
     std::fflush(stdout);
     std::map<std::string, double> f32_this_round;
-    for (size_t i = 0; i < alone.size(); ++i) {
-      kernels::set_skinny_kernels(true);
-      std::vector<float> x(alone[i]->widest), y(alone[i]->widest);
-      for (size_t j = 0; j < x.size(); ++j) x[j] = float(j % 7) - 3.f;
-      const double secs = median_seconds(5 * reps, [&] { alone[i]->pass(x.data(), y.data()); });
-      const double gbs = alone[i]->gb / secs;
-      std::printf("{\"bench\": \"kernels_alone\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"threads\": %d, "
-                  "\"passes_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
-                  round, shape.c_str(), models[i].first.c_str(), alone[i]->gb, threads, 1 / secs, gbs, 100 * gbs / bw);
-      const std::string key = models[i].first + " 1 kernels-alone";
-      if (round == 0) order.push_back(key);
-      tps[key].v.push_back(1 / secs);
-      pct[key].v.push_back(100 * gbs / bw);
-    }
+    for (size_t i = 0; i < alone.size(); ++i)
+      for (const auto& [pf, name] : prefetch_runs(models[i].first)) {
+        kernels::set_skinny_kernels(true);
+        kernels::set_prefetch_bytes(pf);
+        std::vector<float> x(alone[i]->widest), y(alone[i]->widest);
+        for (size_t j = 0; j < x.size(); ++j) x[j] = float(j % 7) - 3.f;
+        const double secs = median_seconds(5 * reps, [&] { alone[i]->pass(x.data(), y.data()); });
+        const double gbs = alone[i]->gb / secs;
+        std::printf("{\"bench\": \"kernels_alone\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"threads\": %d, "
+                    "\"prefetch_bytes\": %lld, \"passes_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
+                    round, shape.c_str(), name.c_str(), alone[i]->gb, threads, (long long)pf, 1 / secs, gbs, 100 * gbs / bw);
+        const std::string key = name + " 1 kernels-alone";
+        if (round == 0) order.push_back(key);
+        tps[key].v.push_back(1 / secs);
+        pct[key].v.push_back(100 * gbs / bw);
+      }
     for (auto& [fs, lm] : models) {
       const double weight_gb = lm->weight_bytes() / 1e9;
       for (const std::string& bs : split(batches)) {
@@ -244,31 +271,33 @@ int main(int argc, char** argv) {
         SamplingParams sp;
         sp.temperature = 0;
         sp.max_new_tokens = tokens;
-        for (const std::string& mode : split(modes)) {
-          const bool on = mode == "lean";
-          kernels::set_skinny_kernels(on, skinny_rows);
-          FrozenLM::set_lean_decode(on);
-          // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
-          SamplingParams one = sp;
-          one.max_new_tokens = 1;
-          const double full = median_seconds(reps, [&] { generate(*lm, prompts, sp); });
-          const double pre = median_seconds(reps, [&] { generate(*lm, prompts, one); });
-          const double decode = std::max(full - pre, 1e-9);
-          const int64_t steps = tokens - 1;
-          const double gbs = weight_gb * steps / decode, rate = B * steps / decode;
-          std::printf("{\"bench\": \"decode\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"batch\": %lld, "
-                      "\"threads\": %d, \"mode\": \"%s\", \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, "
-                      "\"per_row_tokens_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
-                      round, shape.c_str(), fs.c_str(), weight_gb, (long long)B, threads, mode.c_str(), pre, rate, steps / decode, gbs,
-                      100 * gbs / bw);
-          std::fflush(stdout);
-          const std::string key = fs + " " + bs + " " + mode;
-          if (round == 0) order.push_back(key);
-          tps[key].v.push_back(rate);
-          pct[key].v.push_back(100 * gbs / bw);
-          if (fs == "f32") f32_this_round[bs + " " + mode] = rate;
-          if (f32_this_round.count(bs + " " + mode)) vs_f32[key].v.push_back(rate / f32_this_round[bs + " " + mode]);
-        }
+        for (const std::string& mode : split(modes))
+          for (const auto& [pf, name] : prefetch_runs(fs)) {
+            const bool on = mode == "lean";
+            kernels::set_skinny_kernels(on, skinny_rows);
+            kernels::set_prefetch_bytes(pf);
+            FrozenLM::set_lean_decode(on);
+            // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
+            SamplingParams one = sp;
+            one.max_new_tokens = 1;
+            const double full = median_seconds(reps, [&] { generate(*lm, prompts, sp); });
+            const double pre = median_seconds(reps, [&] { generate(*lm, prompts, one); });
+            const double decode = std::max(full - pre, 1e-9);
+            const int64_t steps = tokens - 1;
+            const double gbs = weight_gb * steps / decode, rate = B * steps / decode;
+            std::printf("{\"bench\": \"decode\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"batch\": %lld, "
+                        "\"threads\": %d, \"mode\": \"%s\", \"prefetch_bytes\": %lld, \"prefill_plus_first_s\": %.4f, \"decode_tokens_per_s\": %.1f, "
+                        "\"per_row_tokens_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
+                        round, shape.c_str(), name.c_str(), weight_gb, (long long)B, threads, mode.c_str(), (long long)pf, pre, rate,
+                        steps / decode, gbs, 100 * gbs / bw);
+            std::fflush(stdout);
+            const std::string key = name + " " + bs + " " + mode;
+            if (round == 0) order.push_back(key);
+            tps[key].v.push_back(rate);
+            pct[key].v.push_back(100 * gbs / bw);
+            if (fs == "f32") f32_this_round[bs + " " + mode] = rate;
+            if (f32_this_round.count(bs + " " + mode)) vs_f32[key].v.push_back(rate / f32_this_round[bs + " " + mode]);
+          }
       }
     }
   }
@@ -288,6 +317,7 @@ int main(int argc, char** argv) {
       std::printf("}\n");
     }
   kernels::set_skinny_kernels(true);
+  kernels::set_prefetch_bytes(default_prefetch);
   FrozenLM::set_lean_decode(true);
   return 0;
 }

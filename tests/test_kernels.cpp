@@ -272,7 +272,7 @@ TEST(Q8_0, ProductIsTheIntegerBlockSumsAndWithinTheActivationError) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
   for (int threads : {1, 2})
     for (int64_t rows : {1, 3, 8, 64})
-      for (int64_t in : {32, 96, 2048})
+      for (int64_t in : {32, 96, 512, 2048})  // ≤ 512 at batch 1: four weight rows at once (7 and 130: 4-row steps, then a tail)
         for (int64_t out : {1, 7, 130}) {
           at::set_num_threads(threads);
           const at::Tensor w = at::randn({out, in}, gen), x = at::randn({rows, in}, gen), b = at::randn({out}, gen);
@@ -293,6 +293,38 @@ TEST(Q8_0, ProductIsTheIntegerBlockSumsAndWithinTheActivationError) {
           const at::Tensor bound = at::matmul(dx.to(at::kDouble).repeat_interleave(32, 1) * 0.5, lin.weight_f32().to(at::kDouble).abs().t());
           ASSERT_TRUE(((y.to(at::kDouble) - exact).abs() <= bound * (1 + 1e-5) + 1e-4).all().item<bool>()) << "rows " << rows << " in " << in;
         }
+  at::set_num_threads(threads_before);
+  kernels::set_weights_per_task(per_task_before);
+}
+
+TEST(SkinnyMatmul, PrefetchDistanceChangesNoProduct) {
+  // The int8 and Q8_0 kernels prefetch the weights ahead of what they read (kernels::set_prefetch_bytes, which
+  // frozenlm_bench_decode --prefetch sweeps): every distance, none included, gives the same bits, at batch 1 (short
+  // and long rows) and batch 3, on 1 and 2 threads.
+  const int threads_before = at::get_num_threads();
+  const int64_t per_task_before = kernels::set_weights_per_task(1);
+  const int64_t prefetch_before = kernels::prefetch_bytes();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  for (int64_t in : {256, 1024})
+    for (WeightFormat fmt : {WeightFormat::Int8, WeightFormat::Q8_0}) {
+      const int64_t out = 70;
+      const FrozenLinear lin(at::randn({out, in}, gen), at::randn({out}, gen), fmt);
+      for (int64_t rows : {1, 3})
+        for (int threads : {1, 2}) {
+          at::set_num_threads(threads);
+          const at::Tensor x = at::randn({rows, in}, gen);
+          at::Tensor first;
+          for (int64_t pf : {0, 64, 2048, 1 << 20}) {
+            kernels::set_prefetch_bytes(pf);
+            ASSERT_EQ(kernels::prefetch_bytes(), pf);
+            at::Tensor y = at::empty({rows, out});
+            lin.forward_rows(x.data_ptr<float>(), rows, y.data_ptr<float>());
+            if (!first.defined()) first = y;
+            ASSERT_TRUE(at::equal(y, first)) << "prefetch " << pf << " in " << in << " rows " << rows << " threads " << threads;
+          }
+        }
+    }
+  kernels::set_prefetch_bytes(prefetch_before);
   at::set_num_threads(threads_before);
   kernels::set_weights_per_task(per_task_before);
 }

@@ -154,11 +154,17 @@ const bool kVectorised =
     false;
 #endif
 
-// Software prefetch distance ahead of the int8 weights being read: one core streaming int8 rows (a quarter of the
-// bytes per multiply-add of fp32) leaves memory idle without it. Measured on the 100M shape, 2 threads
+// Software prefetch distance ahead of the int8 / Q8_0 weights being read: one core streaming int8 rows (a quarter of
+// the bytes per multiply-add of fp32) leaves memory idle without it. Measured on the 100M shape, 2 threads
 // (BENCHMARKS.md "Decode: per-row int8 on integer products"): none 225–234, 1 KiB 240–266, 2 KiB 270–292 tokens/s (q8_0 and int8).
 // fp32 rows are not prefetched: the hardware prefetcher keeps up, and 2 / 4 KiB ahead cost 10–20% (74–80 → 61–66).
-constexpr int64_t kPrefetchBytes = 2048;
+// Measured again in one process (frozenlm_bench_decode --prefetch, every distance in every round; BENCHMARKS.md
+// "Decode: prefetch distance in one process, Q8_0 four rows at once"): inside the model no distance from 768 B to
+// 4 KiB beats 2 KiB by more than the rounds' spread. FROZENLM_PREFETCH_BYTES / set_prefetch_bytes change it (0: none).
+std::atomic<int64_t> g_prefetch_bytes{[] {
+  const char* v = std::getenv("FROZENLM_PREFETCH_BYTES");
+  return v && std::atoll(v) >= 0 ? int64_t(std::atoll(v)) : int64_t(2048);
+}()};
 
 // Weights one thread takes at least before a matmul is split across threads: below it, the fork/join of a parallel
 // region costs more than the arithmetic it shares (FROZENLM_WEIGHTS_PER_TASK overrides it, for measuring). Measured
@@ -354,11 +360,11 @@ __attribute__((target("avx2,fma"))) inline __m256 q8_block_dot(const int8_t* qx,
 }
 
 __attribute__((target("avx2,fma,f16c"))) float dot_q8_0_avx2(const int8_t* qx, const float* dx, const int8_t* qw, const uint16_t* dw,
-                                                         int64_t nblocks) {
+                                                         int64_t nblocks, int64_t pf) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t b = 0;
   for (; b + 2 <= nblocks; b += 2) {
-    _mm_prefetch(reinterpret_cast<const char*>(qw + b * kQ8Block + kPrefetchBytes), _MM_HINT_T0);
+    if (pf) _mm_prefetch(reinterpret_cast<const char*>(qw + b * kQ8Block + pf), _MM_HINT_T0);
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * _cvtsh_ss(dw[b])), q8_block_dot(qx + b * kQ8Block, qw + b * kQ8Block), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b + 1] * _cvtsh_ss(dw[b + 1])),
                            q8_block_dot(qx + (b + 1) * kQ8Block, qw + (b + 1) * kQ8Block), acc1);
@@ -366,6 +372,25 @@ __attribute__((target("avx2,fma,f16c"))) float dot_q8_0_avx2(const int8_t* qx, c
   if (b < nblocks)
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * _cvtsh_ss(dw[b])), q8_block_dot(qx + b * kQ8Block, qw + b * kQ8Block), acc0);
   return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+// Batch 1, short rows: four weight rows against the one x row at once (each x block loaded once for the four, the
+// four sums reduced together), as dot4_one_row does for fp32 — for small matrices the per-row reduction dominates.
+__attribute__((target("avx2,fma,f16c"))) void dot4_q8_0_one_row(const int8_t* qx, const float* dx, const int8_t* qw, const uint16_t* dw,
+                                                              int64_t in, int64_t nblocks, float* out4) {
+  __m256 a[4];
+  for (auto& v : a) v = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * kQ8Block));
+    for (int j = 0; j < 4; ++j) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qw + j * in + b * kQ8Block));
+      const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+      a[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx[b] * _cvtsh_ss(dw[j * nblocks + b])),
+                             _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1))), a[j]);
+    }
+  }
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  _mm_storeu_ps(out4, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
 __attribute__((target("avx2,fma"))) float dot_f32_avx2(const float* a, const float* b, int64_t n) {
@@ -408,14 +433,23 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
   for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx.data() + r * in, dx.data() + r * nb);
   const int8_t* xq = qx.data();  // pointers: inside the parallel body `qx` would name the worker thread's own buffer
   const float* xd = dx.data();
+  const int64_t pf = g_prefetch_bytes.load();
   for_output_rows(out, in, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o) {
+    int64_t o = begin;
+#if defined(__x86_64__)
+    if (kQ8Vectorised && rows == 1 && in <= 512)  // as int8 and fp32: four rows at once win on short rows only
+      for (float acc[4]; o + 4 <= end; o += 4) {
+        dot4_q8_0_one_row(xq, xd, q + o * in, d + o * nb, in, nb, acc);
+        for (int k = 0; k < 4; ++k) y[o + k] = acc[k] + (bias ? bias[o + k] : 0.f);
+      }
+#endif
+    for (; o < end; ++o) {
       const int8_t* qw = q + o * in;
       const uint16_t* dw = d + o * nb;
       const float b = bias ? bias[o] : 0.f;
       for (int64_t r = 0; r < rows; ++r) {
 #if defined(__x86_64__)
-        const float s = kQ8Vectorised ? dot_q8_0_avx2(xq + r * in, xd + r * nb, qw, dw, nb) : dot_q8_0_scalar(xq + r * in, xd + r * nb, qw, dw, nb);
+        const float s = kQ8Vectorised ? dot_q8_0_avx2(xq + r * in, xd + r * nb, qw, dw, nb, pf) : dot_q8_0_scalar(xq + r * in, xd + r * nb, qw, dw, nb);
 #else
         const float s = dot_q8_0_scalar(xq + r * in, xd + r * nb, qw, dw, nb);
 #endif
@@ -426,6 +460,8 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
 }
 
 int64_t set_weights_per_task(int64_t n) { return g_weights_per_task.exchange(std::max<int64_t>(1, n)); }
+int64_t set_prefetch_bytes(int64_t n) { return g_prefetch_bytes.exchange(std::max<int64_t>(0, n)); }
+int64_t prefetch_bytes() { return g_prefetch_bytes.load(); }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
 #if defined(__x86_64__)
@@ -521,7 +557,7 @@ __attribute__((target("avx2,fma"))) void quantize_row_i16_avx2(const float* x, i
 // chunk's lane adds 16 products of |x16| ≤ 32767 and |q| ≤ 128).
 template <int G>
 __attribute__((target("avx2,fma"))) void dot_i16_group(const int16_t* x16, const float* dx, int64_t in, int64_t nchunks, const int8_t* q,
-                                                       float* acc) {
+                                                       int64_t pf, float* acc) {
   __m256 a[G];
   for (int r = 0; r < G; ++r) a[r] = _mm256_setzero_ps();
   for (int64_t c = 0; c < nchunks; ++c) {
@@ -530,8 +566,8 @@ __attribute__((target("avx2,fma"))) void dot_i16_group(const int16_t* x16, const
     for (int r = 0; r < G; ++r) s[r] = _mm256_setzero_si256();
     int64_t k = 0;
     for (; k + 32 <= len; k += 32) {
-      if ((k & 32) == 0)  // one prefetch per 64-byte line (two per line cost 5–15%: 1B shape 79/71 -> 85/82% of bandwidth)
-        _mm_prefetch(reinterpret_cast<const char*>(q + c0 + k + kPrefetchBytes), _MM_HINT_T0);
+      if (pf && (k & 32) == 0)  // one prefetch per 64-byte line (two per line cost 5–15%: 1B shape 79/71 -> 85/82% of bandwidth)
+        _mm_prefetch(reinterpret_cast<const char*>(q + c0 + k + pf), _MM_HINT_T0);
       const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k)));
       const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k + 16)));
       for (int r = 0; r < G; ++r) {
@@ -582,13 +618,13 @@ __attribute__((target("avx2,fma"))) void dot4_i16_one_row(const int16_t* x16, co
 }
 
 __attribute__((target("avx2,fma"))) void dot_i16_rows_avx2(const int16_t* x16, const float* dx, int64_t rows, int64_t in, int64_t nchunks,
-                                                           const int8_t* q, float* acc) {
+                                                           const int8_t* q, int64_t pf, float* acc) {
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) dot_i16_group<4>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r);
+  for (; r + 4 <= rows; r += 4) dot_i16_group<4>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r);
   switch (rows - r) {
-    case 3: dot_i16_group<3>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r); break;
-    case 2: dot_i16_group<2>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r); break;
-    case 1: dot_i16_group<1>(x16 + r * in, dx + r * nchunks, in, nchunks, q, acc + r); break;
+    case 3: dot_i16_group<3>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r); break;
+    case 2: dot_i16_group<2>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r); break;
+    case 1: dot_i16_group<1>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r); break;
     default: break;
   }
 }
@@ -613,6 +649,7 @@ void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* 
   for (int64_t r = 0; r < rows; ++r) quantize_row_i16(x + r * in, in, x16.data() + r * in, dx.data() + r * nchunks);
   const int16_t* xq = x16.data();  // pointers: inside the parallel body `x16` would name the worker's own buffer
   const float* xd = dx.data();
+  const int64_t pf = g_prefetch_bytes.load();
   for_output_rows(out, in, [&](int64_t begin, int64_t end) {
     float acc[kSkinnyMaxRows];
     int64_t o = begin;
@@ -627,7 +664,7 @@ void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* 
       for (int64_t r0 = 0; r0 < rows; r0 += kSkinnyMaxRows) {
         const int64_t n = std::min<int64_t>(kSkinnyMaxRows, rows - r0);
 #if defined(__x86_64__)
-        if (kVectorised) dot_i16_rows_avx2(xq + r0 * in, xd + r0 * nchunks, n, in, nchunks, q + o * in, acc);
+        if (kVectorised) dot_i16_rows_avx2(xq + r0 * in, xd + r0 * nchunks, n, in, nchunks, q + o * in, pf, acc);
         else
 #endif
           dot_i16_rows_scalar(xq + r0 * in, xd + r0 * nchunks, n, in, nchunks, q + o * in, acc);

@@ -53,6 +53,11 @@ void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 // FROZENLM_WEIGHTS_PER_TASK); returns the previous value. Tests set 1 to split even tiny shapes.
 int64_t set_weights_per_task(int64_t n);
 
+// How far ahead (bytes) the int8 and Q8_0 kernels prefetch the weight row they read (default 2048, or
+// FROZENLM_PREFETCH_BYTES; 0: no software prefetch); set_ returns the previous value.
+int64_t set_prefetch_bytes(int64_t n);
+int64_t prefetch_bytes();
+
 // Whether the vector (AVX2 + FMA) code runs on this CPU.
 bool skinny_matmul_vectorised();
 
