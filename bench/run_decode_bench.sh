@@ -23,6 +23,12 @@ for t in 2 1; do
     --tokens 64 --reps 3 --rounds "$([ "$t" = 2 ] && echo 5 || echo 3)" --kernels-alone 1
 done
 "$BUILD/bench/frozenlm_bench_decode" --shape 100m --batches 1,8,16,64 --modes libtorch,lean --threads 2 --tokens 32 --reps 3
+# the int8 / q8_0 software prefetch distance, every distance in every round (one process: across processes this VM's
+# bandwidth moves more than the distances differ)
+"$BUILD/bench/frozenlm_bench_decode" --shape 100m --formats int8,q8_0 --batches 1 --modes lean --threads 2 --tokens 64 --reps 3 \
+  --rounds 3 --prefetch 1024,2048,3072,4096
+"$BUILD/bench/frozenlm_bench_decode" --shape 1b --formats int8,q8_0 --batches 1 --modes lean --threads 2 --tokens 32 --reps 2 \
+  --rounds 3 --prefetch 768,1024,1536,2048
 # 2. TinyStories-656K
 for t in 1 2; do
   "$BUILD/bench/frozenlm_bench_decode" --shape "$SHARED/models/tinystories-656k" --formats f32,int8,q8_0 --batches 1,8,64 \
