@@ -15,6 +15,8 @@
 //                              [--skinny-rows 8] (the most rows the skinny kernels take; LibTorch's GEMM beyond)
 //                              [--prefetch 1024,2048] (int8 / q8_0: each software prefetch distance in bytes, 0 = none,
 //                              measured in every round; the configurations are named e.g. "int8@1024")
+//                              [--huge-pages 0,1] (each format's model built with its large weights on 4 KiB pages
+//                              and on huge pages, core/weight_memory.h: "int8:4k", "int8:2m"; default: as configured)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -34,6 +36,7 @@
 #include "core/kernels/skinny_matmul.h"
 #include "core/loader.h"
 #include "core/runtime.h"
+#include "core/weight_memory.h"
 #include "core/torch_pch.h"
 
 using namespace frozenlm;
@@ -167,6 +170,7 @@ int main(int argc, char** argv) {
   int threads = 2, reps = 3, rounds = 1, kernels_alone = 0, skinny_rows = int(kernels::skinny_rows_limit());
   int64_t tokens = 64, prompt = 16;
   std::string prefetch;  // empty: the kernels' default distance only
+  std::string huge_pages;  // empty: the default weight memory only
   if (argc % 2 == 0) { std::fprintf(stderr, "%s: every flag takes a value (see the usage at the top of bench_decode.cpp)\n", argv[0]); return 2; }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -194,6 +198,7 @@ int main(int argc, char** argv) {
     else if (k == "--kernels-alone") kernels_alone = number(to_int);
     else if (k == "--skinny-rows") skinny_rows = number(to_int);
     else if (k == "--prefetch") prefetch = v;
+    else if (k == "--huge-pages") huge_pages = v;
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   for (const std::string& mode : split(modes))
@@ -211,32 +216,52 @@ int main(int argc, char** argv) {
   }
   // The software prefetch distances a format is measured at, and the configuration's name for each (fp32 and bf16
   // rows are never prefetched in software: 0).
-  const auto prefetch_runs = [&](const std::string& fs) {
+  const auto prefetch_runs = [&](const std::string& fs, const std::string& label) {
     std::vector<std::pair<int64_t, std::string>> runs;
-    if (fs != "int8" && fs != "q8_0") runs.emplace_back(0, fs);
-    else if (distances.empty()) runs.emplace_back(default_prefetch, fs);
+    if (fs != "int8" && fs != "q8_0") runs.emplace_back(0, label);
+    else if (distances.empty()) runs.emplace_back(default_prefetch, label);
     else
-      for (int64_t d : distances) runs.emplace_back(d, fs + "@" + std::to_string(d));
+      for (int64_t d : distances) runs.emplace_back(d, label + "@" + std::to_string(d));
     return runs;
   };
+  const bool default_huge = huge_page_weights();
+  std::vector<std::pair<bool, std::string>> pages;  // (huge pages on, the name's suffix)
+  for (const std::string& h : split(huge_pages)) {
+    if (h != "0" && h != "1") { std::fprintf(stderr, "--huge-pages %s: a list of 0 and 1\n", huge_pages.c_str()); return 2; }
+    pages.emplace_back(h == "1", h == "1" ? ":2m" : ":4k");
+  }
+  if (pages.empty()) pages.emplace_back(default_huge, "");
   init_runtime(threads);
   std::printf("{\"bench\": \"fp32_fma_peak\", \"threads\": %d, \"gflop_per_s\": %.1f}\n", threads, fma_peak_gflops(3));
   std::fflush(stdout);
   const bool is_path = shape.find('/') != std::string::npos;
-  std::vector<std::pair<std::string, std::unique_ptr<FrozenLM>>> models;
-  for (const std::string& fs : split(formats)) {
-    const WeightFormat fmt = parse_weight_format(fs);
-    if (is_path) {
-      LoadOptions lo;
-      lo.weights = fmt;
-      models.emplace_back(fs, load_model(shape, lo));
-    } else {
-      models.emplace_back(fs, make_random_model(bench_shape(shape), fmt, 0));
+  struct Model {
+    std::string fs, label;  // the format; its name in the output (with the weight memory's suffix when swept)
+    bool huge;              // large weights on huge pages
+    std::unique_ptr<FrozenLM> lm;
+    std::unique_ptr<StepMatrices> alone;
+  };
+  std::vector<Model> models;
+  for (const std::string& fs : split(formats))
+    for (const auto& [huge, suffix] : pages) {
+      const WeightFormat fmt = parse_weight_format(fs);
+      set_huge_page_weights(huge);
+      Model m{fs, fs + suffix, huge, nullptr, nullptr};
+      if (is_path) {
+        LoadOptions lo;
+        lo.weights = fmt;
+        m.lm = load_model(shape, lo);
+      } else {
+        m.lm = make_random_model(bench_shape(shape), fmt, 0);
+      }
+      models.push_back(std::move(m));
     }
-  }
-  std::vector<std::unique_ptr<StepMatrices>> alone;
   if (kernels_alone && !is_path)
-    for (const auto& m : models) alone.push_back(std::make_unique<StepMatrices>(bench_shape(shape), parse_weight_format(m.first)));
+    for (auto& m : models) {
+      set_huge_page_weights(m.huge);
+      m.alone = std::make_unique<StepMatrices>(bench_shape(shape), parse_weight_format(m.fs));
+    }
+  set_huge_page_weights(default_huge);
   // per "weights batch mode": tokens/s, % of the round's bandwidth, × the same round's f32 (when f32 is measured)
   std::map<std::string, Range> tps, pct, vs_f32;
   std::vector<std::string> order;
@@ -245,23 +270,26 @@ int main(int argc, char** argv) {
     std::printf("{\"bench\": \"read_bandwidth\", \"round\": %d, \"threads\": %d, \"gb_per_s\": %.2f}\n", round, threads, bw);
     std::fflush(stdout);
     std::map<std::string, double> f32_this_round;
-    for (size_t i = 0; i < alone.size(); ++i)
-      for (const auto& [pf, name] : prefetch_runs(models[i].first)) {
+    for (const Model& m : models)
+      for (const auto& [pf, name] : m.alone ? prefetch_runs(m.fs, m.label) : std::vector<std::pair<int64_t, std::string>>{}) {
         kernels::set_skinny_kernels(true);
         kernels::set_prefetch_bytes(pf);
-        std::vector<float> x(alone[i]->widest), y(alone[i]->widest);
+        std::vector<float> x(m.alone->widest), y(m.alone->widest);
         for (size_t j = 0; j < x.size(); ++j) x[j] = float(j % 7) - 3.f;
-        const double secs = median_seconds(5 * reps, [&] { alone[i]->pass(x.data(), y.data()); });
-        const double gbs = alone[i]->gb / secs;
+        const double secs = median_seconds(5 * reps, [&] { m.alone->pass(x.data(), y.data()); });
+        const double gbs = m.alone->gb / secs;
         std::printf("{\"bench\": \"kernels_alone\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, \"threads\": %d, "
                     "\"prefetch_bytes\": %lld, \"passes_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
-                    round, shape.c_str(), name.c_str(), alone[i]->gb, threads, (long long)pf, 1 / secs, gbs, 100 * gbs / bw);
+                    round, shape.c_str(), name.c_str(), m.alone->gb, threads, (long long)pf, 1 / secs, gbs, 100 * gbs / bw);
         const std::string key = name + " 1 kernels-alone";
         if (round == 0) order.push_back(key);
         tps[key].v.push_back(1 / secs);
         pct[key].v.push_back(100 * gbs / bw);
       }
-    for (auto& [fs, lm] : models) {
+    for (const Model& m : models) {
+      const std::string& fs = m.fs;
+      const FrozenLM* lm = m.lm.get();
+      const std::string pages_suffix = m.label.substr(fs.size());  // f32 ratios compare the same weight memory
       const double weight_gb = lm->weight_bytes() / 1e9;
       for (const std::string& bs : split(batches)) {
         const int64_t B = std::stoll(bs);
@@ -272,7 +300,7 @@ int main(int argc, char** argv) {
         sp.temperature = 0;
         sp.max_new_tokens = tokens;
         for (const std::string& mode : split(modes))
-          for (const auto& [pf, name] : prefetch_runs(fs)) {
+          for (const auto& [pf, name] : prefetch_runs(fs, m.label)) {
             const bool on = mode == "lean";
             kernels::set_skinny_kernels(on, skinny_rows);
             kernels::set_prefetch_bytes(pf);
@@ -295,8 +323,9 @@ int main(int argc, char** argv) {
             if (round == 0) order.push_back(key);
             tps[key].v.push_back(rate);
             pct[key].v.push_back(100 * gbs / bw);
-            if (fs == "f32") f32_this_round[bs + " " + mode] = rate;
-            if (f32_this_round.count(bs + " " + mode)) vs_f32[key].v.push_back(rate / f32_this_round[bs + " " + mode]);
+            const std::string same = bs + " " + mode + pages_suffix;
+            if (fs == "f32") f32_this_round[same] = rate;
+            if (f32_this_round.count(same)) vs_f32[key].v.push_back(rate / f32_this_round[same]);
           }
       }
     }

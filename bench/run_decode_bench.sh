@@ -29,6 +29,13 @@ done
   --rounds 3 --prefetch 1024,2048,3072,4096
 "$BUILD/bench/frozenlm_bench_decode" --shape 1b --formats int8,q8_0 --batches 1 --modes lean --threads 2 --tokens 32 --reps 2 \
   --rounds 3 --prefetch 768,1024,1536,2048
+# weights on huge pages against 4 KiB pages, both models in one process, each allocated first in turn
+for order in 0,1 1,0; do
+  "$BUILD/bench/frozenlm_bench_decode" --shape 100m --formats f32,int8,q8_0 --batches 1 --modes lean --threads 2 --tokens 64 \
+    --reps 3 --rounds 3 --huge-pages "$order"
+done
+"$BUILD/bench/frozenlm_bench_decode" --shape 1b --formats f32,int8,q8_0 --batches 1 --modes lean --threads 2 --tokens 16 --reps 2 \
+  --rounds 2 --huge-pages 1,0
 # 2. TinyStories-656K
 for t in 1 2; do
   "$BUILD/bench/frozenlm_bench_decode" --shape "$SHARED/models/tinystories-656k" --formats f32,int8,q8_0 --batches 1,8,64 \

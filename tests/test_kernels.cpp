@@ -8,10 +8,13 @@
 #include <ATen/Parallel.h>
 
 #include "core/frozen_weights.h"
+#include "core/weight_memory.h"
 #include "core/runtime.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/torch_pch.h"
 #include "test_util.h"
+
+#include <fstream>
 
 namespace frozenlm::test {
 
@@ -295,6 +298,40 @@ TEST(Q8_0, ProductIsTheIntegerBlockSumsAndWithinTheActivationError) {
         }
   at::set_num_threads(threads_before);
   kernels::set_weights_per_task(per_task_before);
+}
+
+TEST(WeightMemory, LargeWeightsAreOnHugePagesAndDecodeTheSameBits) {
+  // Every storage format of a 6 MiB-or-more matrix: with huge-page weights on, the stored matrix is 2 MiB-aligned and
+  // (where the kernel's THP mode lets madvise work, as Debian's default "madvise") backed by huge pages; the decode
+  // and LibTorch paths give the same bits as with it off. Small matrices stay in ordinary memory.
+  const bool before = set_huge_page_weights(true);
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(thp, mode);
+  const bool thp_can = mode.find("[madvise]") != std::string::npos || mode.find("[always]") != std::string::npos;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
+  const at::Tensor w = at::randn({1536, 1024}, gen), b = at::randn({1536}, gen), x = at::randn({3, 1024}, gen);
+  for (WeightFormat fmt : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Q8_0}) {
+    const at::Tensor wide = fmt == WeightFormat::F32 ? w : at::cat({w, w, w, w}).contiguous();  // ≥ 4 MiB in 1-byte formats too
+    const at::Tensor bias = fmt == WeightFormat::F32 ? b : at::cat({b, b, b, b});
+    const FrozenLinear on(wide, bias, fmt);
+    set_huge_page_weights(false);
+    const FrozenLinear off(wide, bias, fmt);
+    set_huge_page_weights(true);
+    ASSERT_GE(int64_t(on.raw_weight().nbytes()), kHugePageMinBytes) << weight_format_name(fmt);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(on.raw_weight().data_ptr()) % (2 << 20), 0u) << weight_format_name(fmt);
+    EXPECT_TRUE(at::equal(on.raw_weight(), off.raw_weight())) << weight_format_name(fmt);
+    if (thp_can) EXPECT_GT(huge_page_bytes(on.raw_weight()), 0) << weight_format_name(fmt) << " (THP: " << mode << ")";
+    at::NoGradGuard ng;
+    EXPECT_TRUE(at::equal(on.forward(x), off.forward(x))) << weight_format_name(fmt);
+    kernels::set_skinny_kernels(false);
+    EXPECT_TRUE(at::equal(on.forward(x), off.forward(x))) << weight_format_name(fmt);
+    kernels::set_skinny_kernels(true);
+  }
+  const FrozenLinear small(at::randn({64, 64}, gen), at::Tensor(), WeightFormat::F32);
+  EXPECT_LT(int64_t(small.raw_weight().nbytes()), kHugePageMinBytes);
+  EXPECT_GE(huge_page_bytes(small.raw_weight()), 0);  // /proc/self/smaps read and the mapping found
+  set_huge_page_weights(before);
 }
 
 TEST(SkinnyMatmul, PrefetchDistanceChangesNoProduct) {

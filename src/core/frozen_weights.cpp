@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/kernels/skinny_matmul.h"
+#include "core/weight_memory.h"
 #include "core/torch_pch.h"
 
 namespace frozenlm {
@@ -28,7 +29,7 @@ const char* weight_format_name(WeightFormat f) {
 // q = roundf(w / d) (ties away from zero), computed with the fp32 d.
 static void quantize_q8_0(const at::Tensor& wf, at::Tensor& q, at::Tensor& d) {
   const int64_t out = wf.size(0), in = wf.size(1), nb = in / kernels::kQ8Block;
-  q = at::empty({out, in}, at::kChar);
+  q = empty_weight({out, in}, at::kChar);
   d = at::empty({out, nb}, at::kHalf);
   const float* w = wf.data_ptr<float>();
   int8_t* qp = q.data_ptr<int8_t>();
@@ -50,13 +51,14 @@ FrozenLinear::FrozenLinear(const at::Tensor& w, const at::Tensor& bias, WeightFo
   TORCH_CHECK(w.dim() == 2, "FrozenLinear: weight must be 2-D");
   at::Tensor wf = w.detach().to(at::kFloat).contiguous();
   if (fmt_ == WeightFormat::Q8_0 && wf.size(1) % kernels::kQ8Block != 0) fmt_ = WeightFormat::Int8;
+  // The stored matrix goes straight into weight memory (huge pages for large ones: core/weight_memory.h).
   switch (fmt_) {
-    case WeightFormat::F32: w_ = wf; break;
-    case WeightFormat::BF16: w_ = wf.to(at::kBFloat16); break;
+    case WeightFormat::F32: w_ = to_weight_memory(wf); break;
+    case WeightFormat::BF16: w_ = empty_weight(wf.sizes().vec(), at::kBFloat16).copy_(wf); break;
     case WeightFormat::Int8: {
       // Symmetric per-output-row quantisation: w ≈ q · s, q ∈ [-127, 127].
       at::Tensor s = wf.abs().amax(1).clamp_min(1e-12) / 127.0;
-      w_ = (wf / s.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar);
+      w_ = empty_weight(wf.sizes().vec(), at::kChar).copy_((wf / s.unsqueeze(1)).round().clamp(-127, 127));
       scale_ = s;
       break;
     }
@@ -71,7 +73,7 @@ FrozenLinear FrozenLinear::from_q8_0(const at::Tensor& q, const at::Tensor& d, c
               "from_q8_0: d must be fp16 [out, in/32]");
   FrozenLinear l;
   l.fmt_ = WeightFormat::Q8_0;
-  l.w_ = q.contiguous();
+  l.w_ = to_weight_memory(q.contiguous());
   l.scale_ = d.contiguous();
   if (bias.defined()) l.bias_ = bias.detach().to(at::kFloat).contiguous();
   return l;
