@@ -322,6 +322,8 @@ TEST(WeightMemory, LargeWeightsAreOnHugePagesAndDecodeTheSameBits) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(on.raw_weight().data_ptr()) % (2 << 20), 0u) << weight_format_name(fmt);
     EXPECT_TRUE(at::equal(on.raw_weight(), off.raw_weight())) << weight_format_name(fmt);
     if (thp_can) EXPECT_GT(huge_page_bytes(on.raw_weight()), 0) << weight_format_name(fmt) << " (THP: " << mode << ")";
+    // already in weight memory: not copied again (GGUF's Q8_0 matrices are joined straight into it)
+    EXPECT_EQ(to_weight_memory(on.raw_weight()).data_ptr(), on.raw_weight().data_ptr()) << weight_format_name(fmt);
     at::NoGradGuard ng;
     EXPECT_TRUE(at::equal(on.forward(x), off.forward(x))) << weight_format_name(fmt);
     kernels::set_skinny_kernels(false);

@@ -8,6 +8,7 @@
 #include "core/rope_layout.h"
 #include "core/torch_pch.h"
 #include "core/transformer.h"
+#include "core/weight_memory.h"
 #include "tokenizer/gguf_vocab.h"
 
 namespace frozenlm {
@@ -81,8 +82,11 @@ FrozenLinear make_linear(std::vector<Stored> parts, const at::Tensor& bias, Weig
   for (const auto& p : parts) all_q8 = all_q8 && p.is_q8_0();
   if (all_q8 && (fmt == WeightFormat::Q8_0 || keep_q8_0)) {
     std::vector<at::Tensor> qs, ds;
-    for (const auto& p : parts) { qs.push_back(p.q); ds.push_back(p.d); }
-    return FrozenLinear::from_q8_0(at::cat(qs), at::cat(ds), bias);
+    int64_t rows = 0;
+    for (const auto& p : parts) { qs.push_back(p.q); ds.push_back(p.d); rows += p.q.size(0); }
+    at::Tensor q = empty_weight({rows, qs[0].size(1)}, at::kChar);  // joined straight into weight memory: one copy
+    at::cat_out(q, qs, 0);
+    return FrozenLinear::from_q8_0(q, at::cat(ds), bias);
   }
   std::vector<at::Tensor> ws;
   for (const auto& p : parts) ws.push_back(p.to_f32());

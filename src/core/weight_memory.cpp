@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -19,8 +20,16 @@ constexpr size_t kHugePage = size_t(2) << 20;
 
 std::atomic<bool> g_huge_pages{[] {
   const char* v = std::getenv("FROZENLM_HUGE_PAGES");
-  return !(v && std::string(v) == "0");
+  if (!v) return true;
+  const std::string s(v);
+  if (s == "0" || s == "off" || s == "false" || s == "no") return false;
+  if (!(s == "1" || s == "on" || s == "true" || s == "yes"))
+    std::fprintf(stderr, "frozenlm: FROZENLM_HUGE_PAGES=%s is not 0/1 (off/on); keeping huge pages on\n", v);
+  return true;
 }()};
+
+// The deleter of every tensor empty_weight placed on huge pages: it also tells them apart (to_weight_memory).
+void free_weight(void* p) { std::free(p); }
 
 }  // namespace
 
@@ -39,11 +48,13 @@ at::Tensor empty_weight(const std::vector<int64_t>& sizes, at::ScalarType dtype)
   if (posix_memalign(&p, kHugePage, rounded) != 0)
     throw Error("weights: cannot allocate " + std::to_string(rounded >> 20) + " MiB for a weight tensor");
   madvise(p, rounded, MADV_HUGEPAGE);  // advice only: where THP is off, plain pages (no error)
-  return at::from_blob(p, sizes, [](void* q) { std::free(q); }, opts);
+  // The pointer is its own context, so the storage's deleter is free_weight itself (to_weight_memory checks it).
+  return at::for_blob(p, sizes).options(opts).context(p, free_weight).make_tensor();
 }
 
 at::Tensor to_weight_memory(const at::Tensor& t) {
   if (!t.defined() || !t.device().is_cpu() || !huge_page_weights() || int64_t(t.nbytes()) < kHugePageMinBytes) return t;
+  if (t.is_contiguous() && t.storage().data_ptr().get_deleter() == &free_weight) return t;  // already there: no copy
   at::Tensor out = empty_weight(t.sizes().vec(), t.scalar_type());
   out.copy_(t);
   return out;

@@ -20,7 +20,8 @@ constexpr int64_t kHugePageMinBytes = int64_t(4) << 20;
 // huge_page_weights() is on and it holds ≥ kHugePageMinBytes, else at::empty. Write it before anything reads it
 // (the huge pages are given at the first write).
 at::Tensor empty_weight(const std::vector<int64_t>& sizes, at::ScalarType dtype);
-// `t` as a contiguous CPU weight tensor on huge pages (a copy where empty_weight would place it there; else `t`).
+// `t` as a contiguous CPU weight tensor on huge pages (a copy where empty_weight would place it there, unless `t`
+// already came from empty_weight; else `t`).
 at::Tensor to_weight_memory(const at::Tensor& t);
 
 // On by default; FROZENLM_HUGE_PAGES=0 or set_huge_page_weights(false) (benchmarks: before/after in one process)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cmath>
 #include <vector>
@@ -57,6 +58,12 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+// The four lane sums of a0..a3 into out4[0..3] at once (a transposed reduction: the four-rows-at-once kernels).
+__attribute__((target("avx2,fma"))) inline void hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3, float* out4) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out4, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
 // acc[r] = x[r] · w for G rows at once (G known at compile time: the accumulators stay in registers); two
@@ -133,11 +140,7 @@ __attribute__((target("avx2,fma"))) void dot4_one_row(const float* x, int64_t in
     a2 = _mm256_fmadd_ps(xv, w2.load8(i), a2);
     a3 = _mm256_fmadd_ps(xv, w3.load8(i), a3);
   }
-  // Transposed reduction: lane sums of a0..a3 into one 4-float vector.
-  const __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
-  const __m256 h = _mm256_hadd_ps(h01, h23);
-  const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  _mm_storeu_ps(out4, r);
+  hsum4(a0, a1, a2, a3, out4);
   for (; i < in; ++i) {
     out4[0] += x[i] * w0.scalar(i);
     out4[1] += x[i] * w1.scalar(i);
@@ -163,7 +166,14 @@ const bool kVectorised =
 // 4 KiB beats 2 KiB by more than the rounds' spread. FROZENLM_PREFETCH_BYTES / set_prefetch_bytes change it (0: none).
 std::atomic<int64_t> g_prefetch_bytes{[] {
   const char* v = std::getenv("FROZENLM_PREFETCH_BYTES");
-  return v && std::atoll(v) >= 0 ? int64_t(std::atoll(v)) : int64_t(2048);
+  if (!v) return int64_t(2048);
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || n < 0) {  // not "0 = no prefetch" by accident
+    std::fprintf(stderr, "frozenlm: FROZENLM_PREFETCH_BYTES=%s is not a byte count >= 0; using 2048\n", v);
+    return int64_t(2048);
+  }
+  return int64_t(n);
 }()};
 
 // Weights one thread takes at least before a matmul is split across threads: below it, the fork/join of a parallel
@@ -389,8 +399,7 @@ __attribute__((target("avx2,fma,f16c"))) void dot4_q8_0_one_row(const int8_t* qx
                              _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1))), a[j]);
     }
   }
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  _mm_storeu_ps(out4, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+  hsum4(a[0], a[1], a[2], a[3], out4);
 }
 
 __attribute__((target("avx2,fma"))) float dot_f32_avx2(const float* a, const float* b, int64_t n) {
@@ -613,8 +622,7 @@ __attribute__((target("avx2,fma"))) void dot4_i16_one_row(const int16_t* x16, co
       a[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[j]), a[j]);
     }
   }
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  _mm_storeu_ps(out4, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+  hsum4(a[0], a[1], a[2], a[3], out4);
 }
 
 __attribute__((target("avx2,fma"))) void dot_i16_rows_avx2(const int16_t* x16, const float* dx, int64_t rows, int64_t in, int64_t nchunks,
