@@ -6,12 +6,14 @@
 // --rounds N (this VM's bandwidth moves by ±20% within minutes): N rounds, each measuring the bandwidth again and then
 // every configuration, so that every ratio (% of bandwidth, × f32) compares numbers taken seconds apart; a "summary"
 // line per configuration gives the median and range over the rounds.
+// Mode "lean-gemm": the lean step with LibTorch's GEMM instead of the panel kernels (panel_matmul.h) beyond the
+// skinny kernels' rows — batched decoding before the panel kernels, measured in the same process.
 // --kernels-alone 1 (random shapes): also times the shape's matrices alone, one x row through every one in turn as a
 // decode step meets them (same kernels, no norms, attention or sampling between them): the gap to the batch-1 decode
 // is what the rest of the step costs.
 // Usage: frozenlm_bench_decode [--shape 100m|1b|tiny|PATH-to-model] [--threads 2] [--tokens 64] [--prompt 16]
 //                              [--batches 1,8,64] [--formats f32,bf16,int8,q8_0] [--reps 3]
-//                              [--modes libtorch,lean] [--rounds 1] [--kernels-alone 0|1]
+//                              [--modes libtorch,lean,lean-gemm] [--rounds 1] [--kernels-alone 0|1]
 //                              [--skinny-rows 8] (the most rows the skinny kernels take; LibTorch's GEMM beyond)
 //                              [--prefetch 1024,2048] (int8 / q8_0: each software prefetch distance in bytes, 0 = none,
 //                              measured in every round; the configurations are named e.g. "int8@1024")
@@ -33,6 +35,7 @@
 #include "bench_shapes.h"
 #include "core/frozen_weights.h"
 #include "core/generate.h"
+#include "core/kernels/panel_matmul.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/loader.h"
 #include "core/runtime.h"
@@ -154,6 +157,26 @@ struct StepMatrices {
   }
 };
 
+// The same pass over the model's own matrices (its weight memory, in the order a decode step reads them): against
+// StepMatrices it separates "these bytes stream slower" from "the rest of the step slows the matrices".
+struct ModelMatrices {
+  std::vector<const FrozenLinear*> mats;
+  double gb = 0;
+  int64_t widest = 0;
+  explicit ModelMatrices(const FrozenLM& lm) {
+    for (const TransformerLayer& L : lm.layers())
+      for (const FrozenLinear* m : {&L.qkv, &L.o, &L.up, &L.down}) mats.push_back(m);
+    mats.push_back(lm.output_head().raw_weight().defined() ? &lm.output_head() : &lm.token_embedding().as_linear());
+    for (const FrozenLinear* m : mats) {
+      gb += m->bytes() / 1e9;
+      widest = std::max({widest, m->out_features(), m->in_features()});
+    }
+  }
+  void pass(const float* x, float* y) const {
+    for (const FrozenLinear* m : mats) m->forward_rows(x, 1, y);
+  }
+};
+
 struct Range {
   std::vector<double> v;
   double median() const {
@@ -202,7 +225,7 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   for (const std::string& mode : split(modes))
-    if (mode != "libtorch" && mode != "lean") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
+    if (mode != "libtorch" && mode != "lean" && mode != "lean-gemm") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
   const int64_t default_prefetch = kernels::prefetch_bytes();
   std::vector<int64_t> distances;
   for (const std::string& d : split(prefetch)) {
@@ -285,6 +308,16 @@ int main(int argc, char** argv) {
         if (round == 0) order.push_back(key);
         tps[key].v.push_back(1 / secs);
         pct[key].v.push_back(100 * gbs / bw);
+        const ModelMatrices own(*m.lm);
+        const double own_secs = median_seconds(5 * reps, [&] { own.pass(x.data(), y.data()); });
+        const double own_gbs = own.gb / own_secs;
+        std::printf("{\"bench\": \"model_matrices_alone\", \"round\": %d, \"model\": \"%s\", \"weights\": \"%s\", \"weight_gb\": %.3f, "
+                    "\"threads\": %d, \"prefetch_bytes\": %lld, \"passes_per_s\": %.1f, \"weight_gb_per_s\": %.2f, \"pct_of_bandwidth\": %.1f}\n",
+                    round, shape.c_str(), name.c_str(), own.gb, threads, (long long)pf, 1 / own_secs, own_gbs, 100 * own_gbs / bw);
+        const std::string own_key = name + " 1 model-matrices";
+        if (round == 0) order.push_back(own_key);
+        tps[own_key].v.push_back(1 / own_secs);
+        pct[own_key].v.push_back(100 * own_gbs / bw);
       }
     for (const Model& m : models) {
       const std::string& fs = m.fs;
@@ -301,8 +334,9 @@ int main(int argc, char** argv) {
         sp.max_new_tokens = tokens;
         for (const std::string& mode : split(modes))
           for (const auto& [pf, name] : prefetch_runs(fs, m.label)) {
-            const bool on = mode == "lean";
+            const bool on = mode != "libtorch";
             kernels::set_skinny_kernels(on, skinny_rows);
+            kernels::set_panel_kernels(mode == "lean");
             kernels::set_prefetch_bytes(pf);
             FrozenLM::set_lean_decode(on);
             // Decode time = (prompt + `tokens` steps) − (prompt + 1 step): the prefill and the first token cancel out.
@@ -346,6 +380,7 @@ int main(int argc, char** argv) {
       std::printf("}\n");
     }
   kernels::set_skinny_kernels(true);
+  kernels::set_panel_kernels(true);
   kernels::set_prefetch_bytes(default_prefetch);
   FrozenLM::set_lean_decode(true);
   return 0;

@@ -1,4 +1,4 @@
-// Decode kernels (core/kernels/skinny_matmul.h) against LibTorch: y = x · Wᵀ + b for f32, bf16 and int8 storage,
+// Decode kernels (core/kernels/skinny_matmul.h; panel_matmul.h for batched decoding) against LibTorch: y = x · Wᵀ + b for f32, bf16 and int8 storage,
 // odd sizes (vector tails), 1…64 rows, 1 and 2 threads, with and without bias; int8 (int16 activations) also against
 // a scalar fp64 reference of the same integers and within the activations' proven rounding error; FrozenLinear sends decode-shaped inputs to the kernels and everything with a gradient (or
 // more rows than the limit) to LibTorch. Q8_0: the weights quantised as ggml's reference quantiser does, the fp16
@@ -10,6 +10,7 @@
 #include "core/frozen_weights.h"
 #include "core/weight_memory.h"
 #include "core/runtime.h"
+#include "core/kernels/panel_matmul.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/torch_pch.h"
 #include "test_util.h"
@@ -77,6 +78,51 @@ TEST(SkinnyMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
   }
   at::set_num_threads(threads_before);
   kernels::set_weights_per_task(per_task_before);
+}
+
+// The panel kernels (batched decoding) against LibTorch's linear on the same widened weights: every format, row
+// counts around the 4-row tile, inputs around the 8-wide vector loads and the 256-deep panels, outputs around the
+// 24-wide blocks, 1 and 2 threads (the largest shape is split across both).
+TEST(PanelMatmul, EqualsLibTorchForEveryFormatShapeAndThreadCount) {
+  const int threads_before = at::get_num_threads();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  struct Shape { int64_t rows, in, out; };
+  std::vector<Shape> shapes;
+  for (int64_t rows : {1, 3, 4, 5, 9, 17, 64})
+    for (int64_t in : {1, 7, 8, 9, 32, 255, 256, 257, 288, 544})
+      for (int64_t out : {1, 5, 23, 24, 25, 49}) shapes.push_back({rows, in, out});
+  shapes.push_back({64, 544, 1031});  // 43 blocks of 24: several tasks on two threads
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const Shape& sh : shapes) {
+      const at::Tensor w = at::randn({sh.out, sh.in}, gen), x = at::randn({sh.rows, sh.in}, gen), b = at::randn({sh.out}, gen);
+      for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Q8_0}) {
+        const FrozenLinear lin(w, f == WeightFormat::F32 && sh.out % 2 ? at::Tensor() : b, f);  // also without bias
+        const float* bias = lin.bias().defined() ? lin.bias().data_ptr<float>() : nullptr;
+        const at::Tensor ref = at::linear(x, lin.weight_f32(), lin.bias().defined() ? c10::optional<at::Tensor>(lin.bias()) : c10::nullopt);
+        at::Tensor y = at::full({sh.rows, sh.out}, std::nanf(""));
+        const float* xp = x.data_ptr<float>();
+        float* yp = y.data_ptr<float>();
+        switch (lin.format()) {  // Q8_0 with in % 32 != 0 is stored as per-row int8
+          case WeightFormat::F32: kernels::panel_matmul_f32(xp, sh.rows, sh.in, lin.raw_weight().data_ptr<float>(), sh.out, bias, yp); break;
+          case WeightFormat::BF16:
+            kernels::panel_matmul_bf16(xp, sh.rows, sh.in, reinterpret_cast<const uint16_t*>(lin.raw_weight().data_ptr<at::BFloat16>()), sh.out, bias, yp);
+            break;
+          case WeightFormat::Int8:
+            kernels::panel_matmul_int8(xp, sh.rows, sh.in, lin.raw_weight().data_ptr<int8_t>(), lin.raw_scale().data_ptr<float>(), sh.out, bias, yp);
+            break;
+          case WeightFormat::Q8_0:
+            kernels::panel_matmul_q8_0(xp, sh.rows, sh.in, lin.raw_weight().data_ptr<int8_t>(),
+                                       reinterpret_cast<const uint16_t*>(lin.raw_scale().data_ptr<at::Half>()), sh.out, bias, yp);
+            break;
+        }
+        // fp32 sums of `in` products in another order (the widened weights are the same fp32 values)
+        ASSERT_LE(worst(y, ref), 2e-6 * std::sqrt(double(sh.in)) * 4)
+            << weight_format_name(lin.format()) << " rows " << sh.rows << " in " << sh.in << " out " << sh.out << " threads " << threads;
+      }
+    }
+  }
+  at::set_num_threads(threads_before);
 }
 
 TEST(SkinnyMatmul, Int8IsTheIntegerChunkSumsOfInt16ActivationsAndWithinTheirRoundingError) {
@@ -172,13 +218,26 @@ TEST(SkinnyMatmul, FrozenLinearUsesTheKernelsOnlyForDecodeShapesWithoutGradient)
     ASSERT_TRUE(yg.requires_grad());
     yg.sum().backward();
     EXPECT_LE(worst(xg.grad(), lin.weight_f32().sum(0).expand({1, 3, 40})), 1e-5);
-    // More rows than the limit: LibTorch's GEMM (bit-identical to the kernels-off path).
+    // More rows than the limit: the panel kernels (fp32 arithmetic on the widened weights) up to kPanelMaxRows,
+    // then LibTorch's GEMM (bit-identical to the kernels-off path).
     at::NoGradGuard ng;
     const int64_t limit = kernels::skinny_rows_limit(f == WeightFormat::Int8);
     EXPECT_EQ(limit, f == WeightFormat::Int8 ? 16 : 8);
     const at::Tensor at_limit = at::randn({limit, 40}, gen);
     EXPECT_FALSE(at::equal(lin.forward(at_limit), at::linear(at_limit, lin.weight_f32(), b))) << "the kernels take " << limit << " rows";
-    const at::Tensor big = at::randn({limit + 1, 40}, gen);
+    for (int64_t rows : {limit + 1, kernels::kPanelMaxRows}) {
+      const at::Tensor xs = at::randn({rows, 40}, gen);
+      float* xp = xs.data_ptr<float>();
+      at::Tensor panel = at::empty({rows, 48});
+      lin.forward_rows(xp, rows, panel.data_ptr<float>());
+      kernels::set_panel_kernels(false);
+      const at::Tensor gemm = lin.forward(xs);
+      kernels::set_panel_kernels(true);
+      EXPECT_TRUE(at::equal(lin.forward(xs), panel)) << "forward and forward_rows take the same path";
+      EXPECT_FALSE(at::equal(panel, gemm)) << "identical bits: the panel kernel did not run (" << rows << " rows)";
+      EXPECT_LE(worst(panel, gemm), 1e-5) << weight_format_name(f) << " " << rows << " rows";
+    }
+    const at::Tensor big = at::randn({kernels::kPanelMaxRows + 1, 40}, gen);
     kernels::set_skinny_kernels(false);
     const at::Tensor ref = lin.forward(big);
     kernels::set_skinny_kernels(true);

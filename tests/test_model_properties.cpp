@@ -2,6 +2,8 @@
 // KV cache == full recomputation, padded batch == one by one, embeddings input == ids, gradients to the input
 // embeddings == finite differences (fp64), weights untouched by backward, compact storage close to fp32.
 #include "core/generate.h"
+#include "core/kernels/panel_matmul.h"
+#include "core/kernels/skinny_matmul.h"
 #include "core/loader.h"
 #include "test_util.h"
 
@@ -244,6 +246,27 @@ TEST_P(EveryModel, BatchedGenerationEqualsOneByOneAndSamplingIsSeeded) {
   SamplingParams k1 = s;
   k1.top_k = 1;  // top-k 1 is greedy whatever the temperature
   EXPECT_EQ(generate(*lm, prompts, k1), batched);
+}
+
+// Twelve sequences at once: the decode steps' matmuls take the panel kernels (more rows than the skinny kernels'
+// limit of 8 for fp32 weights; core/kernels/panel_matmul.h), the prompts' too (12 × 5 rows ≤ 64): the same greedy
+// tokens as one at a time (1 row: the skinny kernels) and as with LibTorch's GEMM for those rows.
+TEST_P(EveryModel, BatchedDecodeThroughThePanelKernelsEqualsOneByOne) {
+  auto lm = load();
+  const int64_t B = 12;
+  at::Tensor ids = random_ids(*lm, B, 5, 33);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < B; ++b) prompts.emplace_back(ids[b].data_ptr<int64_t>(), ids[b].data_ptr<int64_t>() + 5);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 8;
+  ASSERT_GT(B, kernels::skinny_rows_limit(false));
+  const auto batched = generate(*lm, prompts, greedy);
+  kernels::set_panel_kernels(false);
+  const auto gemm = generate(*lm, prompts, greedy);
+  kernels::set_panel_kernels(true);
+  EXPECT_EQ(batched, gemm);
+  for (int64_t b = 0; b < B; ++b) EXPECT_EQ(batched[b], generate(*lm, {prompts[b]}, greedy)[0]) << "row " << b;
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EveryModel, ::testing::Values("tiny-llama", "tiny-gpt2", "tinystories", "stories260k"),

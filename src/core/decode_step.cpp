@@ -61,6 +61,15 @@ float activation(float v, Activation act) {
 }
 
 const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+// fn(b) for every row b of the batch, split across threads once the batch has enough work (`per_row` elements each):
+// at batch 64 the norms and SwiGLU on one thread left the other waiting at the next matmul's fork.
+template <typename Fn>
+void for_rows(int64_t B, int64_t per_row, const Fn& fn) {
+  at::parallel_for(0, B, std::max<int64_t>(1, 32768 / std::max<int64_t>(per_row, 1)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) fn(b);
+  });
+}
 }  // namespace
 
 void FrozenLM::set_lean_decode(bool on) { g_lean_decode = on; }
@@ -133,12 +142,13 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const TransformerLayer& L = layers_[l];
     // ---- attention ----
-    for (int64_t b = 0; b < B; ++b)
+    for_rows(B, d, [&](int64_t b) {
       norm_row(x + b * d, d, L.attn_norm_w.data_ptr<float>(), ptr_or_null(L.attn_norm_b), layer_norm, cfg_.norm_eps, h.data() + b * d);
+    });
     L.qkv.forward_rows(h.data(), B, qkv.data());
     float* kc = cache.k_buf[l].data_ptr<float>();  // [B, Hkv, cap, hd]
     float* vc = cache.v_buf[l].data_ptr<float>();
-    for (int64_t b = 0; b < B; ++b) {
+    for_rows(B, q_dim + 2 * kv_dim, [&](int64_t b) {
       float* row = qkv.data() + b * (q_dim + 2 * kv_dim);
       if (cfg_.rope)
         for (int64_t j = 0; j < H + Hkv; ++j) rope_head(row + j * hd, hd, cos.data() + b * hd, sin.data() + b * hd);
@@ -146,7 +156,7 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
         std::copy_n(row + q_dim + j * hd, hd, kc + ((b * Hkv + j) * cap + past) * hd);
         std::copy_n(row + q_dim + kv_dim + j * hd, hd, vc + ((b * Hkv + j) * cap + past) * hd);
       }
-    }
+    });
     // softmax(q·Kᵀ · scale, masked) · V for every (row, head); padding keys get −1e30 as in forward().
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(S * hd, 1));
     at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
@@ -170,19 +180,20 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
       }
     });
     L.o.forward_rows(att.data(), B, tmp.data());
-    for (int64_t i = 0; i < B * d; ++i) x[i] += tmp[i];
     // ---- MLP ----
-    for (int64_t b = 0; b < B; ++b)
+    for_rows(B, d, [&](int64_t b) {
+      for (int64_t i = b * d; i < (b + 1) * d; ++i) x[i] += tmp[i];
       norm_row(x + b * d, d, L.mlp_norm_w.data_ptr<float>(), ptr_or_null(L.mlp_norm_b), layer_norm, cfg_.norm_eps, h.data() + b * d);
+    });
     L.up.forward_rows(h.data(), B, up.data());
-    for (int64_t b = 0; b < B; ++b) {
+    for_rows(B, ffn, [&](int64_t b) {
       const float* u = up.data() + b * up_out;
       float* mr = m.data() + b * ffn;
       if (cfg_.gated_mlp)
         for (int64_t i = 0; i < ffn; ++i) mr[i] = activation(u[i], Activation::SiLU) * u[ffn + i];  // silu(gate) · up
       else
         for (int64_t i = 0; i < ffn; ++i) mr[i] = activation(u[i], cfg_.act);
-    }
+    });
     L.down.forward_rows(m.data(), B, tmp.data());
     for (int64_t i = 0; i < B * d; ++i) x[i] += tmp[i];
   }

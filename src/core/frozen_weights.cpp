@@ -1,6 +1,7 @@
 #include "core/frozen_weights.h"
 
 #include "core/error.h"
+#include "core/kernels/panel_matmul.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/weight_memory.h"
 #include "core/torch_pch.h"
@@ -102,33 +103,46 @@ at::Tensor dequantize_weight(const at::Tensor& w, const at::Tensor& scale, Weigh
 
 at::Tensor FrozenLinear::weight_f32() const { return fmt_ == WeightFormat::F32 ? w_ : widen(w_, scale_, fmt_, at::kFloat); }
 
-// Decoding (a few rows, no gradient, CPU fp32): the kernels that read each stored weight once, in its own format.
-// The weight's side of the test (CPU, contiguous, a kernel for its dtype) and the number of rows.
-static bool skinny_weight_rows(const at::Tensor& w, int64_t rows) {
-  if (!kernels::skinny_kernels_on() || !w.device().is_cpu() || !w.is_contiguous() || w.size(1) == 0) return false;
+// Decoding (no gradient, CPU fp32): which kernel takes `rows` rows of x against the stored weight w. A few rows
+// (skinny_rows_limit) are bound by reading W: the skinny kernels read each weight once for all rows. Up to
+// kPanelMaxRows rows are bound by arithmetic: the panel kernels widen W block by block into cache and run every
+// row against each block. Beyond that (prefill, training without gradient), or with set_skinny_kernels(false),
+// LibTorch's GEMM.
+enum class RowKernel { LibTorch, Skinny, Panel };
+static RowKernel row_kernel(const at::Tensor& w, int64_t rows) {
+  if (!kernels::skinny_kernels_on() || !w.device().is_cpu() || !w.is_contiguous() || w.size(1) == 0) return RowKernel::LibTorch;
   const auto wt = w.scalar_type();
-  if (wt != at::kFloat && wt != at::kBFloat16 && wt != at::kChar) return false;
-  return rows <= kernels::skinny_rows_limit(wt == at::kChar);
+  if (wt != at::kFloat && wt != at::kBFloat16 && wt != at::kChar) return RowKernel::LibTorch;
+  if (rows <= kernels::skinny_rows_limit(wt == at::kChar)) return RowKernel::Skinny;
+  if (kernels::panel_kernels_on() && rows <= kernels::kPanelMaxRows) return RowKernel::Panel;
+  return RowKernel::LibTorch;
 }
 
-static bool use_skinny(const at::Tensor& x, const at::Tensor& w) {
-  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || (x.requires_grad() && at::GradMode::is_enabled())) return false;
+static RowKernel input_kernel(const at::Tensor& x, const at::Tensor& w) {
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || (x.requires_grad() && at::GradMode::is_enabled())) return RowKernel::LibTorch;
   const int64_t in = w.size(1);
-  return x.dim() >= 1 && x.size(-1) == in && skinny_weight_rows(w, in > 0 ? x.numel() / in : 0);
+  if (x.dim() < 1 || x.size(-1) != in) return RowKernel::LibTorch;
+  return row_kernel(w, in > 0 ? x.numel() / in : 0);
 }
 
-void FrozenLinear::skinny_into(const float* x, int64_t rows, float* y) const {
+void FrozenLinear::kernel_into(const float* x, int64_t rows, float* y, bool panel) const {
   const int64_t in = w_.size(1), out = w_.size(0);
   TORCH_CHECK(!bias_.defined() || bias_.scalar_type() == at::kFloat, "FrozenLinear: fp32 input with a non-fp32 bias");
   const float* b = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
   switch (fmt_) {
-    case WeightFormat::F32: kernels::skinny_matmul_f32(x, rows, in, w_.data_ptr<float>(), out, b, y); break;
-    case WeightFormat::BF16:
-      kernels::skinny_matmul_bf16(x, rows, in, reinterpret_cast<const uint16_t*>(w_.data_ptr<at::BFloat16>()), out, b, y);
+    case WeightFormat::F32:
+      (panel ? kernels::panel_matmul_f32 : kernels::skinny_matmul_f32)(x, rows, in, w_.data_ptr<float>(), out, b, y);
       break;
-    case WeightFormat::Int8: kernels::skinny_matmul_int8(x, rows, in, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out, b, y); break;
+    case WeightFormat::BF16:
+      (panel ? kernels::panel_matmul_bf16 : kernels::skinny_matmul_bf16)(
+          x, rows, in, reinterpret_cast<const uint16_t*>(w_.data_ptr<at::BFloat16>()), out, b, y);
+      break;
+    case WeightFormat::Int8:
+      (panel ? kernels::panel_matmul_int8 : kernels::skinny_matmul_int8)(x, rows, in, w_.data_ptr<int8_t>(), scale_.data_ptr<float>(), out, b, y);
+      break;
     case WeightFormat::Q8_0:
-      kernels::skinny_matmul_q8_0(x, rows, in, w_.data_ptr<int8_t>(), reinterpret_cast<const uint16_t*>(scale_.data_ptr<at::Half>()), out, b, y);
+      (panel ? kernels::panel_matmul_q8_0 : kernels::skinny_matmul_q8_0)(
+          x, rows, in, w_.data_ptr<int8_t>(), reinterpret_cast<const uint16_t*>(scale_.data_ptr<at::Half>()), out, b, y);
       break;
   }
 }
@@ -152,12 +166,12 @@ struct CompactLinearFn : public torch::autograd::Function<CompactLinearFn> {
 };
 
 at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
-  if (use_skinny(x, w_)) {
+  if (const RowKernel k = input_kernel(x, w_); k != RowKernel::LibTorch) {
     const at::Tensor xc = x.contiguous();
     auto shape = x.sizes().vec();
     shape.back() = w_.size(0);
     at::Tensor y = at::empty(shape, x.options());
-    skinny_into(xc.data_ptr<float>(), xc.numel() / w_.size(1), y.data_ptr<float>());
+    kernel_into(xc.data_ptr<float>(), xc.numel() / w_.size(1), y.data_ptr<float>(), k == RowKernel::Panel);
     return y;
   }
   // Compute in the input's dtype (fp32; fp64 in gradient checks): compact weights are widened just in time.
@@ -175,7 +189,7 @@ at::Tensor FrozenLinear::forward(const at::Tensor& x) const {
 }
 
 void FrozenLinear::forward_rows(const float* x, int64_t rows, float* y) const {
-  if (skinny_weight_rows(w_, rows)) return skinny_into(x, rows, y);
+  if (const RowKernel k = row_kernel(w_, rows); k != RowKernel::LibTorch) return kernel_into(x, rows, y, k == RowKernel::Panel);
   at::from_blob(y, {rows, w_.size(0)}, at::kFloat).copy_(forward(at::from_blob(const_cast<float*>(x), {rows, w_.size(1)}, at::kFloat)));
 }
 

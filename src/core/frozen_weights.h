@@ -22,8 +22,8 @@ class FrozenLinear {
   // Q8_0 blocks as a GGUF file holds them, kept exactly: q [out, in] int8, d [out, in/32] fp16.
   static FrozenLinear from_q8_0(const at::Tensor& q, const at::Tensor& d, const at::Tensor& bias_f32);
   at::Tensor forward(const at::Tensor& x) const;  // [..., in] -> [..., out]
-  // The decode path: y [rows, out] = x [rows, in] · Wᵀ + b on CPU fp32 buffers (no autograd, no allocation on the
-  // kernel path: the skinny kernels for up to skinny_rows_limit(int8) rows, LibTorch's GEMM beyond).
+  // The decode path: y [rows, out] = x [rows, in] · Wᵀ + b on CPU fp32 buffers (no autograd: the skinny kernels for
+  // up to skinny_rows_limit(int8) rows, the panel kernels up to kPanelMaxRows, LibTorch's GEMM beyond).
   void forward_rows(const float* x, int64_t rows, float* y) const;
   WeightFormat format() const { return fmt_; }
   at::Tensor weight_f32() const;                    // dequantised copy [out, in]
@@ -38,7 +38,8 @@ class FrozenLinear {
   const at::Tensor& bias() const { return bias_; }
 
  private:
-  void skinny_into(const float* x, int64_t rows, float* y) const;  // the decode kernels, in this storage format
+  // The decode kernels in this storage format: skinny (bandwidth-bound, few rows) or panel (batched).
+  void kernel_into(const float* x, int64_t rows, float* y, bool panel) const;
   at::Tensor w_, scale_, bias_;
   WeightFormat fmt_ = WeightFormat::F32;
 };
