@@ -10,7 +10,8 @@
 // skinny kernels' rows — batched decoding before the panel kernels, measured in the same process.
 // --kernels-alone 1 (random shapes): also times the shape's matrices alone, one x row through every one in turn as a
 // decode step meets them (same kernels, no norms, attention or sampling between them): the gap to the batch-1 decode
-// is what the rest of the step costs.
+// is what the rest of the step costs; and the same pass over the model's own matrices ("model-matrices": the same
+// weight memory as the step, so allocation order — which moves this VM's streaming speed — cancels out).
 // Usage: frozenlm_bench_decode [--shape 100m|1b|tiny|PATH-to-model] [--threads 2] [--tokens 64] [--prompt 16]
 //                              [--batches 1,8,64] [--formats f32,bf16,int8,q8_0] [--reps 3]
 //                              [--modes libtorch,lean,lean-gemm] [--rounds 1] [--kernels-alone 0|1]

@@ -23,6 +23,12 @@ for t in 2 1; do
     --tokens 64 --reps 3 --rounds "$([ "$t" = 2 ] && echo 5 || echo 3)" --kernels-alone 1
 done
 "$BUILD/bench/frozenlm_bench_decode" --shape 100m --batches 1,8,16,64 --modes libtorch,lean --threads 2 --tokens 32 --reps 3
+# batched decode: the panel kernels ("lean") against LibTorch's GEMM for the same rows ("lean-gemm"), in every round;
+# batch 1 and 4 also compare the prompts' prefill (16 and 64 rows: the panel kernels take those too)
+"$BUILD/bench/frozenlm_bench_decode" --shape 100m --formats f32,bf16,int8,q8_0 --batches 8,16,32,64 --modes lean,lean-gemm \
+  --threads 2 --tokens 24 --reps 2 --rounds 2
+"$BUILD/bench/frozenlm_bench_decode" --shape 100m --formats f32,int8,q8_0 --batches 1,4 --modes lean,lean-gemm --threads 2 \
+  --tokens 8 --reps 3 --rounds 3
 # the int8 / q8_0 software prefetch distance, every distance in every round (one process: across processes this VM's
 # bandwidth moves more than the distances differ)
 "$BUILD/bench/frozenlm_bench_decode" --shape 100m --formats int8,q8_0 --batches 1 --modes lean --threads 2 --tokens 64 --reps 3 \
