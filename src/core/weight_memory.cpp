@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/env_flag.h"
 #include "core/error.h"
 #include "core/torch_pch.h"
 
@@ -18,15 +19,7 @@ namespace {
 
 constexpr size_t kHugePage = size_t(2) << 20;
 
-std::atomic<bool> g_huge_pages{[] {
-  const char* v = std::getenv("FROZENLM_HUGE_PAGES");
-  if (!v) return true;
-  const std::string s(v);
-  if (s == "0" || s == "off" || s == "false" || s == "no") return false;
-  if (!(s == "1" || s == "on" || s == "true" || s == "yes"))
-    std::fprintf(stderr, "frozenlm: FROZENLM_HUGE_PAGES=%s is not 0/1 (off/on); keeping huge pages on\n", v);
-  return true;
-}()};
+std::atomic<bool> g_huge_pages{env_on_off("FROZENLM_HUGE_PAGES", true)};
 
 // The deleter of every tensor empty_weight placed on huge pages: it also tells them apart (to_weight_memory).
 void free_weight(void* p) { std::free(p); }

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <vector>
 
+#include "core/env_flag.h"
 #include "core/kernels/skinny_matmul.h"
 
 #if defined(__x86_64__)
@@ -16,7 +17,7 @@ namespace frozenlm::kernels {
 
 namespace {
 
-std::atomic<bool> g_panel_on{true};
+std::atomic<bool> g_panel_on{env_on_off("FROZENLM_PANEL_KERNELS", true)};
 
 const bool kPanelVectorised =
 #if defined(__x86_64__)

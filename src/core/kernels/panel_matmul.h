@@ -31,7 +31,8 @@ void panel_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q
                        const float* bias, float* y);
 
 // FrozenLinear sends CPU fp32 inputs without gradient of more rows than the skinny kernels take and at most
-// kPanelMaxRows rows here (default on); off: LibTorch's GEMM, as before (benchmarks compare both in one process).
+// kPanelMaxRows rows here (default on; FROZENLM_PANEL_KERNELS=0 turns them off); off: LibTorch's GEMM, as before
+// (benchmarks compare both in one process).
 void set_panel_kernels(bool on);
 bool panel_kernels_on();
 
