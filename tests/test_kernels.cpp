@@ -7,6 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include "core/env_flag.h"
 #include "core/frozen_weights.h"
 #include "core/weight_memory.h"
 #include "core/runtime.h"
@@ -221,8 +222,8 @@ TEST(SkinnyMatmul, FrozenLinearUsesTheKernelsOnlyForDecodeShapesWithoutGradient)
     // More rows than the limit: the panel kernels (fp32 arithmetic on the widened weights) up to kPanelMaxRows,
     // then LibTorch's GEMM (bit-identical to the kernels-off path).
     at::NoGradGuard ng;
-    const int64_t limit = kernels::skinny_rows_limit(f == WeightFormat::Int8);
-    EXPECT_EQ(limit, f == WeightFormat::Int8 ? 16 : 8);
+    const int64_t limit = kernels::skinny_rows_limit();
+    EXPECT_EQ(limit, 8);
     const at::Tensor at_limit = at::randn({limit, 40}, gen);
     EXPECT_FALSE(at::equal(lin.forward(at_limit), at::linear(at_limit, lin.weight_f32(), b))) << "the kernels take " << limit << " rows";
     for (int64_t rows : {limit + 1, kernels::kPanelMaxRows}) {
@@ -497,6 +498,25 @@ TEST(Runtime, ZeroThreadsMeansOmpNumThreadsWhenSet) {
   EXPECT_GE(at::get_num_threads(), 1);
   if (old) ::setenv("OMP_NUM_THREADS", saved.c_str(), 1);
   at::set_num_threads(before);
+}
+
+TEST(EnvSwitch, ReadsOnAndOffAndKeepsTheDefaultForAnythingElse) {
+  const char* name = "FROZENLM_TEST_SWITCH";
+  ::unsetenv(name);
+  EXPECT_TRUE(env_on_off(name, true));
+  EXPECT_FALSE(env_on_off(name, false));
+  for (const char* off : {"0", "off", "false", "no"}) {
+    ::setenv(name, off, 1);
+    EXPECT_FALSE(env_on_off(name, true)) << off;
+  }
+  for (const char* on : {"1", "on", "true", "yes"}) {
+    ::setenv(name, on, 1);
+    EXPECT_TRUE(env_on_off(name, false)) << on;
+  }
+  ::setenv(name, "of", 1);  // a typo keeps the default, in both directions
+  EXPECT_TRUE(env_on_off(name, true));
+  EXPECT_FALSE(env_on_off(name, false));
+  ::unsetenv(name);
 }
 
 }  // namespace frozenlm::test

@@ -260,7 +260,7 @@ TEST_P(EveryModel, BatchedDecodeThroughThePanelKernelsEqualsOneByOne) {
   SamplingParams greedy;
   greedy.temperature = 0;
   greedy.max_new_tokens = 8;
-  ASSERT_GT(B, kernels::skinny_rows_limit(false));
+  ASSERT_GT(B, kernels::skinny_rows_limit());
   const auto batched = generate(*lm, prompts, greedy);
   kernels::set_panel_kernels(false);
   const auto gemm = generate(*lm, prompts, greedy);

@@ -113,7 +113,7 @@ static RowKernel row_kernel(const at::Tensor& w, int64_t rows) {
   if (!kernels::skinny_kernels_on() || !w.device().is_cpu() || !w.is_contiguous() || w.size(1) == 0) return RowKernel::LibTorch;
   const auto wt = w.scalar_type();
   if (wt != at::kFloat && wt != at::kBFloat16 && wt != at::kChar) return RowKernel::LibTorch;
-  if (rows <= kernels::skinny_rows_limit(wt == at::kChar)) return RowKernel::Skinny;
+  if (rows <= kernels::skinny_rows_limit()) return RowKernel::Skinny;
   if (kernels::panel_kernels_on() && rows <= kernels::kPanelMaxRows) return RowKernel::Panel;
   return RowKernel::LibTorch;
 }

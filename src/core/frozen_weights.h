@@ -23,7 +23,7 @@ class FrozenLinear {
   static FrozenLinear from_q8_0(const at::Tensor& q, const at::Tensor& d, const at::Tensor& bias_f32);
   at::Tensor forward(const at::Tensor& x) const;  // [..., in] -> [..., out]
   // The decode path: y [rows, out] = x [rows, in] · Wᵀ + b on CPU fp32 buffers (no autograd: the skinny kernels for
-  // up to skinny_rows_limit(int8) rows, the panel kernels up to kPanelMaxRows, LibTorch's GEMM beyond).
+  // up to skinny_rows_limit() rows, the panel kernels up to kPanelMaxRows, LibTorch's GEMM beyond).
   void forward_rows(const float* x, int64_t rows, float* y) const;
   WeightFormat format() const { return fmt_; }
   at::Tensor weight_f32() const;                    // dequantised copy [out, in]

@@ -18,7 +18,8 @@ namespace frozenlm::kernels {
 constexpr int64_t kPanelRows = 4;
 constexpr int64_t kPanelOut = 24;
 constexpr int64_t kPanelDepth = 256;
-// The most rows FrozenLinear sends to these kernels (beyond it, LibTorch's GEMM).
+// The most rows FrozenLinear sends to these kernels (beyond it, LibTorch's GEMM; below them, from 8 rows down, the
+// skinny kernels).
 constexpr int64_t kPanelMaxRows = 64;
 
 // x [rows, in] fp32 row-major; y [rows, out]; bias [out] or null. Formats as in skinny_matmul.h: bf16 bit patterns;
@@ -30,7 +31,7 @@ void panel_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q
 void panel_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q, const uint16_t* d, int64_t out,
                        const float* bias, float* y);
 
-// FrozenLinear sends CPU fp32 inputs without gradient of more rows than the skinny kernels take and at most
+// FrozenLinear sends CPU fp32 inputs without gradient of more rows than the skinny kernels take (8) and at most
 // kPanelMaxRows rows here (default on; FROZENLM_PANEL_KERNELS=0 turns them off); off: LibTorch's GEMM, as before
 // (benchmarks compare both in one process).
 void set_panel_kernels(bool on);

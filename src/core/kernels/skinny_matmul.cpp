@@ -239,7 +239,7 @@ void set_skinny_kernels(bool on, int64_t rows_limit) {
   g_rows_limit = std::clamp<int64_t>(rows_limit, 1, kSkinnyMaxRows);
 }
 bool skinny_kernels_on() { return g_on; }
-int64_t skinny_rows_limit(bool int8_weights) { return int8_weights ? std::min(2 * g_rows_limit, kSkinnyMaxRows) : g_rows_limit; }
+int64_t skinny_rows_limit() { return g_rows_limit; }
 
 void skinny_matmul_f32(const float* x, int64_t rows, int64_t in, const float* w, int64_t out, const float* bias, float* y) {
   skinny(x, rows, in, out, bias, y, [&](int64_t o) { return F32Row{w + o * in}; }, [](int64_t) { return 1.f; });

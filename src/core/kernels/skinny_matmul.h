@@ -61,13 +61,13 @@ int64_t prefetch_bytes();
 // Whether the vector (AVX2 + FMA) code runs on this CPU.
 bool skinny_matmul_vectorised();
 
-// FrozenLinear uses these kernels for CPU fp32 inputs of at most `skinny_rows_limit(format)` rows that need no
-// gradient (decoding, scoring without grad); set_skinny_kernels(false) sends everything to LibTorch (benchmarks:
-// before/after in one process). Default: on, limit 8 rows for fp32 / bf16 weights (measured: BENCHMARKS.md "Decode")
-// and twice that for int8 / Q8_0, whose LibTorch path widens the whole matrix to fp32 on every call (measured on the
-// 100M shape, 2 threads, batch 16: int8 454 vs 308 tokens/s, q8_0 388 vs 267; batch 32 even, 64 LibTorch ahead).
+// FrozenLinear uses these kernels for CPU fp32 inputs of at most `skinny_rows_limit()` rows that need no gradient
+// (decoding, scoring without grad), the panel kernels (panel_matmul.h) beyond; set_skinny_kernels(false) sends
+// everything to LibTorch (benchmarks: before/after in one process). Default: on, limit 8 rows for every format
+// (measured: BENCHMARKS.md "Decode"; int8 / Q8_0 took 16 while LibTorch's widened matrix was the alternative, but
+// at 16 rows the panel kernels are ahead: "Batched decode on widened panels").
 void set_skinny_kernels(bool on, int64_t rows_limit = 8);
 bool skinny_kernels_on();
-int64_t skinny_rows_limit(bool int8_weights = false);
+int64_t skinny_rows_limit();
 
 }  // namespace frozenlm::kernels
