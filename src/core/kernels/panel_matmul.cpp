@@ -8,6 +8,7 @@
 
 #include "core/env_flag.h"
 #include "core/kernels/skinny_matmul.h"
+#include "core/kernels/widen.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -44,17 +45,9 @@ struct BF16Src {
   int64_t in;
   const char* addr(int64_t o, int64_t k) const { return reinterpret_cast<const char*>(w + o * in + k); }
   static constexpr int64_t kBytes = 2;
-  float at(int64_t o, int64_t k) const {
-    const uint32_t bits = uint32_t(w[o * in + k]) << 16;
-    float f;
-    __builtin_memcpy(&f, &bits, 4);
-    return f;
-  }
+  float at(int64_t o, int64_t k) const { return bf16_to_float(w[o * in + k]); }
 #if defined(__x86_64__)
-  __attribute__((target("avx2,fma"))) __m256 load8(int64_t o, int64_t k) const {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + o * in + k));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
+  __attribute__((target("avx2,fma"))) __m256 load8(int64_t o, int64_t k) const { return bf16x8_to_float(w + o * in + k); }
 #endif
 };
 struct Int8Src {
@@ -74,15 +67,15 @@ struct Int8Src {
 struct Q8Src {
   const int8_t* q;
   const uint16_t* d;
-  int64_t in;
+  int64_t in, nb;  // nb = in / kQ8Block: scales per row
   const char* addr(int64_t o, int64_t k) const { return reinterpret_cast<const char*>(q + o * in + k); }  // (d: 1/16 of it, left to the hardware)
   static constexpr int64_t kBytes = 1;
-  float at(int64_t o, int64_t k) const { return float(q[o * in + k]) * half_to_float(d[o * (in / kQ8Block) + k / kQ8Block]); }
+  float at(int64_t o, int64_t k) const { return float(q[o * in + k]) * half_to_float(d[o * nb + k / kQ8Block]); }
 #if defined(__x86_64__)
   // k % 8 == 0: the 8 inputs share one block's scale (converted by F16C, as half_to_float does in software).
   __attribute__((target("avx2,fma,f16c"))) __m256 load8(int64_t o, int64_t k) const {
     const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + o * in + k))));
-    return _mm256_mul_ps(v, _mm256_set1_ps(_cvtsh_ss(d[o * (in / kQ8Block) + k / kQ8Block])));
+    return _mm256_mul_ps(v, _mm256_set1_ps(_cvtsh_ss(d[o * nb + k / kQ8Block])));
   }
 #endif
 };
@@ -284,7 +277,7 @@ void panel_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q
 }
 void panel_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q, const uint16_t* d, int64_t out,
                        const float* bias, float* y) {
-  panel(x, rows, in, out, bias, y, Q8Src{q, d, in});
+  panel(x, rows, in, out, bias, y, Q8Src{q, d, in, in / kQ8Block});
 }
 
 void set_panel_kernels(bool on) { g_panel_on = on; }

@@ -1,4 +1,5 @@
 #include "core/kernels/skinny_matmul.h"
+#include "core/kernels/widen.h"
 
 #include <ATen/Parallel.h>
 
@@ -27,17 +28,9 @@ struct F32Row {
 };
 struct BF16Row {
   const uint16_t* w;
-  float scalar(int64_t i) const {
-    const uint32_t bits = uint32_t(w[i]) << 16;
-    float f;
-    __builtin_memcpy(&f, &bits, 4);
-    return f;
-  }
+  float scalar(int64_t i) const { return bf16_to_float(w[i]); }
 #if defined(__x86_64__)
-  __attribute__((target("avx2,fma"))) __m256 load8(int64_t i) const {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
+  __attribute__((target("avx2,fma"))) __m256 load8(int64_t i) const { return bf16x8_to_float(w + i); }
 #endif
 };
 // Rows of x handled together against one weight row: the row is read from memory once per group (and from L1 for
