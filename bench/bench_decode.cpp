@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "unknown flag %s\n", k.c_str()); return 2; }
   }
   for (const std::string& mode : split(modes))
-    if (mode != "libtorch" && mode != "lean" && mode != "lean-gemm") { std::fprintf(stderr, "unknown mode %s\n", mode.c_str()); return 2; }
+    if (mode != "libtorch" && mode != "lean" && mode != "lean-gemm") { std::fprintf(stderr, "unknown mode %s (libtorch, lean, lean-gemm)\n", mode.c_str()); return 2; }
   const int64_t default_prefetch = kernels::prefetch_bytes();
   std::vector<int64_t> distances;
   for (const std::string& d : split(prefetch)) {
