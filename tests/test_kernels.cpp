@@ -11,12 +11,15 @@
 #include "core/frozen_weights.h"
 #include "core/weight_memory.h"
 #include "core/runtime.h"
+#include "core/kernels/decode_ops.h"
 #include "core/kernels/panel_matmul.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/torch_pch.h"
 #include "test_util.h"
 
+#include <cmath>
 #include <fstream>
+#include <random>
 
 namespace frozenlm::test {
 
@@ -453,17 +456,96 @@ TEST(Q8_0, FrozenLinearDecodesWithTheKernelAndTrainsThroughTheDequantisedMatrix)
   EXPECT_TRUE(at::allclose(xg.grad(), lin.weight_f32().sum(0).expand({2, 64}), 1e-5, 1e-5));
 }
 
-TEST(SkinnyMatmul, DotAndAxpyForAttentionEqualScalarLoops) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
-  for (int64_t n : {1, 7, 8, 9, 16, 17, 64, 100}) {
-    const at::Tensor a = at::randn({n}, gen), b = at::randn({n}, gen);
-    double ref = 0;
-    for (int64_t i = 0; i < n; ++i) ref += double(a[i].item<float>()) * b[i].item<float>();
-    EXPECT_NEAR(kernels::dot_f32(a.data_ptr<float>(), b.data_ptr<float>(), n), ref, 1e-5 * (1 + std::abs(ref)) * std::sqrt(double(n)));
-    at::Tensor y = b.clone();
-    kernels::axpy_f32(0.75f, a.data_ptr<float>(), y.data_ptr<float>(), n);
-    EXPECT_TRUE(at::allclose(y, b + 0.75 * a, 1e-6, 1e-6)) << n;
+// The decode step embeds its new tokens without tensor ops (FrozenEmbedding::lookup_into): the same fp32 values as
+// lookup() in every storage format, rows in any order and repeated.
+TEST(FrozenEmbedding, LookupIntoEqualsLookupInEveryFormat) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  const at::Tensor w = at::randn({41, 64}, gen);
+  const std::vector<int64_t> ids = {40, 0, 7, 7, 23};
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Q8_0}) {
+    const FrozenEmbedding emb(w, f);
+    std::vector<float> out(ids.size() * 64);
+    emb.lookup_into(ids.data(), int64_t(ids.size()), out.data());
+    const at::Tensor ref = emb.lookup(at::tensor(ids, at::kLong).view({1, -1})).view({-1, 64});
+    EXPECT_TRUE(at::equal(at::from_blob(out.data(), {int64_t(ids.size()), 64}), ref)) << weight_format_name(f);
   }
+}
+
+// The decode step's attention of one query (core/kernels/decode_ops.h) against softmax(q·Kᵀ·scale)·V in fp64, keys
+// masked out by weight 0: masked values of 1e30 would swamp the output if they weighed anything at all.
+TEST(DecodeOps, AttentionOfOneQueryEqualsAnFp64Softmax) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  for (int64_t hd : {8, 12, 16, 64}) {  // 12: not a multiple of 8 (the scalar code)
+    for (int64_t S : {1, 3, 4, 5, 9, 17, 64, 203}) {
+      const at::Tensor q = at::randn({hd}, gen), K = at::randn({S, hd}, gen) * 2;
+      at::Tensor V = at::randn({S, hd}, gen);
+      at::Tensor real = at::rand({S}, gen) > 0.3;
+      real[S - 1] = true;
+      V.index_put_({real.logical_not()}, 1e30);
+      const float scale = float(1.0 / std::sqrt(double(hd)));
+      at::Tensor scores = (K.to(at::kDouble).matmul(q.to(at::kDouble)) * scale).masked_fill(real.logical_not(), -INFINITY);
+      const at::Tensor ref = scores.softmax(0).matmul(V.to(at::kDouble).masked_fill(real.logical_not().unsqueeze(1), 0));
+      std::vector<float> p(S), out(hd);
+      kernels::attend_one_query(q.data_ptr<float>(), K.data_ptr<float>(), V.data_ptr<float>(), real.data_ptr<bool>(), S, hd, scale,
+                                p.data(), out.data());
+      const at::Tensor got = at::from_blob(out.data(), {hd}).to(at::kDouble);
+      EXPECT_LE((got - ref).abs().max().item<double>(), 2e-6 * (1 + ref.abs().max().item<double>())) << "hd " << hd << " S " << S;
+    }
+  }
+  // Every key masked: every key weighs the same, as forward()'s −1e30 fill does.
+  const at::Tensor K = at::randn({6, 8}, gen), V = at::randn({6, 8}, gen), q = at::randn({8}, gen);
+  const at::Tensor none = at::zeros({6}, at::kBool);
+  std::vector<float> p(6), out(8);
+  kernels::attend_one_query(q.data_ptr<float>(), K.data_ptr<float>(), V.data_ptr<float>(), none.data_ptr<bool>(), 6, 8, 0.5f, p.data(), out.data());
+  EXPECT_TRUE(at::allclose(at::from_blob(out.data(), {8}), V.mean(0), 1e-6, 1e-6));
+}
+
+// silu(g) · u against fp64 over the whole range of gate values the MLP can meet, including both ends where exp
+// saturates (the vector exp clamps its argument at 88 and flushes results below FLT_MIN to 0).
+TEST(DecodeOps, SiluMulEqualsFp64AcrossTheRange) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(10);
+  for (double range : {1.0, 10.0, 100.0}) {
+    const int64_t n = 1003;  // a scalar tail
+    const at::Tensor g = (at::rand({n}, gen) * 2 - 1) * range, u = at::randn({n}, gen);
+    g[0] = 0.f;
+    g[1] = -0.f;
+    g[2] = 1e-30f;
+    std::vector<float> out(n);
+    kernels::silu_mul(g.data_ptr<float>(), u.data_ptr<float>(), out.data(), n);
+    const at::Tensor gd = g.to(at::kDouble), ref = gd / (1 + (-gd).exp()) * u.to(at::kDouble);
+    const at::Tensor err = (at::from_blob(out.data(), {n}).to(at::kDouble) - ref).abs();
+    // a few float roundings of the result (exp ≤ 2 ulp, divide, multiply), or below fp32's normal range
+    EXPECT_TRUE((err <= 4e-7 * ref.abs() + 1e-36).all().item<bool>()) << "range " << range << ": worst " << (err / (ref.abs() + 1e-30)).max().item<double>();
+  }
+  // out may alias gate
+  std::vector<float> g = {-3.f, 0.5f, 2.f}, u = {1.f, 2.f, 3.f};
+  kernels::silu_mul(g.data(), u.data(), g.data(), 3);
+  EXPECT_NEAR(g[1], 0.5 / (1 + std::exp(-0.5)) * 2, 1e-7);
+}
+
+// Greedy decoding's argmax: the first of equal largest values (ties anywhere in the vector and its tail), −0 and +0
+// equal, NaN as the plain loop treats it — against that loop.
+TEST(DecodeOps, ArgmaxPicksTheFirstLargestAsThePlainLoop) {
+  auto loop = [](const std::vector<float>& x) {
+    int64_t best = 0;
+    for (size_t i = 1; i < x.size(); ++i)
+      if (x[i] > x[best]) best = int64_t(i);
+    return best;
+  };
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int64_t n = 1 + int64_t(rng() % 70);
+    std::vector<float> x(n);
+    for (auto& v : x) v = float(int(rng() % 7) - 3);  // few distinct values: many ties
+    if (trial % 5 == 1) x[rng() % n] = -0.f;
+    if (trial % 7 == 2) x[rng() % n] = NAN;
+    if (trial % 11 == 3) x[0] = NAN;
+    ASSERT_EQ(kernels::argmax(x.data(), n), loop(x)) << "trial " << trial << " n " << n;
+  }
+  std::vector<float> big(32000, -1.f);
+  big[31999] = 2.f;
+  big[17] = 2.f;
+  EXPECT_EQ(kernels::argmax(big.data(), 32000), 17);
 }
 
 // The kernels split their output rows with at::parallel_for, a header template whose OpenMP pragma is compiled into

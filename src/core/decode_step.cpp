@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/kernels/skinny_matmul.h"
+#include "core/kernels/decode_ops.h"
 #include "core/torch_pch.h"
 #include "core/transformer.h"
 
@@ -50,7 +50,7 @@ void rope_head(float* x, int64_t hd, const float* cos, const float* sin) {
 
 float activation(float v, Activation act) {
   switch (act) {
-    case Activation::SiLU: return v / (1.f + std::exp(-v));
+    case Activation::SiLU: return v / (1.f + std::exp(-v));  // (the gated MLP: kernels::silu_mul)
     case Activation::GeluTanh: {
       const float k = 0.7978845608028654f;  // sqrt(2/π)
       return 0.5f * v * (1.f + std::tanh(k * (v + 0.044715f * v * v * v)));
@@ -75,27 +75,29 @@ void for_rows(int64_t B, int64_t per_row, const Fn& fn) {
 void FrozenLM::set_lean_decode(bool on) { g_lean_decode = on; }
 bool FrozenLM::lean_decode_on() { return g_lean_decode; }
 
-bool FrozenLM::can_decode_lean(const at::Tensor& x, const KVCache* cache, const ForwardInput& in, const ForwardOptions& opt) const {
-  if (!g_lean_decode || !cache || !device_.is_cpu() || dtype_ != at::kFloat || x.scalar_type() != at::kFloat) return false;
-  if (x.dim() != 3 || x.size(1) != 1 || x.size(0) == 0 || cache->batch() != x.size(0)) return false;
+bool FrozenLM::can_decode_lean(int64_t B, const KVCache* cache, const ForwardInput& in, const ForwardOptions& opt) const {
+  if (!g_lean_decode || !cache || !device_.is_cpu() || dtype_ != at::kFloat) return false;
+  if (B == 0 || cache->batch() != B) return false;
   if (opt.all_hidden || opt.stop_after_layer >= 0) return false;
-  if (at::GradMode::is_enabled() && x.requires_grad()) return false;
-  if (in.mask.defined() && (in.mask.dim() != 2 || in.mask.size(0) != x.size(0) || in.mask.size(1) != 1)) return false;
-  if (in.position_ids.defined() && (in.position_ids.dim() != 2 || in.position_ids.size(0) != x.size(0) || in.position_ids.size(1) != 1))
+  if (in.mask.defined() && (in.mask.dim() != 2 || in.mask.size(0) != B || in.mask.size(1) != 1)) return false;
+  if (in.position_ids.defined() && (in.position_ids.dim() != 2 || in.position_ids.size(0) != B || in.position_ids.size(1) != 1))
     return false;
   return true;
 }
 
-ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& in, KVCache& cache, const ForwardOptions& opt) const {
+ForwardOutput FrozenLM::decode_step(const float* x_in, int64_t B, const ForwardInput& in, KVCache& cache, const ForwardOptions& opt) const {
   at::NoGradGuard no_grad;
-  const int64_t B = x_in.size(0), d = cfg_.dim;
+  const int64_t d = cfg_.dim;
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, G = H / Hkv;
   const int64_t q_dim = H * hd, kv_dim = Hkv * hd, ffn = cfg_.ffn_dim;
   const bool layer_norm = cfg_.norm == NormKind::LayerNorm;
 
   // ---- positions and the cache's bookkeeping ----
-  const at::Tensor mask = in.mask.defined() ? in.mask.to(at::kCPU).to(at::kBool).reshape({B}).contiguous() : at::ones({B}, at::kBool);
-  const bool* real = mask.data_ptr<bool>();
+  // (a CPU bool mask is read in place: converting costs more than this bookkeeping)
+  const bool mask_as_is = in.mask.defined() && in.mask.device().is_cpu() && in.mask.scalar_type() == at::kBool && in.mask.is_contiguous();
+  const at::Tensor mask = !in.mask.defined() ? at::Tensor() : mask_as_is ? in.mask : in.mask.to(at::kCPU).to(at::kBool).contiguous();
+  const std::vector<uint8_t> all_real(mask.defined() ? 0 : B, 1);
+  const bool* real = mask.defined() ? mask.data_ptr<bool>() : reinterpret_cast<const bool*>(all_real.data());
   const int64_t past = cache.length(), S = past + 1;
   cache.reserve(S);
   int64_t* next_pos = cache.next_pos.data_ptr<int64_t>();
@@ -116,8 +118,8 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
   cache.len = S;
 
   // ---- the residual stream x [B, d] and scratch rows ----
-  at::Tensor xt = x_in.reshape({B, d}).clone(at::MemoryFormat::Contiguous);
-  float* x = xt.data_ptr<float>();
+  std::vector<float> x_buf(x_in, x_in + B * d);
+  float* x = x_buf.data();
   if (!cfg_.rope)
     for (int64_t b = 0; b < B; ++b) {
       const float* p = pos_emb_.data_ptr<float>() + pos[b] * d;
@@ -157,26 +159,15 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
         std::copy_n(row + q_dim + kv_dim + j * hd, hd, vc + ((b * Hkv + j) * cap + past) * hd);
       }
     });
-    // softmax(q·Kᵀ · scale, masked) · V for every (row, head); padding keys get −1e30 as in forward().
+    // softmax(q·Kᵀ · scale, masked) · V for every (row, head); padding keys weigh 0 (−1e30 in forward()).
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(S * hd, 1));
     at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> p(S);
       for (int64_t bh = begin; bh < end; ++bh) {
         const int64_t b = bh / H, head = bh % H, j = head / G;
-        const float* q = qkv.data() + b * (q_dim + 2 * kv_dim) + head * hd;
-        const float* K = kc + (b * Hkv + j) * cap * hd;
-        const float* V = vc + (b * Hkv + j) * cap * hd;
-        const bool* kr = key_real + b * cap;
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < S; ++s) {
-          p[s] = kr[s] ? kernels::dot_f32(q, K + s * hd, hd) * scale : -1e30f;
-          mx = std::max(mx, p[s]);
-        }
-        float sum = 0;
-        for (int64_t s = 0; s < S; ++s) sum += (p[s] = std::exp(p[s] - mx));
-        float* o = att.data() + b * q_dim + head * hd;
-        std::fill_n(o, hd, 0.f);
-        for (int64_t s = 0; s < S; ++s) kernels::axpy_f32(p[s] / sum, V + s * hd, o, hd);
+        kernels::attend_one_query(qkv.data() + b * (q_dim + 2 * kv_dim) + head * hd, kc + (b * Hkv + j) * cap * hd,
+                                  vc + (b * Hkv + j) * cap * hd, key_real + b * cap, S, hd, scale, p.data(),
+                                  att.data() + b * q_dim + head * hd);
       }
     });
     L.o.forward_rows(att.data(), B, tmp.data());
@@ -190,7 +181,7 @@ ForwardOutput FrozenLM::decode_step(const at::Tensor& x_in, const ForwardInput& 
       const float* u = up.data() + b * up_out;
       float* mr = m.data() + b * ffn;
       if (cfg_.gated_mlp)
-        for (int64_t i = 0; i < ffn; ++i) mr[i] = activation(u[i], Activation::SiLU) * u[ffn + i];  // silu(gate) · up
+        kernels::silu_mul(u, u + ffn, mr, ffn);  // silu(gate) · up
       else
         for (int64_t i = 0; i < ffn; ++i) mr[i] = activation(u[i], cfg_.act);
     });

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/kernels/panel_matmul.h"
 #include "core/kernels/skinny_matmul.h"
+#include "core/kernels/widen.h"
 #include "core/weight_memory.h"
 #include "core/torch_pch.h"
 
@@ -224,6 +225,41 @@ at::Tensor FrozenEmbedding::lookup(const at::Tensor& ids) const {
   auto shape = ids.sizes().vec();
   shape.push_back(w.size(1));
   return rows.view(shape);
+}
+
+void FrozenEmbedding::lookup_into(const int64_t* ids, int64_t n, float* out) const {
+  const at::Tensor& w = table_.raw_weight();
+  if (!w.device().is_cpu() || !w.is_contiguous() || (table_.format() == WeightFormat::F32 && w.scalar_type() != at::kFloat))
+    throw Error("lookup_into: the embedding table must be a contiguous fp32-computing CPU tensor");
+  const int64_t d = w.size(1);
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t id = ids[r];
+    float* o = out + r * d;
+    switch (table_.format()) {
+      case WeightFormat::F32: {
+        const float* src = w.data_ptr<float>() + id * d;
+        std::copy(src, src + d, o);
+        break;
+      }
+      case WeightFormat::BF16: {
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()) + id * d;
+        for (int64_t i = 0; i < d; ++i) o[i] = kernels::bf16_to_float(src[i]);
+        break;
+      }
+      case WeightFormat::Int8: {
+        const int8_t* src = w.data_ptr<int8_t>() + id * d;
+        const float s = table_.raw_scale().data_ptr<float>()[id];
+        for (int64_t i = 0; i < d; ++i) o[i] = float(src[i]) * s;
+        break;
+      }
+      case WeightFormat::Q8_0: {
+        const int8_t* src = w.data_ptr<int8_t>() + id * d;
+        const uint16_t* dq = reinterpret_cast<const uint16_t*>(table_.raw_scale().data_ptr<at::Half>()) + id * (d / kernels::kQ8Block);
+        for (int64_t i = 0; i < d; ++i) o[i] = float(src[i]) * kernels::half_to_float(dq[i / kernels::kQ8Block]);
+        break;
+      }
+    }
+  }
 }
 
 }  // namespace frozenlm

@@ -54,6 +54,9 @@ class FrozenEmbedding {
   FrozenEmbedding(const at::Tensor& w_f32, WeightFormat fmt) : table_(w_f32, at::Tensor(), fmt) {}
   explicit FrozenEmbedding(FrozenLinear table) : table_(std::move(table)) {}
   at::Tensor lookup(const at::Tensor& ids) const;  // [B, T] int64 -> [B, T, d] fp32
+  // The decode step's lookup without tensors: out [n, d] = the rows ids[0..n) (in range), the same fp32 values as
+  // lookup(). CPU tables only.
+  void lookup_into(const int64_t* ids, int64_t n, float* out) const;
   const FrozenLinear& as_linear() const { return table_; }
   FrozenLinear& as_linear() { return table_; }
 

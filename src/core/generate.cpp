@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "core/error.h"
+#include "core/kernels/decode_ops.h"
 #include "core/torch_pch.h"
 
 namespace frozenlm {
@@ -47,16 +48,14 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
   int64_t live = B;
   for (int64_t step = 0; step < p.max_new_tokens && live > 0; ++step) {
     std::vector<int64_t> next(B, 0);
-    std::vector<uint8_t> step_mask(B, 0);
+    std::vector<uint8_t> step_mask(B, 0);  // 0 / 1 bytes: read as bool
     const int64_t V = logits.size(1);
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
       // Greedy picks the first largest logit (as argmax) straight from the buffer; sampling goes through LibTorch.
       int64_t t = 0;
       if (p.temperature <= 0) {
-        const float* row = logits.data_ptr<float>() + b * V;
-        for (int64_t i = 1; i < V; ++i)
-          if (row[i] > row[t]) t = i;
+        t = kernels::argmax(logits.data_ptr<float>() + b * V, V);
       } else {
         t = sample_token(logits[b], p, gen);
       }
@@ -76,8 +75,9 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
     }
     if (live == 0 || step + 1 == p.max_new_tokens) break;
     ForwardInput ni;
-    ni.ids = at::from_blob(next.data(), {B, 1}, at::kLong).clone();
-    ni.mask = at::from_blob(step_mask.data(), {B, 1}, at::kByte).to(at::kBool);  // finished rows feed a masked dummy token
+    // (views of the vectors, which outlive the call: no tensor ops per token)
+    ni.ids = at::from_blob(next.data(), {B, 1}, at::kLong);
+    ni.mask = at::from_blob(step_mask.data(), {B, 1}, at::kBool);  // finished rows feed a masked dummy token
     logits = lm.forward(ni, &cache, fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();
   }
   return out;

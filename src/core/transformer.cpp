@@ -187,6 +187,19 @@ static at::Tensor swiglu(const at::Tensor& gu) {
 }
 
 ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const ForwardOptions& opt) const {
+  // ---- one new token id per row with a cache: the lean decode step, embedded without tensor ops (each costs
+  // microseconds, a 100M-shape token at the bandwidth wall only ~4 ms) ----
+  if (cache && !in.embeds.defined() && in.ids.defined() && in.ids.dim() == 2 && in.ids.size(1) == 1 && in.ids.device().is_cpu() &&
+      in.ids.scalar_type() == at::kLong && in.ids.is_contiguous() && can_decode_lean(in.ids.size(0), cache, in, opt) &&
+      !(at::GradMode::is_enabled() && tok_emb_.as_linear().raw_weight().requires_grad())) {
+    const int64_t B = in.ids.size(0);
+    const int64_t* ids = in.ids.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b)
+      if (ids[b] < 0 || ids[b] >= cfg_.vocab_size) throw Error("forward: token id out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
+    std::vector<float> x(B * cfg_.dim);
+    tok_emb_.lookup_into(ids, B, x.data());
+    return decode_step(x.data(), B, in, *cache, opt);
+  }
   // ---- input: ids or embeddings -> x [B, T, d] ----
   at::Tensor x;
   if (in.embeds.defined()) {
@@ -202,7 +215,11 @@ ForwardOutput FrozenLM::forward(const ForwardInput& in, KVCache* cache, const Fo
   } else {
     throw Error("forward: give ids or embeds");
   }
-  if (cache && can_decode_lean(x, cache, in, opt)) return decode_step(x, in, *cache, opt);
+  if (cache && x.dim() == 3 && x.size(1) == 1 && x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()) &&
+      can_decode_lean(x.size(0), cache, in, opt)) {
+    const at::Tensor xc = x.contiguous();
+    return decode_step(xc.data_ptr<float>(), x.size(0), in, *cache, opt);
+  }
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, hd = cfg_.head_dim, G = H / Hkv;
   auto lopt = at::TensorOptions().device(device_).dtype(at::kLong);

@@ -117,9 +117,10 @@ class FrozenLM {
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
   std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& pos) const;
-  // The lean decode step (core/decode_step.cpp): x [B, 1, d] fp32, one token per row, written into `cache`.
-  bool can_decode_lean(const at::Tensor& x, const KVCache* cache, const ForwardInput& in, const ForwardOptions& opt) const;
-  ForwardOutput decode_step(const at::Tensor& x, const ForwardInput& in, KVCache& cache, const ForwardOptions& opt) const;
+  // The lean decode step (core/decode_step.cpp): x [B, d] fp32 (the embedded new token of each row), written into
+  // `cache`. can_decode_lean: whether the step applies to a batch of B (x itself checked by the caller).
+  bool can_decode_lean(int64_t B, const KVCache* cache, const ForwardInput& in, const ForwardOptions& opt) const;
+  ForwardOutput decode_step(const float* x, int64_t B, const ForwardInput& in, KVCache& cache, const ForwardOptions& opt) const;
 
   ModelConfig cfg_;
   FrozenEmbedding tok_emb_;

@@ -1,4 +1,5 @@
 #include "core/kernels/skinny_matmul.h"
+#include "core/kernels/lanes.h"
 #include "core/kernels/widen.h"
 
 #include <ATen/Parallel.h>
@@ -47,18 +48,6 @@ void dot_rows_scalar(const float* x, int64_t rows, int64_t in, const Row& w, flo
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
-
-// The four lane sums of a0..a3 into out4[0..3] at once (a transposed reduction: the four-rows-at-once kernels).
-__attribute__((target("avx2,fma"))) inline void hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3, float* out4) {
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  _mm_storeu_ps(out4, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-}
-
 // acc[r] = x[r] · w for G rows at once (G known at compile time: the accumulators stay in registers); two
 // accumulators per row hide the FMA latency.
 template <int G, typename Row>
@@ -149,6 +138,13 @@ const bool kVectorised =
 #else
     false;
 #endif
+
+// The first 64-byte boundary at or after p (the buffer holds 64 bytes more than it needs).
+// (the decode kernels' activation buffers: their 32-byte loads then never straddle a cache line)
+template <typename T>
+T* align64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
 
 // Software prefetch distance ahead of the int8 / Q8_0 weights being read: one core streaming int8 rows (a quarter of
 // the bytes per multiply-add of fp32) leaves memory idle without it. Measured on the 100M shape, 2 threads
@@ -395,25 +391,6 @@ __attribute__((target("avx2,fma,f16c"))) void dot4_q8_0_one_row(const int8_t* qx
   hsum4(a[0], a[1], a[2], a[3], out4);
 }
 
-__attribute__((target("avx2,fma"))) float dot_f32_avx2(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  float s = hsum(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-__attribute__((target("avx2,fma"))) void axpy_f32_avx2(float alpha, const float* x, float* y, int64_t n) {
-  const __m256 a = _mm256_set1_ps(alpha);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += alpha * x[i];
-}
 #endif
 
 }  // namespace
@@ -428,12 +405,13 @@ void quantize_row_q8_0(const float* x, int64_t in, int8_t* qx, float* dx) {
 void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* q, const uint16_t* d, int64_t out,
                         const float* bias, float* y) {
   const int64_t nb = in / kQ8Block;
-  thread_local std::vector<int8_t> qx;  // the calling thread's scratch, reused: no allocation per matmul
+  thread_local std::vector<int8_t> qx_buf;  // the calling thread's scratch, reused: no allocation per matmul
   thread_local std::vector<float> dx;
-  qx.resize(rows * in);
+  qx_buf.resize(rows * in + 64);
   dx.resize(rows * nb);
-  for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx.data() + r * in, dx.data() + r * nb);
-  const int8_t* xq = qx.data();  // pointers: inside the parallel body `qx` would name the worker thread's own buffer
+  int8_t* qx = align64(qx_buf.data());  // 32-byte loads that never straddle a cache line
+  for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x + r * in, in, qx + r * in, dx.data() + r * nb);
+  const int8_t* xq = qx;  // pointers: inside the parallel body `qx_buf` would name the worker thread's own buffer
   const float* xd = dx.data();
   const int64_t pf = g_prefetch_bytes.load();
   for_output_rows(out, in, [&](int64_t begin, int64_t end) {
@@ -464,22 +442,6 @@ void skinny_matmul_q8_0(const float* x, int64_t rows, int64_t in, const int8_t* 
 int64_t set_weights_per_task(int64_t n) { return g_weights_per_task.exchange(std::max<int64_t>(1, n)); }
 int64_t set_prefetch_bytes(int64_t n) { return g_prefetch_bytes.exchange(std::max<int64_t>(0, n)); }
 int64_t prefetch_bytes() { return g_prefetch_bytes.load(); }
-
-float dot_f32(const float* a, const float* b, int64_t n) {
-#if defined(__x86_64__)
-  if (kVectorised) return dot_f32_avx2(a, b, n);
-#endif
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
-#if defined(__x86_64__)
-  if (kVectorised) return axpy_f32_avx2(alpha, x, y, n);
-#endif
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
 
 }  // namespace frozenlm::kernels
 
@@ -618,6 +580,36 @@ __attribute__((target("avx2,fma"))) void dot4_i16_one_row(const int16_t* x16, co
   hsum4(a[0], a[1], a[2], a[3], out4);
 }
 
+// One row of x (batch 1, or the last of a batch of 4k + 1): dot_i16_group<1> with one named accumulator and the tails
+// out of the hot loop. The group template ran the same arithmetic ~13% slower per byte from memory (paired passes
+// over the 100M shape's matrices; BENCHMARKS.md "Decode: the step around the matrices").
+__attribute__((target("avx2,fma"))) float dot_i16_one_row(const int16_t* x16, const float* dx, int64_t in, int64_t nchunks, const int8_t* q,
+                                                         int64_t pf) {
+  __m256 a = _mm256_setzero_ps();
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t c0 = c * kI16Chunk, len = std::min(kI16Chunk, in - c0);
+    __m256i s = _mm256_setzero_si256();
+    int64_t k = 0;
+    for (; k + 32 <= len; k += 32) {
+      if (pf && (k & 32) == 0) _mm_prefetch(reinterpret_cast<const char*>(q + c0 + k + pf), _MM_HINT_T0);
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k)));
+      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k + 16)));
+      const int16_t* xr = x16 + c0 + k;
+      const __m256i p0 = _mm256_madd_epi16(w0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr)));
+      const __m256i p1 = _mm256_madd_epi16(w1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + 16)));
+      s = _mm256_add_epi32(s, _mm256_add_epi32(p0, p1));
+    }
+    if (k < len) {  // a chunk shorter than 32 or not a multiple of it: only at the end of a row
+      for (; k + 16 <= len; k += 16)
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c0 + k))),
+                                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x16 + c0 + k))));
+      if (k < len) s = _mm256_add_epi32(s, _mm256_setr_epi32(dot_i16_scalar(x16 + c0 + k, q + c0 + k, len - k), 0, 0, 0, 0, 0, 0, 0));
+    }
+    a = _mm256_fmadd_ps(_mm256_set1_ps(dx[c]), _mm256_cvtepi32_ps(s), a);
+  }
+  return hsum(a);
+}
+
 __attribute__((target("avx2,fma"))) void dot_i16_rows_avx2(const int16_t* x16, const float* dx, int64_t rows, int64_t in, int64_t nchunks,
                                                            const int8_t* q, int64_t pf, float* acc) {
   int64_t r = 0;
@@ -625,7 +617,7 @@ __attribute__((target("avx2,fma"))) void dot_i16_rows_avx2(const int16_t* x16, c
   switch (rows - r) {
     case 3: dot_i16_group<3>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r); break;
     case 2: dot_i16_group<2>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r); break;
-    case 1: dot_i16_group<1>(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf, acc + r); break;
+    case 1: acc[r] = dot_i16_one_row(x16 + r * in, dx + r * nchunks, in, nchunks, q, pf); break;
     default: break;
   }
 }
@@ -643,12 +635,13 @@ void quantize_row_i16(const float* x, int64_t in, int16_t* qx, float* dx) {
 void skinny_matmul_int8(const float* x, int64_t rows, int64_t in, const int8_t* q, const float* scale, int64_t out,
                         const float* bias, float* y) {
   const int64_t nchunks = (in + kI16Chunk - 1) / kI16Chunk;
-  thread_local std::vector<int16_t> x16;  // the calling thread's scratch, reused: no allocation per matmul
+  thread_local std::vector<int16_t> x16_buf;  // the calling thread's scratch, reused: no allocation per matmul
   thread_local std::vector<float> dx;
-  x16.resize(rows * in);
+  x16_buf.resize(rows * in + 32);
   dx.resize(rows * nchunks);
-  for (int64_t r = 0; r < rows; ++r) quantize_row_i16(x + r * in, in, x16.data() + r * in, dx.data() + r * nchunks);
-  const int16_t* xq = x16.data();  // pointers: inside the parallel body `x16` would name the worker's own buffer
+  int16_t* x16 = align64(x16_buf.data());
+  for (int64_t r = 0; r < rows; ++r) quantize_row_i16(x + r * in, in, x16 + r * in, dx.data() + r * nchunks);
+  const int16_t* xq = x16;  // pointers: inside the parallel body `x16_buf` would name the worker's own buffer
   const float* xd = dx.data();
   const int64_t pf = g_prefetch_bytes.load();
   for_output_rows(out, in, [&](int64_t begin, int64_t end) {

@@ -45,10 +45,6 @@ void quantize_row_q8_0(const float* x, int64_t in, int8_t* qx, float* dx);
 float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);
 
-// Attention over the KV cache (one query): Σ a[i]·b[i], and y += alpha · x, n floats.
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy_f32(float alpha, const float* x, float* y, int64_t n);
-
 // The fewest weights a thread takes before a matmul is split across threads (default 262144, or
 // FROZENLM_WEIGHTS_PER_TASK); returns the previous value. Tests set 1 to split even tiny shapes.
 int64_t set_weights_per_task(int64_t n);

@@ -1,0 +1,22 @@
+// Horizontal sums of AVX2 fp32 lanes, shared by the decode kernels (skinny_matmul.cpp, decode_ops.cpp).
+#pragma once
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+namespace frozenlm::kernels {
+
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+// The four lane sums of a0..a3 into out4[0..3] at once (a transposed reduction: the four-rows-at-once kernels).
+__attribute__((target("avx2,fma"))) inline void hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3, float* out4) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out4, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+}  // namespace frozenlm::kernels
+#endif
