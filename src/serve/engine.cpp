@@ -10,6 +10,7 @@
 
 #include "core/cpu_allocator.h"
 #include "core/generate.h"
+#include "core/kernels/decode_ops.h"
 #include "core/runtime.h"
 #include "core/torch_pch.h"
 #include "serve/batch_cache.h"
@@ -256,8 +257,7 @@ bool Engine::take_token(Row& row, const float* logits, int64_t V) {
   const ChoiceParams& p = row.req->choices()[row.choice];
   int64_t t = 0;
   if (p.temperature <= 0) {
-    for (int64_t i = 1; i < V; ++i)  // the first largest logit, as generate() picks it
-      if (logits[i] > logits[t]) t = i;
+    t = kernels::argmax(logits, V);  // the first largest logit, as generate() picks it
   } else {
     t = sample_token(at::from_blob(const_cast<float*>(logits), {V}, at::kFloat), row.sp, row.gen);
   }
