@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdint>
-#include <initializer_list>
 #include <vector>
 
 #include "core/error.h"
@@ -63,26 +61,6 @@ float activation(float v, Activation act) {
 }
 
 const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
-
-// Float regions of the given sizes in one buffer, each starting on a 64-byte boundary.
-class ScratchRows {
- public:
-  explicit ScratchRows(std::initializer_list<int64_t> sizes) {
-    int64_t total = 0;
-    for (int64_t n : sizes) {
-      offsets_.push_back(total);
-      total += (n + 15) / 16 * 16;
-    }
-    buf_.resize(total + 16);
-    base_ = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf_.data()) + 63) & ~uintptr_t(63));
-  }
-  float* operator[](size_t i) { return base_ + offsets_[i]; }
-
- private:
-  std::vector<float> buf_;
-  std::vector<int64_t> offsets_;
-  float* base_ = nullptr;
-};
 
 // fn(b) for every row b of the batch, split across threads once the batch has enough work (`per_row` elements each):
 // at batch 64 the norms and SwiGLU on one thread left the other waiting at the next matmul's fork.
@@ -160,23 +138,20 @@ ForwardOutput FrozenLM::decode_step(const float* x_in, int64_t B, const ForwardI
       }
   }
   const int64_t up_out = cfg_.gated_mlp ? 2 * ffn : ffn;
-  // The step's scratch rows in one allocation, each region on a 64-byte boundary: the kernels' 32-byte loads of x
-  // then never straddle two cache lines (std::vector gives 16-byte alignment).
-  ScratchRows scratch({B * d, B * (q_dim + 2 * kv_dim), B * q_dim, B * d, B * up_out, B * ffn});
-  float *h = scratch[0], *qkv = scratch[1], *att = scratch[2], *tmp = scratch[3], *up = scratch[4], *m = scratch[5];
+  std::vector<float> h(B * d), qkv(B * (q_dim + 2 * kv_dim)), att(B * q_dim), tmp(B * d), up(B * up_out), m(B * ffn);
   const float scale = float(1.0 / std::sqrt(double(hd)));
 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const TransformerLayer& L = layers_[l];
     // ---- attention ----
     for_rows(B, d, [&](int64_t b) {
-      norm_row(x + b * d, d, L.attn_norm_w.data_ptr<float>(), ptr_or_null(L.attn_norm_b), layer_norm, cfg_.norm_eps, h + b * d);
+      norm_row(x + b * d, d, L.attn_norm_w.data_ptr<float>(), ptr_or_null(L.attn_norm_b), layer_norm, cfg_.norm_eps, h.data() + b * d);
     });
-    L.qkv.forward_rows(h, B, qkv);
+    L.qkv.forward_rows(h.data(), B, qkv.data());
     float* kc = cache.k_buf[l].data_ptr<float>();  // [B, Hkv, cap, hd]
     float* vc = cache.v_buf[l].data_ptr<float>();
     for_rows(B, q_dim + 2 * kv_dim, [&](int64_t b) {
-      float* row = qkv + b * (q_dim + 2 * kv_dim);
+      float* row = qkv.data() + b * (q_dim + 2 * kv_dim);
       if (cfg_.rope)
         for (int64_t j = 0; j < H + Hkv; ++j) rope_head(row + j * hd, hd, cos.data() + b * hd, sin.data() + b * hd);
       for (int64_t j = 0; j < Hkv; ++j) {
@@ -190,27 +165,27 @@ ForwardOutput FrozenLM::decode_step(const float* x_in, int64_t B, const ForwardI
       std::vector<float> p(S);
       for (int64_t bh = begin; bh < end; ++bh) {
         const int64_t b = bh / H, head = bh % H, j = head / G;
-        kernels::attend_one_query(qkv + b * (q_dim + 2 * kv_dim) + head * hd, kc + (b * Hkv + j) * cap * hd,
+        kernels::attend_one_query(qkv.data() + b * (q_dim + 2 * kv_dim) + head * hd, kc + (b * Hkv + j) * cap * hd,
                                   vc + (b * Hkv + j) * cap * hd, key_real + b * cap, S, hd, scale, p.data(),
-                                  att + b * q_dim + head * hd);
+                                  att.data() + b * q_dim + head * hd);
       }
     });
-    L.o.forward_rows(att, B, tmp);
+    L.o.forward_rows(att.data(), B, tmp.data());
     // ---- MLP ----
     for_rows(B, d, [&](int64_t b) {
       for (int64_t i = b * d; i < (b + 1) * d; ++i) x[i] += tmp[i];
-      norm_row(x + b * d, d, L.mlp_norm_w.data_ptr<float>(), ptr_or_null(L.mlp_norm_b), layer_norm, cfg_.norm_eps, h + b * d);
+      norm_row(x + b * d, d, L.mlp_norm_w.data_ptr<float>(), ptr_or_null(L.mlp_norm_b), layer_norm, cfg_.norm_eps, h.data() + b * d);
     });
-    L.up.forward_rows(h, B, up);
+    L.up.forward_rows(h.data(), B, up.data());
     for_rows(B, ffn, [&](int64_t b) {
-      const float* u = up + b * up_out;
-      float* mr = m + b * ffn;
+      const float* u = up.data() + b * up_out;
+      float* mr = m.data() + b * ffn;
       if (cfg_.gated_mlp)
         kernels::silu_mul(u, u + ffn, mr, ffn);  // silu(gate) · up
       else
         for (int64_t i = 0; i < ffn; ++i) mr[i] = activation(u[i], cfg_.act);
     });
-    L.down.forward_rows(m, B, tmp);
+    L.down.forward_rows(m.data(), B, tmp.data());
     for (int64_t i = 0; i < B * d; ++i) x[i] += tmp[i];
   }
 
