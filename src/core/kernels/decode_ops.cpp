@@ -9,12 +9,7 @@ namespace frozenlm::kernels {
 
 namespace {
 
-const bool kVectorised =
-#if defined(__x86_64__)
-    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    false;
-#endif
+const bool kVectorised = cpu_has_avx2_fma();
 
 #if defined(__x86_64__)
 // exp of 8 lanes (Cephes' single-precision exp, as in avx_mathfun: n = round(x / ln 2), a degree-7 polynomial on the

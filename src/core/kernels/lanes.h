@@ -1,5 +1,19 @@
-// Horizontal sums of AVX2 fp32 lanes, shared by the decode kernels (skinny_matmul.cpp, decode_ops.cpp).
+// AVX2 pieces shared by the decode kernels (skinny_matmul.cpp, decode_ops.cpp): whether this CPU runs them, and
+// horizontal sums of fp32 lanes.
 #pragma once
+
+namespace frozenlm::kernels {
+
+// AVX2 + FMA at run time (the kernels' scalar code runs otherwise).
+inline bool cpu_has_avx2_fma() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+}  // namespace frozenlm::kernels
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -132,12 +132,7 @@ __attribute__((target("avx2,fma"))) void dot4_one_row(const float* x, int64_t in
 }
 #endif
 
-const bool kVectorised =
-#if defined(__x86_64__)
-    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    false;
-#endif
+const bool kVectorised = cpu_has_avx2_fma();
 
 // The first 64-byte boundary at or after p (the buffer holds 64 bytes more than it needs).
 // (the decode kernels' activation buffers: their 32-byte loads then never straddle a cache line)
