@@ -59,7 +59,8 @@ TEST_P(EveryModel, KvCacheDecodingEqualsFullRecomputation) {
 }
 
 // The lean decode step (core/decode_step.cpp) against the LibTorch graph it replaces, step by step: left-padded
-// prompts of different lengths, a row that has finished (masked dummy tokens), a cache that starts too small and grows.
+// prompts of different lengths, a row that has finished (masked dummy tokens), a cache that starts too small and grows,
+// new tokens given as contiguous ids and as a strided view.
 TEST_P(EveryModel, LeanDecodeStepEqualsTheLibTorchGraph) {
   auto lm = load();
   at::NoGradGuard ng;
@@ -78,7 +79,9 @@ TEST_P(EveryModel, LeanDecodeStepEqualsTheLibTorchGraph) {
     std::vector<at::Tensor> logits;
     for (int64_t t = 0; t < steps; ++t) {
       ForwardInput s;
-      s.ids = next.narrow(1, t, 1);
+      // Both ways into the lean step: contiguous CPU int64 ids (embedded without tensor ops, as generate() and the
+      // server pass them) on even steps, a strided view (embedded by the tensor lookup) on odd ones.
+      s.ids = t % 2 == 0 ? next.narrow(1, t, 1).contiguous() : next.narrow(1, t, 1);
       s.mask = at::ones({B, 1}, at::kBool);
       if (t >= 4) s.mask[1][0] = false;  // row 1 finished: a masked dummy token
       logits.push_back(lm->forward(s, &cache).logits);
