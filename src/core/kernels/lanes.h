@@ -1,13 +1,20 @@
-// AVX2 pieces shared by the decode kernels (skinny_matmul.cpp, decode_ops.cpp): whether this CPU runs them, and
-// horizontal sums of fp32 lanes.
+// AVX2 pieces shared by the decode kernels (skinny_matmul.cpp, panel_matmul.cpp, decode_ops.cpp): whether this CPU
+// runs them, and horizontal sums of fp32 lanes.
 #pragma once
 
 namespace frozenlm::kernels {
 
-// AVX2 + FMA at run time (the kernels' scalar code runs otherwise).
+// AVX2 + FMA at run time (the kernels' scalar code runs otherwise); the kernels that convert fp16 scales also need F16C.
 inline bool cpu_has_avx2_fma() {
 #if defined(__x86_64__)
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+inline bool cpu_has_avx2_fma_f16c() {
+#if defined(__x86_64__)
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("f16c");
 #else
   return false;
 #endif

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/env_flag.h"
+#include "core/kernels/lanes.h"
 #include "core/kernels/skinny_matmul.h"
 #include "core/kernels/widen.h"
 
@@ -20,12 +21,7 @@ namespace {
 
 std::atomic<bool> g_panel_on{env_on_off("FROZENLM_PANEL_KERNELS", true)};
 
-const bool kPanelVectorised =
-#if defined(__x86_64__)
-    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    false;
-#endif
+const bool kPanelVectorised = cpu_has_avx2_fma_f16c();
 
 // A stored matrix read as fp32 weights W(o, k), one at a time or (vector code) 8 consecutive inputs of one output
 // row. The widened values are exactly FrozenLinear::weight_f32()'s: bf16 bits shifted, int8 q · scale[o], Q8_0

@@ -288,12 +288,7 @@ uint16_t float_to_half(float f) {
 namespace {
 
 // The Q8_0 dot product also converts the fp16 scales in hardware (F16C).
-const bool kQ8Vectorised =
-#if defined(__x86_64__)
-    kVectorised && __builtin_cpu_supports("f16c");
-#else
-    false;
-#endif
+const bool kQ8Vectorised = cpu_has_avx2_fma_f16c();
 
 void quantize_row_q8_0_scalar(const float* x, int64_t in, int8_t* qx, float* dx) {
   for (int64_t b = 0; b < in / kQ8Block; ++b) {
