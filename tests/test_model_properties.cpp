@@ -1,6 +1,7 @@
 // Properties every frozen LM must have, checked on the tiny reference fixtures and the real models:
 // KV cache == full recomputation, padded batch == one by one, embeddings input == ids, gradients to the input
 // embeddings == finite differences (fp64), weights untouched by backward, compact storage close to fp32.
+#include "core/error.h"
 #include "core/generate.h"
 #include "core/kernels/panel_matmul.h"
 #include "core/kernels/skinny_matmul.h"
@@ -56,6 +57,31 @@ TEST_P(EveryModel, KvCacheDecodingEqualsFullRecomputation) {
     EXPECT_EQ(cache.length(), 14);
     EXPECT_LE((at::cat(parts, 1) - full).abs().max().item<double>(), 1e-4) << "prefix as embeds: " << prefix_as_embeds;
   }
+}
+
+// A bad token id on the lean path is refused with the range, before the cache is touched: a caller can go on decoding.
+TEST_P(EveryModel, OutOfRangeTokenOnTheDecodePathIsRefusedAndTheCacheKept) {
+  auto lm = load();
+  at::NoGradGuard ng;
+  KVCache cache = lm->new_cache(2, 8);
+  ForwardInput p;
+  p.ids = random_ids(*lm, 2, 3, 5);
+  lm->forward(p, &cache);
+  for (int64_t bad : {lm->vocab_size(), int64_t(-1)}) {
+    ForwardInput s;
+    s.ids = at::tensor(std::vector<int64_t>{1, bad}, at::kLong).view({2, 1});
+    try {
+      lm->forward(s, &cache);
+      ADD_FAILURE() << "id " << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("token id out of range [0, " + std::to_string(lm->vocab_size()) + ")"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(cache.length(), 3);
+  }
+  ForwardInput ok;
+  ok.ids = at::tensor(std::vector<int64_t>{1, 2}, at::kLong).view({2, 1});
+  EXPECT_EQ(lm->forward(ok, &cache).logits.size(2), lm->vocab_size());
+  EXPECT_EQ(cache.length(), 4);
 }
 
 // The lean decode step (core/decode_step.cpp) against the LibTorch graph it replaces, step by step: left-padded
