@@ -14,6 +14,7 @@ PKGS=(build-essential cmake ccache pkg-config
       clang libclang-rt-14-dev                  # libFuzzer + sanitizers for fuzz/
       libxapian-dev xapian-tools libhnswlib-dev # retrieval: BM25 (Xapian; xapian-tcpsrv for shard tests), HNSW graphs
       libcpp-httplib-dev prometheus-cpp-dev     # serving: HTTP (the library llama.cpp's server uses), Prometheus metrics
+      zlib1g-dev                                # gzip request bodies in the server tests
       curl chromium haproxy                     # serving tests: the playground in a real browser, replicas behind HAProxy
       wordnet-base dict-elements dict-gcide)    # knowledge testbed sources (testbed/; GCIDE: the reader experiments' distractors)
 # Node.js (for the Hugging Face `tokenizers` reference): Debian's, unless a Node with npm is already there.

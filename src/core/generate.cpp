@@ -10,7 +10,7 @@ namespace frozenlm {
 
 int64_t sample_token(const at::Tensor& logits_in, const SamplingParams& p, at::Generator& gen) {
   at::Tensor logits = logits_in.to(at::kCPU, at::kFloat).reshape({-1});
-  if (p.temperature <= 0) return logits.argmax().item<int64_t>();
+  if (p.greedy()) return logits.argmax().item<int64_t>();
   logits = logits / p.temperature;
   const int64_t V = logits.size(0);
   if (p.top_k > 0 && p.top_k < V) {
@@ -54,7 +54,7 @@ std::vector<std::vector<int64_t>> generate_from_embeds(const FrozenLM& lm, const
       if (done[b]) continue;
       // Greedy picks the first largest logit (as argmax) straight from the buffer; sampling goes through LibTorch.
       int64_t t = 0;
-      if (p.temperature <= 0) {
+      if (p.greedy()) {
         t = kernels::argmax(logits.data_ptr<float>() + b * V, V);
       } else {
         t = sample_token(logits[b], p, gen);

@@ -12,9 +12,14 @@
 
 namespace frozenlm {
 
+// Temperatures below this are greedy (as vLLM's _SAMPLING_EPS): dividing logits by 1e-40 overflows to inf and the
+// softmax of inf - inf is NaN, so a "nearly greedy" request would otherwise fail in the sampler.
+constexpr double kGreedyBelowTemperature = 1e-5;
+
 struct SamplingParams {
   int64_t max_new_tokens = 64;
-  double temperature = 1.0;  // 0: greedy
+  double temperature = 1.0;  // below kGreedyBelowTemperature (0 included): greedy
+  bool greedy() const { return temperature < kGreedyBelowTemperature; }
   int64_t top_k = 0;         // 0: off
   double top_p = 1.0;        // 1: off
   uint64_t seed = 0;

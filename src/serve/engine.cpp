@@ -19,11 +19,15 @@
 
 namespace frozenlm::serve {
 
+// Two choices read the same prompt (they are consecutive: prompt i's n choices). Two equal prompts of one request are
+// still two prompts (usage counts both).
+static bool same_prompt(const ChoiceParams& a, const ChoiceParams& b) { return a.prompt_index == b.prompt_index && a.prompt_ids == b.prompt_ids; }
+
 // ---------------------------------------------------------------------------------------------------------------
 // Request: a queue of updates between the engine thread and the request's consumer.
 
-Request::Request(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices)
-    : module_(std::move(module)), choices_(std::move(choices)) {
+Request::Request(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices, std::string id)
+    : module_(std::move(module)), id_(std::move(id)), choices_(std::move(choices)) {
   submitted = first_token = Clock::now();
 }
 
@@ -43,10 +47,21 @@ bool Request::done() const {
 }
 
 int64_t Request::prompt_tokens() const {
+  // Choices of one prompt are consecutive (prompt i's n choices); two equal prompts are still two prompts.
   int64_t n = 0;
   for (size_t i = 0; i < choices_.size(); ++i)
-    if (i == 0 || choices_[i].prompt_ids != choices_[i - 1].prompt_ids) n += choices_[i].prompt_ids.size();
+    if (i == 0 || !same_prompt(choices_[i], choices_[i - 1])) n += choices_[i].prompt_ids.size();
   return n;
+}
+
+std::string Request::error() const {
+  std::lock_guard<std::mutex> lk(m_);
+  return error_;
+}
+
+std::string Request::error_detail() const {
+  std::lock_guard<std::mutex> lk(m_);
+  return error_detail_.empty() ? error_ : error_detail_;
 }
 
 void Request::push(Update u) {
@@ -58,10 +73,13 @@ void Request::push(Update u) {
   cv_.notify_all();
 }
 
-void Request::fail(const std::string& message) {
+void Request::fail(const std::string& message, const std::string& detail) {
   {
     std::lock_guard<std::mutex> lk(m_);
-    if (error_.empty()) error_ = message;
+    if (error_.empty()) {
+      error_ = message;
+      error_detail_ = detail;
+    }
   }
   cv_.notify_all();
 }
@@ -92,6 +110,7 @@ Engine::Engine(const FrozenLM& lm, const Tokenizer& tok, EngineOptions opt, Engi
   if (opt_.kv_budget_tokens < context_length())
     throw Error("serve: --kv-budget-tokens " + std::to_string(opt_.kv_budget_tokens) + " is below the model's context length " +
                 std::to_string(context_length()) + " (a request of full length could never run)");
+  usable_vocab_ = std::min(lm_.vocab_size(), tok_.vocab_size());
   batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
   thread_ = std::thread([this] { run(); });
 }
@@ -111,7 +130,7 @@ int64_t Engine::input_length(const ServedModule* m, const ChoiceParams& c) {
   return (m && m->lm_module() ? m->lm_module()->prefix_length() : 0) + int64_t(c.prompt_ids.size());
 }
 
-std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices) {
+std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices, std::string id) {
   if (choices.empty()) throw Error("nothing to generate (no prompt)");
   if (int64_t(choices.size()) > opt_.max_batch)
     throw Error("this request asks for " + std::to_string(choices.size()) + " completions (prompts × n); the server decodes at most " +
@@ -119,6 +138,9 @@ std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> modu
   int64_t need = 0;
   for (const ChoiceParams& c : choices) {
     if (c.prompt_ids.empty()) throw Error("empty prompt (it needs at least one token)");
+    for (int64_t t : c.prompt_ids)
+      if (t < 0 || t >= usable_vocab_)
+        throw Error("token id " + std::to_string(t) + " is outside the vocabulary (ids 0.." + std::to_string(usable_vocab_ - 1) + ")");
     const int64_t in = input_length(module.get(), c);
     if (in + c.max_tokens > context_length())
       throw Error("this request needs " + std::to_string(in) + " input positions" +
@@ -130,7 +152,7 @@ std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> modu
   if (need > opt_.kv_budget_tokens)
     throw Error("this request needs " + std::to_string(need) + " KV-cache positions (inputs + max_tokens over all completions), more than the server's budget of " +
                 std::to_string(opt_.kv_budget_tokens) + " (--kv-budget-tokens)");
-  auto r = std::make_shared<Request>(std::move(module), std::move(choices));
+  auto r = std::make_shared<Request>(std::move(module), std::move(choices), std::move(id));
   {
     std::lock_guard<std::mutex> lk(m_);
     if (draining_ || stop_) throw Error("the server is shutting down");
@@ -146,7 +168,7 @@ void Engine::drain() {
   std::unique_lock<std::mutex> lk(m_);
   draining_ = true;
   cv_.notify_all();
-  idle_cv_.wait(lk, [&] { return queue_.empty() && running_rows_ == 0; });
+  idle_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
 }
 
 EngineStats Engine::stats() const {
@@ -195,9 +217,9 @@ void Engine::run() {
       admit_and_prefill();
       if (!rows_.empty()) decode_step();
     } catch (const std::exception& e) {
-      // A failure in a forward leaves the batch in an unknown state: fail everything running, start again.
-      std::fprintf(stderr, "[serve] engine error: %s\n", e.what());
-      for (auto& r : rows_) r->req->fail(std::string("internal error: ") + e.what());
+      // Only a failure of the shared decode forward (or of the batch's cache) gets here: it leaves the batch in an
+      // unknown state, so everything running fails and the batch starts again. Per-request failures never do.
+      for (auto& r : rows_) fail_internal(*r->req, "decode step", &e);
       rows_.clear();
       batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
     }
@@ -209,12 +231,14 @@ void Engine::run() {
     kv_bytes_ = batch_->cache.bytes();
     {
       std::lock_guard<std::mutex> lk(m_);
-      if (queue_.empty() && rows_.empty()) idle_cv_.notify_all();
+      busy_ = !rows_.empty();
+      if (queue_.empty() && !busy_) idle_cv_.notify_all();
     }
   }
   // Stopped: nothing may wait forever on a request the engine will not finish.
   for (auto& r : rows_) r->req->fail("the server stopped");
   std::lock_guard<std::mutex> lk(m_);
+  busy_ = false;
   for (auto& r : queue_) r->fail("the server stopped");
   queue_.clear();
   idle_cv_.notify_all();
@@ -228,7 +252,14 @@ void Engine::remove_row(size_t i) {
 
 void Engine::drop_cancelled() {
   for (size_t i = rows_.size(); i-- > 0;)
-    if (rows_[i]->req->cancelled()) remove_row(i);
+    if (rows_[i]->req->cancelled() || rows_[i]->req->done()) remove_row(i);
+}
+
+void Engine::fail_internal(Request& r, const char* where, const std::exception* e) {
+  const std::string detail = std::string(where) + ": " + (e ? e->what() : "unknown exception");
+  // The first line only: LibTorch's messages carry a C++ stack trace after it.
+  std::fprintf(stderr, "[serve] request %s failed in the %s\n", r.id().empty() ? "-" : r.id().c_str(), detail.substr(0, detail.find('\n')).c_str());
+  r.fail("internal error" + (r.id().empty() ? std::string() : " (request id " + r.id() + ")"), detail);
 }
 
 namespace {
@@ -255,8 +286,9 @@ TokenLogprob logprob_of(const float* logits, int64_t V, int64_t token, int k) {
 
 bool Engine::take_token(Row& row, const float* logits, int64_t V) {
   const ChoiceParams& p = row.req->choices()[row.choice];
+  V = std::min(V, usable_vocab_);  // padded embedding rows no token maps to are never picked
   int64_t t = 0;
-  if (p.temperature <= 0) {
+  if (row.sp.greedy()) {
     t = kernels::argmax(logits, V);  // the first largest logit, as generate() picks it
   } else {
     t = sample_token(at::from_blob(const_cast<float*>(logits), {V}, at::kFloat), row.sp, row.gen);
@@ -265,10 +297,10 @@ bool Engine::take_token(Row& row, const float* logits, int64_t V) {
   u.choice = row.choice;
   if (p.top_logprobs >= 0) u.tokens.push_back(logprob_of(logits, V, t, p.top_logprobs));
   else u.tokens.push_back(TokenLogprob{t, 0, {}});
-  ++row.generated;
-  row.req->completion_tokens_ += 1;
   const bool eos = std::find(row.sp.eos_ids.begin(), row.sp.eos_ids.end(), t) != row.sp.eos_ids.end();
   if (!eos) u.text = row.text->push(t);
+  ++row.generated;
+  row.req->completion_tokens_ += 1;
   const bool stopped = eos || row.text->stopped();
   u.finished = stopped || row.generated >= p.max_tokens;
   if (u.finished) {
@@ -295,6 +327,15 @@ bool Engine::take_token(Row& row, const float* logits, int64_t V) {
   return row.req->done() ? true : (row.generated >= p.max_tokens || stopped);
 }
 
+bool Engine::take_token_isolated(Row& row, const float* logits, int64_t V) {
+  try {
+    return take_token(row, logits, V);
+  } catch (const std::exception& e) {
+    fail_internal(*row.req, "sampling or decoding of its token", &e);
+    return true;  // the row leaves the batch; its request's other rows leave at the next step (drop_cancelled)
+  }
+}
+
 void Engine::admit_and_prefill() {
   // ---- admit queued requests while rows and the KV budget allow (first come, first served) ----
   std::vector<std::shared_ptr<Request>> admitted;
@@ -314,104 +355,130 @@ void Engine::admit_and_prefill() {
       budget += need;
       admitted.push_back(r);
       queue_.pop_front();
+      busy_ = true;  // drain() waits for these, from now until their rows are gone
     }
   }
-  if (admitted.empty()) return;
-  try {
-    prefill(admitted);
-  } catch (...) {
-    for (auto& r : admitted) r->fail("internal error during prefill");
-    throw;
+  if (!admitted.empty()) prefill(admitted);
+}
+
+// One request's rows for the batched prefill: its module's output for each distinct prompt (one apply per prompt),
+// and the prompt's own logprobs when asked (echo). Throws when the module's forward fails: only this request fails.
+void Engine::prepare_rows(const std::shared_ptr<Request>& r, std::vector<std::unique_ptr<Row>>* rows, std::vector<at::Tensor>* embeds,
+                          std::vector<at::Tensor>* masks) {
+  const TrainableModule* module = r->module() ? r->module()->lm_module() : nullptr;
+  ModuleInput x;
+  for (size_t c = 0; c < r->choices().size(); ++c) {
+    const ChoiceParams& p = r->choices()[c];
+    if (c == 0 || !same_prompt(p, r->choices()[c - 1])) {
+      at::Tensor ids = at::tensor(p.prompt_ids, at::kLong).view({1, -1}).to(lm_.device());
+      const auto ta = Clock::now();
+      x = module ? module->apply(lm_, module_input(lm_, ids)) : module_input(lm_, ids);
+      if (module && observer_) observer_->on_module_apply(module->kind(), std::chrono::duration<double>(Clock::now() - ta).count());
+      if (p.prompt_logprobs) push_prompt_logprobs(*r, c, x);
+    }
+    if (p.max_tokens == 0) {  // scoring a prompt (echo + logprobs): nothing to generate
+      Update u;
+      u.choice = int(c);
+      u.finished = true;
+      u.finish_reason = "length";
+      r->push(std::move(u));
+      continue;
+    }
+    embeds->push_back(x.embeds[0]);
+    masks->push_back(x.mask[0].to(at::kBool));
+    auto row = std::make_unique<Row>();
+    row->req = r;
+    row->choice = int(c);
+    row->sp.max_new_tokens = p.max_tokens;
+    row->sp.temperature = p.temperature;
+    row->sp.top_p = p.top_p;
+    row->sp.top_k = p.top_k;
+    row->sp.seed = p.seed;
+    if (!p.ignore_eos) row->sp.eos_ids = eos_ids_for(lm_.config(), tok_);
+    row->gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
+    row->text = std::make_unique<CompletionText>(tok_, p.prompt_ids, p.stops);
+    row->budget = input_length(r->module().get(), p) + p.max_tokens;
+    rows->push_back(std::move(row));
+  }
+}
+
+// The prompt's own tokens scored (echo with logprobs): logits at the input positions, after the module's prefix.
+// Pushed to choice c and every later choice of the same prompt.
+void Engine::push_prompt_logprobs(Request& r, size_t c, const ModuleInput& x) {
+  const ChoiceParams& p = r.choices()[c];
+  ForwardInput fi;
+  fi.embeds = x.embeds;
+  fi.mask = x.mask;
+  const int64_t T = p.prompt_ids.size(), off = x.embeds.size(1) - T;
+  at::Tensor lg = lm_.forward(fi).logits[0].narrow(0, off, T).to(at::kCPU, at::kFloat).contiguous();  // [T, V]
+  Update u;
+  u.choice = int(c);
+  const int64_t V = std::min(lg.size(1), usable_vocab_);
+  u.prompt.push_back(TokenLogprob{p.prompt_ids[0], NAN, {}});
+  for (int64_t i = 1; i < T; ++i)
+    u.prompt.push_back(logprob_of(lg.data_ptr<float>() + (i - 1) * lg.size(1), V, p.prompt_ids[i], std::max(p.top_logprobs, 0)));
+  for (size_t cc = c; cc < r.choices().size() && same_prompt(r.choices()[cc], p); ++cc) {
+    Update uc = u;
+    uc.choice = int(cc);
+    r.push(std::move(uc));
   }
 }
 
 void Engine::prefill(const std::vector<std::shared_ptr<Request>>& admitted) {
-  // ---- each row's input: its module's output for its prompt (one apply per distinct prompt of a request) ----
+  // ---- each request's rows; a request whose module fails is failed alone ----
   const auto t0 = Clock::now();
   std::vector<std::unique_ptr<Row>> fresh;
   std::vector<at::Tensor> embeds, masks;
   for (const auto& r : admitted) {
-    const TrainableModule* module = r->module() ? r->module()->lm_module() : nullptr;
-    ModuleInput x;
-    for (size_t c = 0; c < r->choices().size(); ++c) {
-      const ChoiceParams& p = r->choices()[c];
-      if (c == 0 || p.prompt_ids != r->choices()[c - 1].prompt_ids) {
-        at::Tensor ids = at::tensor(p.prompt_ids, at::kLong).view({1, -1}).to(lm_.device());
-        const auto ta = Clock::now();
-        x = module ? module->apply(lm_, module_input(lm_, ids)) : module_input(lm_, ids);
-        if (module && observer_) observer_->on_module_apply(module->kind(), std::chrono::duration<double>(Clock::now() - ta).count());
-        if (p.prompt_logprobs) {
-          // The prompt's own tokens scored: logits at the input positions (after the module's prefix).
-          ForwardInput fi;
-          fi.embeds = x.embeds;
-          fi.mask = x.mask;
-          const int64_t T = p.prompt_ids.size(), off = x.embeds.size(1) - T;
-          at::Tensor lg = lm_.forward(fi).logits[0].narrow(0, off, T).to(at::kCPU, at::kFloat).contiguous();  // [T, V]
-          Update u;
-          u.choice = int(c);
-          const int64_t V = lg.size(1);
-          u.prompt.push_back(TokenLogprob{p.prompt_ids[0], NAN, {}});
-          for (int64_t i = 1; i < T; ++i)
-            u.prompt.push_back(logprob_of(lg.data_ptr<float>() + (i - 1) * V, V, p.prompt_ids[i], std::max(p.top_logprobs, 0)));
-          for (size_t cc = c; cc < r->choices().size() && r->choices()[cc].prompt_ids == p.prompt_ids; ++cc) {
-            Update uc = u;
-            uc.choice = int(cc);
-            r->push(std::move(uc));
-          }
-        }
-      }
-      if (p.max_tokens == 0) {  // scoring a prompt (echo + logprobs): nothing to generate
-        Update u;
-        u.choice = int(c);
-        u.finished = true;
-        u.finish_reason = "length";
-        r->push(std::move(u));
-        continue;
-      }
-      embeds.push_back(x.embeds[0]);
-      masks.push_back(x.mask[0].to(at::kBool));
-      auto row = std::make_unique<Row>();
-      row->req = r;
-      row->choice = int(c);
-      row->sp.max_new_tokens = p.max_tokens;
-      row->sp.temperature = p.temperature;
-      row->sp.top_p = p.top_p;
-      row->sp.top_k = p.top_k;
-      row->sp.seed = p.seed;
-      if (!p.ignore_eos) row->sp.eos_ids = eos_ids_for(lm_.config(), tok_);
-      row->gen = at::make_generator<at::CPUGeneratorImpl>(p.seed);
-      row->text = std::make_unique<CompletionText>(tok_, p.prompt_ids, p.stops);
-      row->budget = input_length(r->module().get(), p) + p.max_tokens;
-      fresh.push_back(std::move(row));
+    std::vector<std::unique_ptr<Row>> rows;
+    std::vector<at::Tensor> e, m;
+    try {
+      prepare_rows(r, &rows, &e, &m);
+    } catch (const std::exception& ex) {
+      fail_internal(*r, "module's forward (prefill)", &ex);
+      continue;
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+      fresh.push_back(std::move(rows[i]));
+      embeds.push_back(e[i]);
+      masks.push_back(m[i]);
     }
   }
 
-  // ---- one prefill forward for all of them, left-padded ----
+  // ---- one prefill forward for all of them, left-padded, into a cache of their own (the running batch's rows are
+  // untouched until add_row: a failure here fails only the requests being admitted) ----
   if (fresh.empty()) return;
   const int64_t N = fresh.size(), d = lm_.dim();
   int64_t T = 0, tokens = 0;
   for (auto& e : embeds) T = std::max(T, e.size(0));
-  at::Tensor E = at::zeros({N, T, d}, embeds[0].options());
-  at::Tensor M = at::zeros({N, T}, masks[0].options());
-  for (int64_t i = 0; i < N; ++i) {
-    const int64_t n = embeds[i].size(0);
-    E[i].narrow(0, T - n, n).copy_(embeds[i]);
-    M[i].narrow(0, T - n, n).copy_(masks[i]);
-    tokens += n;
+  KVCache pc;
+  at::Tensor logits;
+  try {
+    at::Tensor E = at::zeros({N, T, d}, embeds[0].options());
+    at::Tensor M = at::zeros({N, T}, masks[0].options());
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t n = embeds[i].size(0);
+      E[i].narrow(0, T - n, n).copy_(embeds[i]);
+      M[i].narrow(0, T - n, n).copy_(masks[i]);
+      tokens += n;
+    }
+    pc = lm_.new_cache(N, T);
+    ForwardInput in;
+    in.embeds = E;
+    in.mask = M;
+    ForwardOptions fo;
+    fo.last_logits_only = true;
+    logits = lm_.forward(in, &pc, fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();  // [N, V]
+  } catch (const std::exception& e) {
+    for (auto& row : fresh) fail_internal(*row->req, "prefill forward", &e);
+    return;
   }
-  KVCache pc = lm_.new_cache(N, T);
-  ForwardInput in;
-  in.embeds = E;
-  in.mask = M;
-  ForwardOptions fo;
-  fo.last_logits_only = true;
-  at::Tensor logits = lm_.forward(in, &pc, fo).logits.squeeze(1).to(at::kCPU, at::kFloat).contiguous();  // [N, V]
   if (observer_) observer_->on_prefill(N, tokens, std::chrono::duration<double>(Clock::now() - t0).count());
   const int64_t V = logits.size(1);
   for (int64_t i = 0; i < N; ++i) {
     Row& row = *fresh[i];
-    if (row.req->cancelled()) continue;
-    if (take_token(row, logits.data_ptr<float>() + i * V, V)) continue;
+    if (row.req->cancelled() || row.req->done()) continue;
+    if (take_token_isolated(row, logits.data_ptr<float>() + i * V, V)) continue;
     batch_->cache.add_row(pc, i);
     rows_.push_back(std::move(fresh[i]));
   }
@@ -433,7 +500,7 @@ void Engine::decode_step() {
   const int64_t V = logits.size(1);
   std::vector<size_t> finished;
   for (int64_t b = 0; b < B; ++b)
-    if (take_token(*rows_[b], logits.data_ptr<float>() + b * V, V)) finished.push_back(b);
+    if (take_token_isolated(*rows_[b], logits.data_ptr<float>() + b * V, V)) finished.push_back(b);
   for (size_t i = finished.size(); i-- > 0;) remove_row(finished[i]);  // last first: remove_row moves the last row
   if (observer_) observer_->on_step(B, opt_.max_batch, std::chrono::duration<double>(Clock::now() - t0).count());
 }

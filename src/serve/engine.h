@@ -4,6 +4,10 @@
 // running batch, and decodes every running row in one forward. A request's tokens depend only on its own module,
 // prompt and seed: each row samples with its own generator, so a batch mixing modules gives each request what it gets
 // alone.
+//
+// Isolation: a failure that belongs to one request — its module's forward, sampling its token, decoding its text —
+// fails that request alone (its rows leave the batch; every other row goes on). Only a failure of the shared decode
+// forward itself fails every running request. Clients see "internal error (request id …)"; the detail goes to the log.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -44,8 +48,9 @@ struct ServedModule {
 // One completion (an OpenAI "choice") to generate.
 struct ChoiceParams {
   std::vector<int64_t> prompt_ids;
+  int prompt_index = 0;          // which of the request's prompts (usage counts each prompt once, repeated or not)
   int64_t max_tokens = 16;
-  double temperature = 1.0;  // 0: greedy
+  double temperature = 1.0;  // below kGreedyBelowTemperature (generate.h): greedy
   double top_p = 1.0;
   int64_t top_k = 0;
   uint64_t seed = 0;
@@ -74,33 +79,37 @@ struct Update {
 // A submitted request, shared by its consumer (an HTTP handler) and the engine.
 class Request {
  public:
-  Request(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices);
+  Request(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices, std::string id = "");
   // Waits up to `timeout` for updates; false when the request is over and everything was taken.
   bool next(std::vector<Update>* out, std::chrono::milliseconds timeout);
   // The client went away: the engine drops the request's rows at its next step.
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
   bool done() const;
-  const std::string& error() const { return error_; }  // set when the engine failed this request
+  // Set when the engine failed this request: what the client may read (no internal detail), and what the log gets.
+  std::string error() const;
+  std::string error_detail() const;
+  const std::string& id() const { return id_; }  // the request id the log lines carry
 
   const std::shared_ptr<const ServedModule>& module() const { return module_; }
   const std::vector<ChoiceParams>& choices() const { return choices_; }
   std::string module_name() const { return module_ ? module_->name : std::string(); }
-  int64_t prompt_tokens() const;          // summed over distinct prompts
+  int64_t prompt_tokens() const;          // summed over the request's prompts (each once, whatever n)
   int64_t completion_tokens() const { return completion_tokens_; }
   Clock::time_point submitted, first_token;  // first_token: when the first choice's first token came
 
  private:
   friend class Engine;
   void push(Update u);
-  void fail(const std::string& message);
+  void fail(const std::string& message, const std::string& detail = "");
   std::shared_ptr<const ServedModule> module_;
+  std::string id_;
   std::vector<ChoiceParams> choices_;
   mutable std::mutex m_;
   std::condition_variable cv_;
   std::deque<Update> updates_;
   int finished_choices_ = 0;
-  std::string error_;
+  std::string error_, error_detail_;
   std::atomic<bool> cancelled_{false};
   std::atomic<int64_t> completion_tokens_{0};
   bool got_first_ = false;
@@ -138,9 +147,14 @@ class Engine {
   ~Engine();  // stops the engine thread (requests still running get an error)
 
   // Queues a request (one row per choice); throws QueueFull when the queue is full and Error when it can never run
-  // (more choices than max_batch, longer than the budget or the context).
-  std::shared_ptr<Request> submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices);
-  // Stops admitting new requests (submit throws) and waits until every queued and running one has finished.
+  // (more choices than max_batch, longer than the budget or the context, a token id outside the vocabulary).
+  // `id` names the request in the engine's log lines.
+  std::shared_ptr<Request> submit(std::shared_ptr<const ServedModule> module, std::vector<ChoiceParams> choices, std::string id = "");
+  // Token ids a request may hold and the engine may emit: the model's embedding rows that the tokenizer can decode
+  // (a checkpoint's vocabulary padded to a multiple of 64 has rows no token maps to; they are never sampled).
+  int64_t usable_vocab() const { return usable_vocab_; }
+  // Stops admitting new requests (submit throws) and waits until every queued and running one has finished — those
+  // being prefilled included.
   void drain();
   EngineStats stats() const;
   int64_t context_length() const;  // longest input + completion the model takes
@@ -156,7 +170,14 @@ class Engine {
   void decode_step();
   // Samples row's next token from logits [V]; emits it; returns true when the row is finished.
   bool take_token(Row& row, const float* logits, int64_t V);
-  void drop_cancelled();
+  // take_token, but a failure fails the row's request alone (true: the row leaves the batch).
+  bool take_token_isolated(Row& row, const float* logits, int64_t V);
+  void prepare_rows(const std::shared_ptr<Request>& r, std::vector<std::unique_ptr<Row>>* rows, std::vector<at::Tensor>* embeds,
+                    std::vector<at::Tensor>* masks);
+  void push_prompt_logprobs(Request& r, size_t c, const ModuleInput& x);
+  void drop_cancelled();  // and failed
+  // Fails one request with an internal error: the detail goes to the log, the client reads the request id.
+  void fail_internal(Request& r, const char* where, const std::exception* e);
   void remove_row(size_t i);
   int64_t budget_in_use() const;
 
@@ -168,6 +189,8 @@ class Engine {
   std::condition_variable cv_, idle_cv_;
   std::deque<std::shared_ptr<Request>> queue_;
   bool stop_ = false, draining_ = false;
+  bool busy_ = false;  // (under m_) requests popped from the queue are being prefilled or decoded
+  int64_t usable_vocab_ = 0;
   std::vector<std::unique_ptr<Row>> rows_;  // aligned with the batch cache's rows
   struct Batch;
   std::unique_ptr<Batch> batch_;

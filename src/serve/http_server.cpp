@@ -11,6 +11,7 @@
 
 #include "core/torch_pch.h"
 #include "serve/openai_api.h"
+#include "serve/peer_socket.h"
 #include "serve/playground.h"
 #include "tokenizer/prompt_tokens.h"
 
@@ -37,17 +38,41 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string completion_id() {
+// Unique within a process and across restarts (a random salt): "cmpl-…" for completions, "req-…" for request ids.
+std::string unique_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = std::random_device{}();
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "cmpl-%012llx%06llx", (unsigned long long)(salt & 0xffffffffffffULL), (unsigned long long)(++counter));
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%s-%012llx%06llx", prefix, (unsigned long long)(salt & 0xffffffffffffULL), (unsigned long long)(++counter));
   return buf;
 }
+std::string completion_id() { return unique_id("cmpl"); }
+
+// A client's own X-Request-Id is kept when it is a plain token (as vLLM and most proxies pass it on); else a new one.
+std::string request_id_for(const httplib::Request& req) {
+  const std::string v = req.get_header_value("X-Request-Id");
+  bool plain = !v.empty() && v.size() <= 128;
+  for (char c : v) plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':');
+  return plain ? v : unique_id("req");
+}
+
+// Compares the whole of both strings whatever their contents, so the time taken says nothing about where a guessed
+// key first differs.
+bool same_secret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+// What a client reads of a failure inside the server: never its detail (a LibTorch message carries a C++ stack trace
+// and the binary's file names), only the id that the log line with the detail carries.
+std::string internal_error_message(const std::string& request_id) { return "internal error (request id " + request_id + ")"; }
 
 // What the request log line says beyond method, path and status (set by the handler on its worker thread; a
 // streamed response's provider runs on the same thread before the logger).
 struct LogExtra {
+  std::string request_id;
   std::string module;
   int64_t prompt_tokens = -1, completion_tokens = -1;
   double ttft_s = -1;
@@ -58,6 +83,56 @@ struct LogExtra {
   std::chrono::steady_clock::time_point start;
 };
 thread_local LogExtra t_log;
+
+bool is_chunked(const httplib::Request& req) {
+  std::string te = req.get_header_value("Transfer-Encoding");
+  for (char& c : te) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return te.find("chunked") != std::string::npos;
+}
+
+// A route's handler that gets the body read for it.
+using BodyHandler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+
+// Reads a request's body whatever its framing — Content-Length, chunked, gzip/deflate/br content encoding (which
+// cpp-httplib decompresses as it reads) — and never holds more than `limit` bytes of it: past that the answer is 413
+// and nothing more is read from the connection (it closes after the answer). cpp-httplib's own payload limit only
+// looks at Content-Length. A request with neither Content-Length nor chunked framing has no body (RFC 9112 §6.3).
+httplib::Server::HandlerWithContentReader bounded_body(size_t limit, BodyHandler handler) {
+  return [limit, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+    std::string body;
+    const bool has_length = req.has_header("Content-Length");
+    if (has_length || is_chunked(req)) {
+      bool too_large = false;
+      if (has_length) {
+        const std::string v = req.get_header_value("Content-Length");
+        char* end = nullptr;
+        const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+        too_large = end == v.c_str() || *end != '\0' || n > limit;  // refused before reading any of it
+      }
+      const bool ok = !too_large && read([&](const char* data, size_t n) {
+        if (n > limit - body.size()) {
+          too_large = true;
+          return false;
+        }
+        body.append(data, n);
+        return true;
+      });
+      if (!ok) {
+        const int status = too_large || res.status == 413 ? 413 : res.status == 415 ? 415 : 400;
+        PeerSocket(req.remote_addr, req.remote_port, req.local_port).stop_reading();  // what is left of the body stays unread
+        const std::string msg =
+            status == 413 ? "the request body is larger than the server's limit of " + std::to_string(limit) + " bytes (--max-body-bytes; decompressed bodies count their decompressed size)"
+          : status == 415 ? "unsupported Content-Encoding '" + req.get_header_value("Content-Encoding") + "' (the server reads gzip, deflate and br)"
+          : "the request body could not be read (malformed chunked framing or compressed data, or the client stopped sending)";
+        t_log.error = msg;
+        res.set_header("Connection", "close");
+        send_json(res, status, ApiError(status, msg, "", status == 413 ? "request_too_large" : "invalid_body").body());
+        return;
+      }
+    }
+    handler(req, body, res);
+  };
+}
 
 }  // namespace
 
@@ -111,7 +186,8 @@ struct InFlight {  // counts a completion request until its response is written
 // answer sees it counted).
 static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, int status);
 // POST /v1/completions
-static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, httplib::Response& res);
+static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, const std::string& body,
+                               httplib::Response& res);
 
 Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleRegistry& modules, Metrics& metrics, ServerOptions opt)
     : p_(std::make_unique<Impl>(lm, tok, engine, modules, metrics)), opt_(std::move(opt)) {
@@ -140,12 +216,14 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
   h.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_log = LogExtra();
     t_log.start = std::chrono::steady_clock::now();
+    t_log.request_id = request_id_for(req);
+    res.set_header("X-Request-Id", t_log.request_id);
     // /health (load balancers) and the static playground page (a browser cannot send a Bearer header when it opens a
     // page; the page asks for the key and sends it with every API call) need no key.
     if (opt_.api_key.empty() || req.path == "/health" || (req.path == "/" && req.method == "GET"))
       return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
-    if (auth != "Bearer " + opt_.api_key) {
+    if (!same_secret(auth, "Bearer " + opt_.api_key)) {
       send_error(res, ApiError(401, auth.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
                                                  : "invalid API key", "", "invalid_api_key"));
       return httplib::Server::HandlerResponse::Handled;
@@ -162,21 +240,21 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     return httplib::Server::HandlerResponse::Handled;
   }));
   h.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
+    std::string what = "internal error: unknown exception";
     try {
       std::rethrow_exception(ep);
     } catch (const std::exception& e) {
       what = std::string("internal error: ") + e.what();
     } catch (...) {
     }
-    t_log.error = what;
-    send_json(res, 500, ApiError(500, what).body());
+    t_log.error = what.substr(0, what.find('\n'));  // the log keeps the first line (LibTorch appends a stack trace)
+    send_json(res, 500, ApiError(500, internal_error_message(t_log.request_id)).body());
   });
   h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     const LogExtra& x = t_log;
     if (x.completion && !x.counted) p_->metrics.on_request(x.module, res.status);
     if (!opt_.log_requests) return;
-    json j = {{"ts", unix_now()}, {"method", req.method}, {"path", req.path}, {"status", res.status},
+    json j = {{"ts", unix_now()}, {"request_id", x.request_id}, {"method", req.method}, {"path", req.path}, {"status", res.status},
               {"ms", std::round(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - x.start).count() * 10) / 10},
               {"remote", req.remote_addr}};
     if (x.completion) {
@@ -226,9 +304,10 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     send_json(res, 200, model_json(m));
   });
 
-  h.Post("/v1/modules", [this](const httplib::Request& req, httplib::Response& res) {
+  const size_t limit = opt_.max_body_bytes;
+  h.Post("/v1/modules", bounded_body(limit, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
     try {
-      const ModuleLoadRequest r = parse_module_load_request(req.body);
+      const ModuleLoadRequest r = parse_module_load_request(body);
       if (r.name == opt_.model_name) throw ApiError(409, "'" + r.name + "' is the base model's name", "name", "name_taken");
       std::shared_ptr<const ServedModule> m;
       try {
@@ -249,19 +328,33 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     } catch (const ApiError& e) {
       send_error(res, e);
     }
-  });
+  }));
 
-  h.Delete(R"(/v1/modules/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+  auto unload = [this](const httplib::Request& req, httplib::Response& res) {
     const std::string name = req.matches[1];
     if (!p_->modules.unload(name))
       return send_error(res, ApiError(404, "no module named '" + name + "' is loaded", "name", "model_not_found"));
     send_json(res, 200, {{"id", name}, {"object", "model"}, {"deleted", true}});
-  });
+  };
+  h.Delete(R"(/v1/modules/([^/]+))", unload);  // without a body, and with one (read within the limit, ignored)
+  h.Delete(R"(/v1/modules/([^/]+))", bounded_body(limit, [unload](const httplib::Request& req, const std::string&, httplib::Response& res) { unload(req, res); }));
 
-  h.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle_completions(*p_, opt_, req, res); });
+  h.Post("/v1/completions", bounded_body(limit, [this](const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    handle_completions(*p_, opt_, req, body, res);
+  }));
+
+  // Any other route that takes a body: read within the limit too (cpp-httplib would read it whole before its 404).
+  auto no_route = bounded_body(limit, [](const httplib::Request&, const std::string&, httplib::Response& res) { res.status = 404; });
+  h.Post(".*", no_route);
+  h.Put(".*", no_route);
+  h.Patch(".*", no_route);
+  h.Delete(".*", no_route);
 }
 
 Server::~Server() = default;
+
+// The status of a request the engine failed: its own internal error (500), or the server stopping under it (503).
+static int job_error_status(const std::string& error) { return error.rfind("internal error", 0) == 0 ? 500 : 503; }
 
 static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, int status) {
   t_log.counted = true;
@@ -272,7 +365,8 @@ static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, 
   if (status == 200) P.metrics.on_end_to_end(t_log.module, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_log.start).count());
 }
 
-static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, httplib::Response& res) {
+static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, const std::string& body,
+                               httplib::Response& res) {
   t_log.completion = true;
   auto in_flight = std::make_shared<InFlight>(P.in_flight);
   CompletionRequest r;
@@ -282,7 +376,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
   std::shared_ptr<Request> job;
   try {
     if (P.draining) throw ApiError(503, "the server is shutting down", "", "server_shutting_down", "server_error");
-    r = parse_completion_request(req.body);
+    r = parse_completion_request(body);
     t_log.stream = r.stream;
     if (r.model != opt.model_name) {
       module = P.modules.find(r.model);
@@ -291,8 +385,9 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
     t_log.module = module ? module->name : "";
     if (!r.prompt_ids.empty()) {
       for (auto& ids : r.prompt_ids) {
-        for (int64_t id : ids)
-          if (id >= P.lm.vocab_size()) throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(P.lm.vocab_size()) + " tokens)", "prompt");
+        for (int64_t id : ids)  // (ids past the tokenizer's vocabulary too: a padded embedding row decodes to nothing)
+          if (id >= P.engine.usable_vocab())
+            throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary (ids 0.." + std::to_string(P.engine.usable_vocab() - 1) + ")", "prompt");
         prompts.push_back(ids);
         prompt_texts.push_back(P.tok.decode(ids, true));
       }
@@ -323,6 +418,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
       for (int j = 0; j < r.n; ++j) {
         ChoiceParams c;
         c.prompt_ids = prompts[i];
+        c.prompt_index = int(i);
         c.max_tokens = r.max_tokens;
         c.temperature = r.temperature;
         c.top_p = r.top_p;
@@ -335,7 +431,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
         choices.push_back(std::move(c));
       }
     try {
-      job = P.engine.submit(module, std::move(choices));
+      job = P.engine.submit(module, std::move(choices), t_log.request_id);
     } catch (const QueueFull& e) {
       throw ApiError(429, e.what(), "", "queue_full");
     } catch (const Error& e) {
@@ -378,7 +474,21 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
   if (!r.stream) {
     std::vector<ChoiceOut> out(n_choices);
     std::vector<Update> ups;
+    // Every 200 ms, whether the client is still there (its socket is looked up once the answer takes that long).
+    std::unique_ptr<PeerSocket> peer;
+    auto checked = std::chrono::steady_clock::now();
     while (job->next(&ups, std::chrono::milliseconds(200))) {
+      if (const auto now = std::chrono::steady_clock::now(); now - checked >= std::chrono::milliseconds(200)) {
+        checked = now;
+        if (!peer) peer = std::make_unique<PeerSocket>(req.remote_addr, req.remote_port, req.local_port);
+        if (peer->peer_closed()) {  // the client went away: its rows leave the batch at the next step
+          job->cancel();
+          t_log.error = "the client closed the connection before the answer";
+          count_request(P, job, 499);
+          res.status = 499;
+          return;
+        }
+      }
       for (Update& u : ups) {
         ChoiceOut& c = out[u.choice];
         c.text += u.text;
@@ -388,11 +498,14 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
       }
       ups.clear();
     }
-    count_request(P, job, job->error().empty() ? 200 : 500);
-    if (!job->error().empty()) {
-      t_log.error = job->error();
-      return send_json(res, 500, ApiError(500, job->error()).body());
+    const std::string error = job->error();
+    if (!error.empty()) {
+      const int status = job_error_status(error);
+      count_request(P, job, status);
+      t_log.error = job->error_detail();
+      return send_json(res, status, ApiError(status, error, "", status == 503 ? "server_shutting_down" : "", "server_error").body());
     }
+    count_request(P, job, 200);
     json choices = json::array();
     for (size_t i = 0; i < n_choices; ++i) {
       const size_t pi = i / r.n;
@@ -421,9 +534,7 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
   };
   const bool echo = r.echo, include_usage = r.include_usage, want_logprobs = r.logprobs >= 0;
   const int n = r.n;
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [&P, job, chunk, echo, include_usage, want_logprobs, n, prompts, prompt_texts, logprobs_json, usage, in_flight](size_t, httplib::DataSink& sink) {
+  auto stream_events = [&P, job, chunk, echo, include_usage, want_logprobs, n, prompts, prompt_texts, logprobs_json, usage](httplib::DataSink& sink) {
         std::vector<int64_t> prev(prompts.size() * n);
         std::vector<size_t> offset(prev.size());
         for (size_t i = 0; i < prev.size(); ++i) {
@@ -457,9 +568,10 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
           }
         }
         count_request(P, job, 200);  // the status line went out as 200 whatever follows
-        if (!job->error().empty()) {
-          t_log.error = job->error();
-          write("data: " + dump(ApiError(500, job->error()).body()) + "\n\n");
+        if (const std::string error = job->error(); !error.empty()) {
+          t_log.error = job->error_detail();
+          const int status = job_error_status(error);
+          write("data: " + dump(ApiError(status, error, "", status == 503 ? "server_shutting_down" : "", "server_error").body()) + "\n\n");
         } else if (include_usage) {
           std::string u = chunk(json::array());
           u.insert(u.size() - 3, ",\"usage\":" + dump(usage()));  // the same chunk, with the usage and no choices
@@ -468,6 +580,22 @@ static void handle_completions(Server::Impl& P, const ServerOptions& opt, const 
         write("data: [DONE]\n\n");
         sink.done();
         return true;
+      };
+  // Nothing thrown while streaming may escape (cpp-httplib does not catch in a content provider: the process would
+  // end): the stream ends with an error event that names the request id, and the engine drops the request.
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [job, stream_events, in_flight, request_id = t_log.request_id](size_t, httplib::DataSink& sink) {
+        try {
+          return stream_events(sink);
+        } catch (const std::exception& e) {
+          job->cancel();
+          const std::string what = e.what();
+          t_log.error = "streaming the answer: " + what.substr(0, what.find('\n'));
+          const std::string ev = "data: " + dump(ApiError(500, internal_error_message(request_id)).body()) + "\n\ndata: [DONE]\n\n";
+          if (sink.write(ev.data(), ev.size())) sink.done();
+          return true;
+        }
       },
       [job](bool success) {
         if (!success) job->cancel();

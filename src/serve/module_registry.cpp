@@ -38,6 +38,15 @@ std::string ModuleRegistry::resolve_confined(const std::string& path) const {
   return s;
 }
 
+void ModuleRegistry::check_inside_root(const std::string& path, const std::string& what) const {
+  std::error_code ec;
+  const fs::path c = fs::canonical(path, ec);  // as the reader opens it (relative to the working directory)
+  if (ec) throw Error(what + " '" + path + "' does not exist");
+  const std::string s = c.string();
+  if (s != root_ && s.compare(0, root_.size() + 1, root_ + "/") != 0)
+    throw Error(what + " '" + path + "' lies outside the modules root (a module loaded by the server may only read files inside it)");
+}
+
 std::shared_ptr<const ServedModule> ModuleRegistry::load(const std::string& name, const std::string& path, bool confine) {
   if (!valid_module_name(name)) throw Error("module name '" + name + "': use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with '.')");
   const std::string dir = confine ? resolve_confined(path) : path;
@@ -68,6 +77,10 @@ std::shared_ptr<const ServedModule> ModuleRegistry::load(const std::string& name
     const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
     if (j.is_discarded()) throw Error(dir + "/reader.json: not valid JSON");
     ReaderOptions o = ReaderOptions::from_json(j, dir + "/reader.json");
+    if (confine) {  // what reader.json points at is opened by the server too: it must lie inside the root as well
+      check_inside_root(o.index, dir + "/reader.json: \"index\"");
+      if (!o.reranker.empty()) check_inside_root(o.reranker, dir + "/reader.json: \"reranker\"");
+    }
     sm->module = load_module(dir, lm_);
     auto pipe = std::make_shared<ReaderPipeline>(lm_, tok_, o, sm->module.get());
     sm->owner = pipe;
@@ -87,6 +100,13 @@ std::shared_ptr<const ServedModule> ModuleRegistry::load(const std::string& name
   if (modules_.count(name)) throw Conflict("a module named '" + name + "' is already loaded (DELETE /v1/modules/" + name + " first)");
   modules_[name] = sm;
   return sm;
+}
+
+void ModuleRegistry::add(std::shared_ptr<const ServedModule> module) {
+  if (!module || !valid_module_name(module->name) || !module->lm_module()) throw Error("ModuleRegistry::add: a module with a valid name and an LM module");
+  std::lock_guard<std::mutex> lk(m_);
+  if (modules_.count(module->name)) throw Conflict("a module named '" + module->name + "' is already loaded");
+  modules_[module->name] = std::move(module);
 }
 
 std::vector<std::string> ModuleRegistry::load_root() {

@@ -1,7 +1,8 @@
 // The modules a server holds, by name: prompt tuning, ID-PT, neural recursion (one pass in the engine each), a
 // textual recursion (pass 1 proposes candidates, pass 2 answers in the engine) and a trained frozen reader (a prompt
-// module with its reader.json: retrieval, re-ranking and packing first, the reading pass in the engine). Paths are confined to the modules root (no "..", no symlink that leads out of
-// it); a module made for another base model is refused with the reason. Requests hold a shared pointer to the module
+// module with its reader.json: retrieval, re-ranking and packing first, the reading pass in the engine). Paths are
+// confined to the modules root (no "..", no symlink that leads out of it), and so are the index and re-ranker a
+// reader.json names; a module made for another base model is refused with the reason. Requests hold a shared pointer to the module
 // they use, so unloading one lets its in-flight requests finish.
 #pragma once
 #include <map>
@@ -23,6 +24,8 @@ class ModuleRegistry {
   // Loads the module in `path` as `name`. confine: `path` is relative to the root (or absolute inside it) and must
   // resolve inside it (hot loading through the API). Throws Error with the reason (the API answers 400/404/409).
   std::shared_ptr<const ServedModule> load(const std::string& name, const std::string& path, bool confine);
+  // Registers a module built in memory (a program embedding the server; tests). Throws Conflict when the name is taken.
+  void add(std::shared_ptr<const ServedModule> module);
   // Loads every subdirectory of the root that holds a module, named after the directory; returns what it skipped.
   std::vector<std::string> load_root();
   bool unload(const std::string& name);
@@ -35,6 +38,8 @@ class ModuleRegistry {
 
  private:
   std::string resolve_confined(const std::string& path) const;
+  // Throws unless `path` (opened relative to the working directory) resolves inside the root; `what` names the field.
+  void check_inside_root(const std::string& path, const std::string& what) const;
   const FrozenLM& lm_;
   const Tokenizer& tok_;
   std::string root_;  // canonical, or empty

@@ -163,8 +163,10 @@ CompletionRequest parse_completion_request(const std::string& body, const ApiLim
     } else {
       bad("stop", "'stop' must be a string or an array of strings, got " + type_name(*s), "invalid_type");
     }
-    for (const std::string& x : r.stop)
+    for (const std::string& x : r.stop) {
       if (x.empty()) bad("stop", "stop sequences must not be empty");
+      if (x.size() > lim.max_stop_bytes) bad("stop", "stop sequences must be at most " + std::to_string(lim.max_stop_bytes) + " bytes, got one of " + std::to_string(x.size()));
+    }
   }
   if (auto so = o.find("stream_options"); so != o.end() && !so->is_null()) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object, got " + type_name(*so), "invalid_type");

@@ -43,7 +43,8 @@ struct ApiLimits {
   int max_n = 16;
   int64_t max_tokens = 1 << 20;
   size_t max_prompts = 64;
-  size_t max_stops = 4;
+  size_t max_stops = 256;        // OpenAI's 4 is their choice; lm-eval sends a task's `until` list plus EOS
+  size_t max_stop_bytes = 1024;  // each stop string
   int max_logprobs = 5;
 };
 
