@@ -709,6 +709,11 @@ TEST(ServeHttp, CompletionsEqualGenerateStreamedOrNotForTheBaseAndEveryModule) {
     EXPECT_TRUE(events.back()["choices"].empty());
     EXPECT_EQ(events.back()["usage"]["completion_tokens"], want.size());
   }
+  // Usage counts every prompt, the same text twice included; n choices of one prompt count it once (as OpenAI).
+  const size_t n_once = r.s.tok->encode("Once upon a time", true).size();
+  json u = post(c, "/v1/completions", {{"model", "tinystories"}, {"prompt", {"Once upon a time", "Once upon a time"}}, {"max_tokens", 1}, {"n", 2}});
+  EXPECT_EQ(u["choices"].size(), 4u);
+  EXPECT_EQ(u["usage"]["prompt_tokens"], 2 * n_once) << u.dump();
   // Echo with logprobs (scoring a prompt, max_tokens 0): the prompt's tokens, the first without a logprob.
   json j = post(c, "/v1/completions", {{"model", "pt0"}, {"prompt", "Once upon a time"}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
   EXPECT_EQ(j["choices"][0]["text"], "Once upon a time");

@@ -94,38 +94,44 @@ bool is_chunked(const httplib::Request& req) {
 using BodyHandler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
 
 // Reads a request's body whatever its framing — Content-Length, chunked, gzip/deflate/br content encoding (which
-// cpp-httplib decompresses as it reads) — and never holds more than `limit` bytes of it: past that the answer is 413
-// and nothing more is read from the connection (it closes after the answer). cpp-httplib's own payload limit only
-// looks at Content-Length. A request with neither Content-Length nor chunked framing has no body (RFC 9112 §6.3).
-httplib::Server::HandlerWithContentReader bounded_body(size_t limit, BodyHandler handler) {
-  return [limit, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+// cpp-httplib decompresses as it reads) — and never holds more than `limit` bytes of it: past that the answer is 413.
+// (cpp-httplib's own payload limit only looks at Content-Length.) What follows the limit is read and dropped up to
+// `drain` bytes in all, so that an ordinary client that sent a little too much reads its 413 (closing a socket with
+// unread input resets the connection, and the client may lose the answer); a body longer than that is not read on:
+// the connection closes after the answer. A request with neither Content-Length nor chunked framing has no body
+// (RFC 9112 §6.3).
+httplib::Server::HandlerWithContentReader bounded_body(size_t limit, size_t drain, BodyHandler handler) {
+  return [limit, drain, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
     std::string body;
     const bool has_length = req.has_header("Content-Length");
     if (has_length || is_chunked(req)) {
-      bool too_large = false;
+      bool too_large = false, read_on = true;
       if (has_length) {
         const std::string v = req.get_header_value("Content-Length");
         char* end = nullptr;
         const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-        too_large = end == v.c_str() || *end != '\0' || n > limit;  // refused before reading any of it
+        too_large = end == v.c_str() || *end != '\0' || n > limit;
+        read_on = !too_large || (end != v.c_str() && *end == '\0' && n <= drain);  // else refused before reading any of it
       }
-      const bool ok = !too_large && read([&](const char* data, size_t n) {
-        if (n > limit - body.size()) {
-          too_large = true;
-          return false;
-        }
-        body.append(data, n);
-        return true;
+      size_t seen = 0;
+      const bool ok = read_on && read([&](const char* data, size_t n) {
+        seen += n;
+        if (body.size() + n > limit) too_large = true;
+        if (!too_large) body.append(data, n);
+        return seen <= drain;
       });
-      if (!ok) {
+      if (!ok || too_large) {
+        const bool whole = ok;  // the body was read to its end: the connection can go on
         const int status = too_large || res.status == 413 ? 413 : res.status == 415 ? 415 : 400;
-        PeerSocket(req.remote_addr, req.remote_port, req.local_port).stop_reading();  // what is left of the body stays unread
+        if (!whole) {
+          PeerSocket(req.remote_addr, req.remote_port, req.local_port).stop_reading();  // what is left stays unread
+          res.set_header("Connection", "close");
+        }
         const std::string msg =
             status == 413 ? "the request body is larger than the server's limit of " + std::to_string(limit) + " bytes (--max-body-bytes; decompressed bodies count their decompressed size)"
           : status == 415 ? "unsupported Content-Encoding '" + req.get_header_value("Content-Encoding") + "' (the server reads gzip, deflate and br)"
           : "the request body could not be read (malformed chunked framing or compressed data, or the client stopped sending)";
         t_log.error = msg;
-        res.set_header("Connection", "close");
         send_json(res, status, ApiError(status, msg, "", status == 413 ? "request_too_large" : "invalid_body").body());
         return;
       }
@@ -207,7 +213,10 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     p_->listen_fd = sock;
   });
-  h.set_payload_max_length(opt_.max_body_bytes);
+  // Bodies are bounded by bounded_body() (below) whatever their framing; cpp-httplib's own check (Content-Length
+  // only) is left at the most that bounded_body reads and drops.
+  const size_t limit = opt_.max_body_bytes, drain = std::max<size_t>(opt_.max_body_bytes, 4 << 20);
+  h.set_payload_max_length(drain);
   h.set_keep_alive_timeout(2);
   h.set_read_timeout(30, 0);
   h.set_write_timeout(30, 0);
@@ -304,8 +313,7 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     send_json(res, 200, model_json(m));
   });
 
-  const size_t limit = opt_.max_body_bytes;
-  h.Post("/v1/modules", bounded_body(limit, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
+  h.Post("/v1/modules", bounded_body(limit, drain, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
     try {
       const ModuleLoadRequest r = parse_module_load_request(body);
       if (r.name == opt_.model_name) throw ApiError(409, "'" + r.name + "' is the base model's name", "name", "name_taken");
@@ -337,14 +345,14 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     send_json(res, 200, {{"id", name}, {"object", "model"}, {"deleted", true}});
   };
   h.Delete(R"(/v1/modules/([^/]+))", unload);  // without a body, and with one (read within the limit, ignored)
-  h.Delete(R"(/v1/modules/([^/]+))", bounded_body(limit, [unload](const httplib::Request& req, const std::string&, httplib::Response& res) { unload(req, res); }));
+  h.Delete(R"(/v1/modules/([^/]+))", bounded_body(limit, drain, [unload](const httplib::Request& req, const std::string&, httplib::Response& res) { unload(req, res); }));
 
-  h.Post("/v1/completions", bounded_body(limit, [this](const httplib::Request& req, const std::string& body, httplib::Response& res) {
+  h.Post("/v1/completions", bounded_body(limit, drain, [this](const httplib::Request& req, const std::string& body, httplib::Response& res) {
     handle_completions(*p_, opt_, req, body, res);
   }));
 
   // Any other route that takes a body: read within the limit too (cpp-httplib would read it whole before its 404).
-  auto no_route = bounded_body(limit, [](const httplib::Request&, const std::string&, httplib::Response& res) { res.status = 404; });
+  auto no_route = bounded_body(limit, drain, [](const httplib::Request&, const std::string&, httplib::Response& res) { res.status = 404; });
   h.Post(".*", no_route);
   h.Put(".*", no_route);
   h.Patch(".*", no_route);
