@@ -11,6 +11,7 @@ PKGS=(build-essential cmake ccache pkg-config
       nlohmann-json3-dev libcli11-dev           # header-only: JSON, CLI
       libgtest-dev libbenchmark-dev time        # tests, benchmarks (GNU time: peak RSS in bench/run_decode_bench.sh)
       python3-torch python3-numpy               # independent PyTorch reference for tests (/usr/bin/python3)
+      python3-jinja2                            # the reference renderer of chat templates (tests/reference/jinja_reference.py)
       clang libclang-rt-14-dev                  # libFuzzer + sanitizers for fuzz/
       libxapian-dev xapian-tools libhnswlib-dev # retrieval: BM25 (Xapian; xapian-tcpsrv for shard tests), HNSW graphs
       libcpp-httplib-dev prometheus-cpp-dev     # serving: HTTP (the library llama.cpp's server uses), Prometheus metrics
