@@ -35,6 +35,27 @@ function check(cond, what) {
   check(text === expected, "streamed text equals it too");
   check(finish === r.choices[0].finish_reason && usage && usage.completion_tokens === r.usage.completion_tokens, "stream's finish_reason and usage");
 
+  // Chat: the server's chat template (tests/data/qa_chat_template.jinja) turns the user turn into the same prompt.
+  const question = prompt.replace(/^Question: /, "").replace(/\nAnswer:$/, "");
+  const chat = await client.chat.completions.create({ model: moduleName, messages: [{ role: "user", content: question }], max_tokens: 12,
+                                                      temperature: 0, stop: ["\n"] });
+  check(chat.object === "chat.completion" && chat.choices[0].message.role === "assistant", "chat.completions.create answers a chat.completion");
+  check(chat.choices[0].message.content === expected, "chat content equals frozenlm generate on the rendered prompt: " + JSON.stringify(chat.choices[0].message.content));
+  check(chat.usage.prompt_tokens === r.usage.prompt_tokens, "chat's prompt is the completion's prompt, token for token");
+  const chatStream = await client.chat.completions.create({ model: moduleName, messages: [{ role: "user", content: question }], max_tokens: 12,
+                                                            temperature: 0, stop: ["\n"], stream: true, stream_options: { include_usage: true } });
+  let chatText = "", role = null, chatUsage = null;
+  for await (const chunk of chatStream) {
+    for (const c of chunk.choices) { if (c.delta.role) role = c.delta.role; if (c.delta.content) chatText += c.delta.content; }
+    if (chunk.usage) chatUsage = chunk.usage;
+  }
+  check(role === "assistant" && chatText === expected && chatUsage && chatUsage.completion_tokens === chat.usage.completion_tokens,
+        "streamed chat: the role, then deltas that add up to the same content, then usage");
+  const lp = await client.chat.completions.create({ model: moduleName, messages: [{ role: "user", content: question }], max_tokens: 4,
+                                                    temperature: 0, logprobs: true, top_logprobs: 2 });
+  check(lp.choices[0].logprobs.content.length === lp.usage.completion_tokens && lp.choices[0].logprobs.content[0].top_logprobs.length === 2,
+        "chat logprobs: one entry per token, with top_logprobs");
+
   const many = await client.completions.create({ model: moduleName, prompt: [prompt, prompt], n: 2, max_tokens: 6, temperature: 1, seed: 3 });
   check(many.choices.length === 4 && many.choices.map((c) => c.index).join() === "0,1,2,3", "a prompt list with n=2 gives 4 indexed choices");
 

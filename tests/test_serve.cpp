@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "chat/chat_template.h"
 #include "core/generate.h"
 #include "core/loader.h"
 #include "methods/reader/reader_pipeline.h"
@@ -23,6 +24,7 @@
 #include "retrieval/passage_index.h"
 #include "tasks/task.h"
 #include "modules/idpt.h"
+#include "tokenizer/prompt_tokens.h"
 #include "modules/prompt_tuning.h"
 #include "serve/batch_cache.h"
 #include "serve/completion_text.h"
@@ -600,7 +602,7 @@ struct Running {
   std::unique_ptr<serve::Server> server;
   std::thread th;
   int port = 0;
-  explicit Running(serve::EngineOptions eo = {}, std::string key = "") {
+  explicit Running(serve::EngineOptions eo = {}, std::string key = "", std::shared_ptr<const chat::ChatTemplate> chat = nullptr) {
     for (int i = 0; i < 2; ++i) s.modules[i]->module->save(root + "/" + s.modules[i]->name);
     s.modules[3]->module->save(root + "/idpt");
     reg = std::make_unique<serve::ModuleRegistry>(*s.lm, *s.tok, root);
@@ -613,6 +615,7 @@ struct Running {
     so.api_key = key;
     so.max_body_bytes = 64 * 1024;
     so.log_requests = std::getenv("SERVE_TEST_LOG") != nullptr;
+    so.chat_template = std::move(chat);
     server = std::make_unique<serve::Server>(*s.lm, *s.tok, *engine, *reg, metrics, so);
     port = server->bind();
     th = std::thread([this] { server->serve(); });
@@ -970,6 +973,142 @@ TEST(ServeHttp, AClientThatLeavesANonStreamedRequestCancelsIt) {
   EXPECT_EQ(r.engine->stats().steps, 0) << "the abandoned request was decoded";
   const std::string metrics = r.client().Get("/metrics")->body;
   EXPECT_NE(metrics.find("status=\"499\"} 1"), std::string::npos) << metrics.substr(0, 3000);
+}
+
+// A real model's chat template (Phi-3.5's, from the shared set) over the test model.
+std::shared_ptr<const chat::ChatTemplate> shared_template(const std::string& name) {
+  const std::string path = std::string(FROZENLM_SHARED) + "/data/chat-templates/templates/" + name;
+  return std::make_shared<const chat::ChatTemplate>(std::map<std::string, std::string>{{"default", read_text(path)}}, path, "<s>", "</s>");
+}
+
+TEST(ServeHttp, ChatCompletionsRenderTheTemplateAndGenerateAsCompletionsDo) {
+  auto tmpl = shared_template("microsoft-Phi-3.5-mini-instruct.jinja");
+  Running r({}, "", tmpl);
+  auto c = r.client();
+  const json messages = json::array({{{"role", "system"}, {"content", "Tell stories."}}, {{"role", "user"}, {"content", "Once upon a time"}}});
+  const std::string rendered = tmpl->render(nlohmann::ordered_json::parse(messages.dump()), true);
+  EXPECT_EQ(rendered, "<|system|>\nTell stories.<|end|>\n<|user|>\nOnce upon a time<|end|>\n<|assistant|>\n");
+  const std::vector<int64_t> ids = r.s.tok->encode(rendered, false);
+  for (const std::string model : {"tinystories", "pt0"}) {
+    const serve::ServedModule* m = model == "pt0" ? r.s.modules[0].get() : nullptr;
+    const std::vector<int64_t> want = r.s.alone(m, ids, 12, 0, 0);
+    int status = 0;
+    json j = post(c, "/v1/chat/completions", {{"model", model}, {"messages", messages}, {"max_completion_tokens", 12}, {"temperature", 0},
+                                              {"logprobs", true}, {"top_logprobs", 2}}, &status);
+    ASSERT_EQ(status, 200) << j.dump();
+    EXPECT_EQ(j["object"], "chat.completion");
+    EXPECT_EQ(j["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+    EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+    EXPECT_EQ(j["usage"]["prompt_tokens"], ids.size());
+    EXPECT_EQ(j["usage"]["completion_tokens"], want.size());
+    // The same tokens as /v1/completions given the rendered prompt's ids: the content is that completion's text.
+    json same = post(c, "/v1/completions", {{"model", model}, {"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}});
+    EXPECT_EQ(j["choices"][0]["message"]["content"], same["choices"][0]["text"]) << model;
+    EXPECT_EQ(j["choices"][0]["finish_reason"], same["choices"][0]["finish_reason"]);
+    const json& lp = j["choices"][0]["logprobs"]["content"];
+    ASSERT_EQ(lp.size(), want.size());
+    for (size_t k = 0; k < lp.size(); ++k) {
+      ASSERT_EQ(lp[k]["top_logprobs"].size(), 2u);
+      EXPECT_EQ(lp[k]["top_logprobs"][0]["token"], lp[k]["token"]);  // greedy: the chosen token is the most likely
+      EXPECT_LE(lp[k]["logprob"].get<double>(), 0);
+      EXPECT_EQ(lp[k]["bytes"].size(), lp[k]["token"].get<std::string>().size());
+    }
+    // Streamed: the role first, then content deltas that add up to the same text; usage; [DONE].
+    auto res = c.Post("/v1/chat/completions", json{{"model", model}, {"messages", messages}, {"max_tokens", 12}, {"temperature", 0}, {"stream", true},
+                                                   {"stream_options", {{"include_usage", true}}}}.dump(), "application/json");
+    ASSERT_TRUE(res);
+    bool done = false;
+    auto events = sse_events(res->body, &done);
+    EXPECT_TRUE(done);
+    ASSERT_GE(events.size(), 3u);
+    EXPECT_EQ(events[0]["object"], "chat.completion.chunk");
+    EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+    std::string text;
+    int finished = 0;
+    for (size_t k = 1; k + 1 < events.size(); ++k) {
+      const json& d = events[k]["choices"][0]["delta"];
+      if (d.contains("content")) text += d["content"].get<std::string>();
+      finished += !events[k]["choices"][0]["finish_reason"].is_null();
+    }
+    EXPECT_EQ(text, j["choices"][0]["message"]["content"]);
+    EXPECT_EQ(finished, 1);
+    EXPECT_EQ(events.back()["usage"]["completion_tokens"], want.size());
+  }
+  // n choices with a seed: each is its own seed's sample, as in completions.
+  json two = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", messages}, {"max_tokens", 8}, {"n", 2}, {"seed", 5}});
+  ASSERT_EQ(two["choices"].size(), 2u);
+  EXPECT_EQ(two["choices"][0]["message"]["content"], post(c, "/v1/completions", {{"model", "tinystories"}, {"prompt", ids}, {"max_tokens", 8}, {"seed", 5}})["choices"][0]["text"]);
+  // What the request gets wrong is a 400 naming the field; a template's own refusal is a 400 with its message.
+  int status = 0;
+  json e = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", json::array()}}, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(e["error"]["param"], "messages");
+  e = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", {{{"content", "no role"}}}}}, &status);
+  EXPECT_EQ(status, 400);
+  e = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", messages}, {"max_tokens", 4}, {"max_completion_tokens", 5}}, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(e["error"]["param"], "max_completion_tokens");
+  // Content given as text parts reads as the text.
+  json parts = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"max_tokens", 6}, {"temperature", 0},
+                                                {"messages", {{{"role", "system"}, {"content", "Tell stories."}}, {{"role", "user"}, {"content", {{{"type", "text"}, {"text", "Once upon a time"}}}}}}}});
+  EXPECT_EQ(parts["usage"]["prompt_tokens"], ids.size());
+}
+
+TEST(ServeHttp, ChatWithoutATemplateOrAgainstItsRulesIsA400) {
+  {
+    Running r;  // no chat template
+    int status = 0;
+    auto c = r.client();
+    json e = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}}, &status);
+    EXPECT_EQ(status, 400);
+    EXPECT_EQ(e["error"]["code"], "no_chat_template");
+    EXPECT_NE(e["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
+    EXPECT_TRUE(json::parse(c.Get("/tokenizer_info")->body)["chat_template"].is_null());
+  }
+  Running r({}, "", shared_template("google-gemma-2-2b-it.jinja"));  // refuses a system message
+  int status = 0;
+  auto c = r.client();
+  json e = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", {{{"role", "system"}, {"content", "x"}}, {{"role", "user"}, {"content", "hi"}}}}}, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(e["error"]["code"], "chat_template_error");
+  EXPECT_NE(e["error"]["message"].get<std::string>().find("System role not supported"), std::string::npos) << e.dump();
+  json ok = post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 3}}, &status);
+  EXPECT_EQ(status, 200) << ok.dump();
+}
+
+TEST(ServeHttp, TokenizerEndpointsAgreeWithWhatGenerationReads) {
+  auto tmpl = shared_template("microsoft-Phi-3.5-mini-instruct.jinja");
+  Running r({}, "", tmpl);
+  auto c = r.client();
+  int status = 0;
+  // A prompt with special tokens: the ids /v1/completions reads (BOS by the model's rule); without: the bare text.
+  json t = post(c, "/tokenize", {{"prompt", "Once upon a time"}}, &status);
+  ASSERT_EQ(status, 200) << t.dump();
+  EXPECT_EQ(t["tokens"].get<std::vector<int64_t>>(), prompt_ids(r.s.lm->config(), *r.s.tok, "Once upon a time"));
+  EXPECT_EQ(t["count"], t["tokens"].size());
+  EXPECT_EQ(t["max_model_len"], r.s.lm->config().max_seq_len);
+  EXPECT_EQ(post(c, "/tokenize", {{"prompt", "Once upon a time"}, {"add_special_tokens", false}})["tokens"].get<std::vector<int64_t>>(),
+            r.s.tok->encode("Once upon a time", false));
+  // Messages: the chat template's rendering, tokenized as chat completions tokenize it (its usage agrees).
+  const json messages = {{{"role", "user"}, {"content", "Once upon a time"}}};
+  json tm = post(c, "/tokenize", {{"messages", messages}}, &status);
+  ASSERT_EQ(status, 200) << tm.dump();
+  EXPECT_EQ(tm["tokens"].get<std::vector<int64_t>>(), r.s.tok->encode(tmpl->render(nlohmann::ordered_json::parse(messages.dump()), true), false));
+  EXPECT_EQ(post(c, "/v1/chat/completions", {{"model", "tinystories"}, {"messages", messages}, {"max_tokens", 2}})["usage"]["prompt_tokens"], tm["count"]);
+  // Detokenize reads back the text.
+  json d = post(c, "/detokenize", {{"tokens", r.s.tok->encode("Once upon a time", false)}}, &status);
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(d["prompt"], "Once upon a time");
+  post(c, "/detokenize", {{"tokens", {1, 1 << 30}}}, &status);
+  EXPECT_EQ(status, 400);
+  post(c, "/tokenize", {{"prompt", "x"}, {"messages", messages}}, &status);
+  EXPECT_EQ(status, 400);
+  // The tokenizer's description (lm-eval's remote tokenizer reads it).
+  json info = json::parse(c.Get("/tokenizer_info")->body);
+  EXPECT_EQ(info["chat_template"], tmpl->source());
+  EXPECT_EQ(info["eos_token_ids"].get<std::vector<int64_t>>(), eos_ids_for(r.s.lm->config(), *r.s.tok));
+  EXPECT_EQ(info["eos_token"], r.s.tok->id_to_token(eos_ids_for(r.s.lm->config(), *r.s.tok)[0]));
+  EXPECT_EQ(info["model_max_length"], r.s.lm->config().max_seq_len);
 }
 
 TEST(ServeHttp, APortInUseIsAnErrorNotASharedPort) {

@@ -65,4 +65,9 @@ inline void write_file(const std::string& path, const std::string& bytes) {
   f << bytes;
 }
 
+inline std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace frozenlm::test

@@ -13,13 +13,11 @@
 #include "serve/openai_api.h"
 #include "serve/peer_socket.h"
 #include "serve/playground.h"
-#include "tokenizer/prompt_tokens.h"
+#include "serve/server_impl.h"
 
 namespace frozenlm::serve {
 
-using json = nlohmann::json;
-
-namespace {
+thread_local LogExtra t_log;
 
 // JSON for a client: invalid UTF-8 (a token that is half a character) becomes U+FFFD instead of an exception.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -38,7 +36,6 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// Unique within a process and across restarts (a random salt): "cmpl-…" for completions, "req-…" for request ids.
 std::string unique_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = std::random_device{}();
@@ -46,7 +43,11 @@ std::string unique_id(const char* prefix) {
   std::snprintf(buf, sizeof buf, "%s-%012llx%06llx", prefix, (unsigned long long)(salt & 0xffffffffffffULL), (unsigned long long)(++counter));
   return buf;
 }
-std::string completion_id() { return unique_id("cmpl"); }
+
+std::string internal_error_message(const std::string& request_id) { return "internal error (request id " + request_id + ")"; }
+
+namespace {
+
 
 // A client's own X-Request-Id is kept when it is a plain token (as vLLM and most proxies pass it on); else a new one.
 std::string request_id_for(const httplib::Request& req) {
@@ -64,25 +65,6 @@ bool same_secret(const std::string& a, const std::string& b) {
   for (size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
   return diff == 0;
 }
-
-// What a client reads of a failure inside the server: never its detail (a LibTorch message carries a C++ stack trace
-// and the binary's file names), only the id that the log line with the detail carries.
-std::string internal_error_message(const std::string& request_id) { return "internal error (request id " + request_id + ")"; }
-
-// What the request log line says beyond method, path and status (set by the handler on its worker thread; a
-// streamed response's provider runs on the same thread before the logger).
-struct LogExtra {
-  std::string request_id;
-  std::string module;
-  int64_t prompt_tokens = -1, completion_tokens = -1;
-  double ttft_s = -1;
-  bool stream = false;
-  std::string error;
-  bool completion = false;
-  bool counted = false;  // the request's metrics were recorded (before its last bytes went out)
-  std::chrono::steady_clock::time_point start;
-};
-thread_local LogExtra t_log;
 
 bool is_chunked(const httplib::Request& req) {
   std::string te = req.get_header_value("Transfer-Encoding");
@@ -142,58 +124,8 @@ httplib::Server::HandlerWithContentReader bounded_body(size_t limit, size_t drai
 
 }  // namespace
 
-struct Server::Impl {
-  const FrozenLM& lm;
-  const Tokenizer& tok;
-  Engine& engine;
-  ModuleRegistry& modules;
-  Metrics& metrics;
-  httplib::Server http;
-  std::atomic<bool> draining{false};
-  std::atomic<int> in_flight{0};  // completion requests being answered (streams included)
-  std::mutex run_m;
-  int listen_fd = -1;
-  bool serving = false, stop_requested = false;
-  int64_t created = unix_now();
-  std::string weights_hash;  // computed once: it reads every weight byte
 
-  Impl(const FrozenLM& l, const Tokenizer& t, Engine& e, ModuleRegistry& m, Metrics& mt) : lm(l), tok(t), engine(e), modules(m), metrics(mt) {}
 
-  // Text of `id` as it reads after `prev` (so a SentencePiece token keeps its leading space).
-  std::string token_text(int64_t prev, int64_t id) const {
-    if (prev < 0) {
-      std::string s = tok.decode({id}, true);
-      return s.empty() ? tok.id_to_token(id) : s;
-    }
-    const std::string a = tok.decode({prev}, true), b = tok.decode({prev, id}, true);
-    std::string s = b.compare(0, a.size(), a) == 0 ? b.substr(a.size()) : tok.decode({id}, true);
-    return s.empty() && tok.decode({id}, true).empty() ? tok.id_to_token(id) : s;
-  }
-
-};
-
-namespace {
-
-struct ChoiceOut {
-  std::string text;
-  std::vector<TokenLogprob> tokens, prompt;
-  std::string finish_reason;
-};
-
-struct InFlight {  // counts a completion request until its response is written
-  explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
-  ~InFlight() { --n_; }
-  std::atomic<int>& n_;
-};
-
-}  // namespace
-
-// A completion's metrics, recorded before its last bytes are written (a client that reads /metrics right after its
-// answer sees it counted).
-static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, int status);
-// POST /v1/completions
-static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, const std::string& body,
-                               httplib::Response& res);
 
 Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleRegistry& modules, Metrics& metrics, ServerOptions opt)
     : p_(std::make_unique<Impl>(lm, tok, engine, modules, metrics)), opt_(std::move(opt)) {
@@ -350,6 +282,17 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
   h.Post("/v1/completions", bounded_body(limit, drain, [this](const httplib::Request& req, const std::string& body, httplib::Response& res) {
     handle_completions(*p_, opt_, req, body, res);
   }));
+  h.Post("/v1/chat/completions", bounded_body(limit, drain, [this](const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    handle_chat_completions(*p_, opt_, req, body, res);
+  }));
+
+  h.Post("/tokenize", bounded_body(limit, drain, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
+    handle_tokenize(*p_, opt_, body, res);
+  }));
+  h.Post("/detokenize", bounded_body(limit, drain, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
+    handle_detokenize(*p_, body, res);
+  }));
+  h.Get("/tokenizer_info", [this](const httplib::Request&, httplib::Response& res) { handle_tokenizer_info(*p_, opt_, res); });
 
   // Any other route that takes a body: read within the limit too (cpp-httplib would read it whole before its 404).
   auto no_route = bounded_body(limit, drain, [](const httplib::Request&, const std::string&, httplib::Response& res) { res.status = 404; });
@@ -361,254 +304,6 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
 
 Server::~Server() = default;
 
-// The status of a request the engine failed: its own internal error (500), or the server stopping under it (503).
-static int job_error_status(const std::string& error) { return error.rfind("internal error", 0) == 0 ? 500 : 503; }
-
-static void count_request(Server::Impl& P, const std::shared_ptr<Request>& job, int status) {
-  t_log.counted = true;
-  t_log.completion_tokens = job->completion_tokens();
-  if (job->completion_tokens() > 0) t_log.ttft_s = std::chrono::duration<double>(job->first_token - job->submitted).count();
-  P.metrics.on_tokens(t_log.module, job->prompt_tokens(), job->completion_tokens());
-  P.metrics.on_request(t_log.module, status);
-  if (status == 200) P.metrics.on_end_to_end(t_log.module, std::chrono::duration<double>(std::chrono::steady_clock::now() - t_log.start).count());
-}
-
-static void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, const std::string& body,
-                               httplib::Response& res) {
-  t_log.completion = true;
-  auto in_flight = std::make_shared<InFlight>(P.in_flight);
-  CompletionRequest r;
-  std::shared_ptr<const ServedModule> module;
-  std::vector<std::vector<int64_t>> prompts;
-  std::vector<std::string> prompt_texts;
-  std::shared_ptr<Request> job;
-  try {
-    if (P.draining) throw ApiError(503, "the server is shutting down", "", "server_shutting_down", "server_error");
-    r = parse_completion_request(body);
-    t_log.stream = r.stream;
-    if (r.model != opt.model_name) {
-      module = P.modules.find(r.model);
-      if (!module) throw ApiError(404, "model '" + r.model + "' not found: GET /v1/models lists the base model ('" + opt.model_name + "') and the loaded modules", "model", "model_not_found");
-    }
-    t_log.module = module ? module->name : "";
-    if (!r.prompt_ids.empty()) {
-      for (auto& ids : r.prompt_ids) {
-        for (int64_t id : ids)  // (ids past the tokenizer's vocabulary too: a padded embedding row decodes to nothing)
-          if (id >= P.engine.usable_vocab())
-            throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary (ids 0.." + std::to_string(P.engine.usable_vocab() - 1) + ")", "prompt");
-        prompts.push_back(ids);
-        prompt_texts.push_back(P.tok.decode(ids, true));
-      }
-    } else {
-      for (auto& t : r.prompts) {
-        std::string text = t;
-        if (module && module->rewrite) {  // a multi-pass module's earlier passes (see ServedModule)
-          std::lock_guard<std::mutex> lk(*module->rewrite_m);
-          try {
-            text = module->rewrite(t);
-          } catch (const Error& e) {
-            throw ApiError(400, std::string("module '") + module->name + "': " + e.what(), "prompt");
-          }
-        }
-        try {
-          prompts.push_back(prompt_ids(P.lm.config(), P.tok, text));  // BOS first, as `generate`, training and eval encode
-        } catch (const Error& e) {
-          throw ApiError(400, e.what(), "prompt");
-        }
-        prompt_texts.push_back(text);
-      }
-    }
-    if (module && module->rewrite && !r.prompt_ids.empty())
-      throw ApiError(400, "module '" + module->name + "' (" + module->kind + ") reads text: give 'prompt' as a string", "prompt");
-    const uint64_t seed = r.seed ? *r.seed : std::random_device{}();
-    std::vector<ChoiceParams> choices;
-    for (size_t i = 0; i < prompts.size(); ++i)
-      for (int j = 0; j < r.n; ++j) {
-        ChoiceParams c;
-        c.prompt_ids = prompts[i];
-        c.prompt_index = int(i);
-        c.max_tokens = r.max_tokens;
-        c.temperature = r.temperature;
-        c.top_p = r.top_p;
-        c.top_k = r.top_k;
-        c.seed = seed + i * r.n + j;  // one prompt, n = 1: exactly `frozenlm generate --seed`
-        c.stops = r.stop;
-        c.top_logprobs = r.logprobs;
-        c.prompt_logprobs = r.echo && r.logprobs >= 0;
-        c.ignore_eos = r.ignore_eos;
-        choices.push_back(std::move(c));
-      }
-    try {
-      job = P.engine.submit(module, std::move(choices), t_log.request_id);
-    } catch (const QueueFull& e) {
-      throw ApiError(429, e.what(), "", "queue_full");
-    } catch (const Error& e) {
-      if (P.draining) throw ApiError(503, "the server is shutting down", "", "server_shutting_down", "server_error");
-      const std::string msg = e.what();
-      throw ApiError(400, msg, msg.find("context length") != std::string::npos ? "max_tokens" : "",
-                     msg.find("context length") != std::string::npos ? "context_length_exceeded" : "request_too_large");
-    }
-  } catch (const ApiError& e) {
-    t_log.error = e.what();
-    return send_error(res, e);
-  }
-  t_log.prompt_tokens = job->prompt_tokens();
-
-  const std::string id = completion_id();
-  const int64_t created = unix_now();
-  const std::string model = r.model;
-  const size_t n_choices = prompts.size() * r.n;
-  // Logprobs of tokens as the API shows them: each token's text (read after the one before it), offsets into the text.
-  // `prev` and `offset` (the token before and where the next token's text starts) are advanced past `toks`.
-  auto logprobs_json = [&P, top = r.logprobs](const std::vector<TokenLogprob>& toks, int64_t& prev, size_t& offset) {
-    LogprobsOut lo;
-    for (const TokenLogprob& t : toks) {
-      lo.tokens.push_back(P.token_text(prev, t.id));
-      lo.token_logprobs.push_back(std::isnan(t.logprob) ? std::optional<float>() : std::optional<float>(t.logprob));
-      std::vector<std::pair<std::string, float>> tops;
-      for (auto& [tid, lp] : t.top) tops.emplace_back(P.token_text(prev, tid), lp);
-      lo.top_logprobs.push_back(std::move(tops));
-      lo.text_offset.push_back(offset);
-      offset += lo.tokens.back().size();
-      prev = t.id;
-    }
-    return lo.to_json(top > 0);
-  };
-  auto usage = [job] {
-    return json{{"prompt_tokens", job->prompt_tokens()}, {"completion_tokens", job->completion_tokens()},
-                {"total_tokens", job->prompt_tokens() + job->completion_tokens()}};
-  };
-
-  if (!r.stream) {
-    std::vector<ChoiceOut> out(n_choices);
-    std::vector<Update> ups;
-    // Every 200 ms, whether the client is still there (its socket is looked up once the answer takes that long).
-    std::unique_ptr<PeerSocket> peer;
-    auto checked = std::chrono::steady_clock::now();
-    while (job->next(&ups, std::chrono::milliseconds(200))) {
-      if (const auto now = std::chrono::steady_clock::now(); now - checked >= std::chrono::milliseconds(200)) {
-        checked = now;
-        if (!peer) peer = std::make_unique<PeerSocket>(req.remote_addr, req.remote_port, req.local_port);
-        if (peer->peer_closed()) {  // the client went away: its rows leave the batch at the next step
-          job->cancel();
-          t_log.error = "the client closed the connection before the answer";
-          count_request(P, job, 499);
-          res.status = 499;
-          return;
-        }
-      }
-      for (Update& u : ups) {
-        ChoiceOut& c = out[u.choice];
-        c.text += u.text;
-        c.tokens.insert(c.tokens.end(), u.tokens.begin(), u.tokens.end());
-        if (!u.prompt.empty()) c.prompt = u.prompt;
-        if (u.finished) c.finish_reason = u.finish_reason;
-      }
-      ups.clear();
-    }
-    const std::string error = job->error();
-    if (!error.empty()) {
-      const int status = job_error_status(error);
-      count_request(P, job, status);
-      t_log.error = job->error_detail();
-      return send_json(res, status, ApiError(status, error, "", status == 503 ? "server_shutting_down" : "", "server_error").body());
-    }
-    count_request(P, job, 200);
-    json choices = json::array();
-    for (size_t i = 0; i < n_choices; ++i) {
-      const size_t pi = i / r.n;
-      const ChoiceOut& c = out[i];
-      json ch = {{"index", i}, {"text", (r.echo ? prompt_texts[pi] : std::string()) + c.text}, {"finish_reason", c.finish_reason}};
-      if (r.logprobs >= 0) {
-        std::vector<TokenLogprob> all = r.echo ? c.prompt : std::vector<TokenLogprob>();
-        all.insert(all.end(), c.tokens.begin(), c.tokens.end());
-        int64_t prev = r.echo ? -1 : prompts[pi].back();
-        size_t offset = r.echo ? 0 : prompt_texts[pi].size();
-        ch["logprobs"] = logprobs_json(all, prev, offset);
-      } else {
-        ch["logprobs"] = nullptr;
-      }
-      choices.push_back(ch);
-    }
-    return send_json(res, 200, {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
-                                {"system_fingerprint", P.weights_hash}, {"choices", choices}, {"usage", usage()}});
-  }
-
-  // ---- streamed: one server-sent event per update, then (stream_options.include_usage) the usage, then [DONE] ----
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  auto chunk = [id, created, model](json choices) {
-    return "data: " + dump({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}, {"choices", choices}}) + "\n\n";
-  };
-  const bool echo = r.echo, include_usage = r.include_usage, want_logprobs = r.logprobs >= 0;
-  const int n = r.n;
-  auto stream_events = [&P, job, chunk, echo, include_usage, want_logprobs, n, prompts, prompt_texts, logprobs_json, usage](httplib::DataSink& sink) {
-        std::vector<int64_t> prev(prompts.size() * n);
-        std::vector<size_t> offset(prev.size());
-        for (size_t i = 0; i < prev.size(); ++i) {
-          prev[i] = prompts[i / n].back();
-          offset[i] = prompt_texts[i / n].size();
-        }
-        auto write = [&](const std::string& s) {
-          if (sink.write(s.data(), s.size())) return true;
-          job->cancel();
-          return false;
-        };
-        if (echo)
-          for (size_t i = 0; i < prev.size(); ++i)
-            if (!write(chunk(json::array({{{"index", i}, {"text", prompt_texts[i / n]}, {"logprobs", nullptr}, {"finish_reason", nullptr}}})))) return false;
-        std::vector<Update> ups;
-        while (job->next(&ups, std::chrono::milliseconds(100))) {
-          for (Update& u : ups) {
-            json ch = {{"index", u.choice}, {"text", u.text}};
-            if (want_logprobs) {
-              ch["logprobs"] = logprobs_json(u.tokens, prev[u.choice], offset[u.choice]);
-            } else {
-              ch["logprobs"] = nullptr;
-            }
-            ch["finish_reason"] = u.finished ? json(u.finish_reason) : json(nullptr);
-            if (!write(chunk(json::array({ch})))) return false;
-          }
-          ups.clear();
-          if (!sink.is_writable()) {
-            job->cancel();
-            return false;
-          }
-        }
-        count_request(P, job, 200);  // the status line went out as 200 whatever follows
-        if (const std::string error = job->error(); !error.empty()) {
-          t_log.error = job->error_detail();
-          const int status = job_error_status(error);
-          write("data: " + dump(ApiError(status, error, "", status == 503 ? "server_shutting_down" : "", "server_error").body()) + "\n\n");
-        } else if (include_usage) {
-          std::string u = chunk(json::array());
-          u.insert(u.size() - 3, ",\"usage\":" + dump(usage()));  // the same chunk, with the usage and no choices
-          if (!write(u)) return false;
-        }
-        write("data: [DONE]\n\n");
-        sink.done();
-        return true;
-      };
-  // Nothing thrown while streaming may escape (cpp-httplib does not catch in a content provider: the process would
-  // end): the stream ends with an error event that names the request id, and the engine drops the request.
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [job, stream_events, in_flight, request_id = t_log.request_id](size_t, httplib::DataSink& sink) {
-        try {
-          return stream_events(sink);
-        } catch (const std::exception& e) {
-          job->cancel();
-          const std::string what = e.what();
-          t_log.error = "streaming the answer: " + what.substr(0, what.find('\n'));
-          const std::string ev = "data: " + dump(ApiError(500, internal_error_message(request_id)).body()) + "\n\ndata: [DONE]\n\n";
-          if (sink.write(ev.data(), ev.size())) sink.done();
-          return true;
-        }
-      },
-      [job](bool success) {
-        if (!success) job->cancel();
-      });
-}
 
 int Server::bind() {
   const int port = opt_.port == 0 ? p_->http.bind_to_any_port(opt_.host) : (p_->http.bind_to_port(opt_.host, opt_.port) ? opt_.port : -1);

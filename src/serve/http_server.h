@@ -5,6 +5,8 @@
 //   GET  /health                  {"status": "ok"} (503 "draining" during shutdown); never needs the API key
 //   GET  /v1/models               the base model and every loaded module, with its kind
 //   POST /v1/completions          OpenAI's completions (model = base or module name), streamed as SSE with "stream"
+//   POST /v1/chat/completions     OpenAI's chat completions: the messages rendered by the model's chat template
+//   POST /tokenize, /detokenize   vLLM's tokenizer endpoints (text or chat messages); GET /tokenizer_info
 //   POST /v1/modules              {"name", "path"}: load a module from inside --modules-dir
 //   DELETE /v1/modules/{name}     unload (its in-flight requests finish)
 //   GET  /metrics                 Prometheus text format
@@ -20,6 +22,9 @@
 namespace httplib {
 class Server;
 }
+namespace frozenlm::chat {
+class ChatTemplate;
+}
 
 namespace frozenlm::serve {
 
@@ -31,6 +36,8 @@ struct ServerOptions {
   size_t max_body_bytes = 1 << 20;
   int http_threads = 0;         // 0: enough for every running and queued request (max_batch + max_queue + 8)
   bool log_requests = true;     // one JSON line per request on stderr
+  // The model's chat template (POST /v1/chat/completions; null: chat requests get a 400 that says how to give one).
+  std::shared_ptr<const chat::ChatTemplate> chat_template;
 };
 
 class Server {

@@ -101,41 +101,22 @@ bool valid_module_name(const std::string& name) {
   return true;
 }
 
-CompletionRequest parse_completion_request(const std::string& body, const ApiLimits& lim) {
+namespace {
+
+json parse_object(const std::string& body) {
   json o = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (o.is_discarded()) throw ApiError(400, "the request body is not valid JSON", "", "invalid_json");
   if (!o.is_object()) throw ApiError(400, "the request body must be a JSON object, got " + type_name(o), "", "invalid_type");
-  CompletionRequest r;
+  return o;
+}
 
+// The fields completions and chat completions share: the model, sampling, n, stop, seed, stream; the OpenAI fields
+// accepted only at their neutral values.
+void parse_common(const json& o, CompletionRequest& r, const ApiLimits& lim) {
   auto m = o.find("model");
   if (m == o.end() || m->is_null()) bad("model", "'model' is required (the base model's name or a loaded module's: GET /v1/models lists them)", "missing_required_parameter");
   if (!m->is_string()) bad("model", "'model' must be a string, got " + type_name(*m), "invalid_type");
   r.model = m->get<std::string>();
-
-  auto p = o.find("prompt");
-  if (p == o.end() || p->is_null()) bad("prompt", "'prompt' is required: a string, an array of strings, or token ids", "missing_required_parameter");
-  if (p->is_string()) {
-    r.prompts.push_back(p->get<std::string>());
-  } else if (p->is_array()) {
-    if (p->empty()) bad("prompt", "'prompt' must not be an empty array");
-    if (p->size() > lim.max_prompts) bad("prompt", "at most " + std::to_string(lim.max_prompts) + " prompts per request, got " + std::to_string(p->size()));
-    if ((*p)[0].is_string()) {
-      for (const json& s : *p) {
-        if (!s.is_string()) bad("prompt", "'prompt' arrays must hold only strings, or only token ids", "invalid_type");
-        r.prompts.push_back(s.get<std::string>());
-      }
-    } else if ((*p)[0].is_array()) {
-      for (const json& a : *p) {
-        if (!a.is_array()) bad("prompt", "'prompt' arrays of token arrays must hold only arrays", "invalid_type");
-        r.prompt_ids.push_back(token_array(a, "prompt"));
-      }
-    } else {
-      r.prompt_ids.push_back(token_array(*p, "prompt"));
-    }
-  } else {
-    bad("prompt", "'prompt' must be a string, an array of strings, or token ids, got " + type_name(*p), "invalid_type");
-  }
-
   r.max_tokens = get_int(o, "max_tokens", 0, lim.max_tokens, 16);
   r.temperature = get_number(o, "temperature", 0.0, 2.0, 1.0);
   r.top_p = get_number(o, "top_p", 0.0, 1.0, 1.0);
@@ -143,8 +124,6 @@ CompletionRequest parse_completion_request(const std::string& body, const ApiLim
   r.top_k = get_int(o, "top_k", -1, 1 << 30, 0);
   if (r.top_k < 0) r.top_k = 0;  // -1: off (as vLLM takes it)
   r.n = int(get_int(o, "n", 1, lim.max_n, 1));
-  r.logprobs = int(get_int(o, "logprobs", 0, lim.max_logprobs, -1));
-  r.echo = get_bool(o, "echo", false);
   r.ignore_eos = get_bool(o, "ignore_eos", false);
   r.stream = get_bool(o, "stream", false);
   if (auto s = o.find("seed"); s != o.end() && !s->is_null()) {
@@ -176,15 +155,141 @@ CompletionRequest parse_completion_request(const std::string& body, const ApiLim
   // Accepted only at their neutral values: say so rather than silently ignore them.
   if (get_number(o, "frequency_penalty", -2.0, 2.0, 0.0) != 0.0) bad("frequency_penalty", "'frequency_penalty' is not supported (only 0)", "unsupported_parameter");
   if (get_number(o, "presence_penalty", -2.0, 2.0, 0.0) != 0.0) bad("presence_penalty", "'presence_penalty' is not supported (only 0)", "unsupported_parameter");
-  if (get_int(o, "best_of", 1, 1 << 20, 1) != 1) bad("best_of", "'best_of' is not supported (only 1)", "unsupported_parameter");
   if (auto lb = o.find("logit_bias"); lb != o.end() && !lb->is_null() && !(lb->is_object() && lb->empty()))
     bad("logit_bias", "'logit_bias' is not supported", "unsupported_parameter");
+  if (auto u = o.find("user"); u != o.end() && !u->is_null() && !u->is_string()) bad("user", "'user' must be a string", "invalid_type");
+}
+
+}  // namespace
+
+CompletionRequest parse_completion_request(const std::string& body, const ApiLimits& lim) {
+  const json o = parse_object(body);
+  CompletionRequest r;
+  parse_common(o, r, lim);
+
+  auto p = o.find("prompt");
+  if (p == o.end() || p->is_null()) bad("prompt", "'prompt' is required: a string, an array of strings, or token ids", "missing_required_parameter");
+  if (p->is_string()) {
+    r.prompts.push_back(p->get<std::string>());
+  } else if (p->is_array()) {
+    if (p->empty()) bad("prompt", "'prompt' must not be an empty array");
+    if (p->size() > lim.max_prompts) bad("prompt", "at most " + std::to_string(lim.max_prompts) + " prompts per request, got " + std::to_string(p->size()));
+    if ((*p)[0].is_string()) {
+      for (const json& s : *p) {
+        if (!s.is_string()) bad("prompt", "'prompt' arrays must hold only strings, or only token ids", "invalid_type");
+        r.prompts.push_back(s.get<std::string>());
+      }
+    } else if ((*p)[0].is_array()) {
+      for (const json& a : *p) {
+        if (!a.is_array()) bad("prompt", "'prompt' arrays of token arrays must hold only arrays", "invalid_type");
+        r.prompt_ids.push_back(token_array(a, "prompt"));
+      }
+    } else {
+      r.prompt_ids.push_back(token_array(*p, "prompt"));
+    }
+  } else {
+    bad("prompt", "'prompt' must be a string, an array of strings, or token ids, got " + type_name(*p), "invalid_type");
+  }
+  r.logprobs = int(get_int(o, "logprobs", 0, lim.max_logprobs, -1));
+  r.echo = get_bool(o, "echo", false);
+  if (get_int(o, "best_of", 1, 1 << 20, 1) != 1) bad("best_of", "'best_of' is not supported (only 1)", "unsupported_parameter");
   if (auto sf = o.find("suffix"); sf != o.end() && !sf->is_null() && !(sf->is_string() && sf->get<std::string>().empty()))
     bad("suffix", "'suffix' is not supported", "unsupported_parameter");
-  if (auto u = o.find("user"); u != o.end() && !u->is_null() && !u->is_string()) bad("user", "'user' must be a string", "invalid_type");
   if (r.max_tokens == 0 && !r.echo) bad("max_tokens", "'max_tokens' must be at least 1 (0 only with \"echo\": true, to score a prompt)");
   if (r.stream && r.echo && r.logprobs >= 0) bad("echo", "'echo' with 'logprobs' is not available with \"stream\": true");
   return r;
+}
+
+ChatRequest parse_chat_request(const std::string& body, const ApiLimits& lim) {
+  const json o = parse_object(body);
+  ChatRequest c;
+  CompletionRequest& r = c.sampling;
+  parse_common(o, r, lim);
+  // max_completion_tokens is the newer name of max_tokens (OpenAI); either may be given, not both differently.
+  if (o.contains("max_completion_tokens") && !o["max_completion_tokens"].is_null()) {
+    const int64_t m = get_int(o, "max_completion_tokens", 1, lim.max_tokens, 16);
+    if (o.contains("max_tokens") && !o["max_tokens"].is_null() && r.max_tokens != m)
+      bad("max_completion_tokens", "'max_tokens' and 'max_completion_tokens' disagree: give one");
+    r.max_tokens = m;
+  }
+  if (r.max_tokens == 0) bad("max_tokens", "'max_tokens' must be at least 1");
+
+  auto ms = o.find("messages");
+  if (ms == o.end() || ms->is_null()) bad("messages", "'messages' is required: an array of {\"role\", \"content\"}", "missing_required_parameter");
+  if (!ms->is_array() || ms->empty()) bad("messages", "'messages' must be a non-empty array of {\"role\", \"content\"}", "invalid_type");
+  if (ms->size() > lim.max_messages) bad("messages", "at most " + std::to_string(lim.max_messages) + " messages, got " + std::to_string(ms->size()));
+  // Messages and tools keep their keys in the order sent (a template's tojson shows it, as Python's dicts keep it).
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(body, nullptr, false);
+  c.messages = ordered["messages"];
+  for (size_t k = 0; k < c.messages.size(); ++k) {
+    auto& m = c.messages[k];
+    const std::string at = "messages[" + std::to_string(k) + "]";
+    if (!m.is_object()) bad("messages", at + " must be an object with \"role\" and \"content\"", "invalid_type");
+    if (!m.contains("role") || !m["role"].is_string() || m["role"].get<std::string>().empty())
+      bad("messages", at + ".role must be a non-empty string (system, user, assistant, tool, ...)", "invalid_type");
+    if (!m.contains("content")) {
+      if (!m.contains("tool_calls")) bad("messages", at + ".content is required (null only beside tool_calls)", "missing_required_parameter");
+      m["content"] = nullptr;
+    }
+    auto& content = m["content"];
+    if (content.is_array()) {  // content parts: the text parts joined, as vLLM reads text-only parts
+      std::string text;
+      for (const auto& part : content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+          bad("messages", at + ".content parts must be {\"type\": \"text\", \"text\": ...} (this model reads text only)", "invalid_type");
+        text += (text.empty() ? "" : "\n") + part["text"].get<std::string>();
+      }
+      content = text;
+    } else if (!content.is_string() && !content.is_null()) {
+      bad("messages", at + ".content must be a string, an array of text parts, or null", "invalid_type");
+    }
+  }
+  if (auto t = o.find("tools"); t != o.end() && !t->is_null()) {
+    if (!t->is_array()) bad("tools", "'tools' must be an array", "invalid_type");
+    c.tools = ordered["tools"];
+  }
+  if (auto tc = o.find("tool_choice"); tc != o.end() && !tc->is_null() && !(tc->is_string() && (*tc == "none" || *tc == "auto")))
+    bad("tool_choice", "'tool_choice' may be \"none\" or \"auto\" (the tools go to the chat template; calls come back as text)", "unsupported_parameter");
+  if (auto rf = o.find("response_format"); rf != o.end() && !rf->is_null() && !(rf->is_object() && rf->value("type", "") == "text"))
+    bad("response_format", "'response_format' is not supported (only {\"type\": \"text\"})", "unsupported_parameter");
+  c.add_generation_prompt = get_bool(o, "add_generation_prompt", true);  // vLLM's extension
+  const bool logprobs = get_bool(o, "logprobs", false);
+  const int top = int(get_int(o, "top_logprobs", 0, lim.max_top_logprobs, -1));
+  if (top >= 0 && !logprobs) bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+  r.logprobs = logprobs ? std::max(top, 0) : -1;
+  return c;
+}
+
+TokenizeRequest parse_tokenize_request(const std::string& body) {
+  const json o = parse_object(body);
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(body, nullptr, false);
+  TokenizeRequest t;
+  const bool has_prompt = o.contains("prompt") && !o["prompt"].is_null(), has_messages = o.contains("messages") && !o["messages"].is_null();
+  if (has_prompt == has_messages) bad(has_prompt ? "messages" : "prompt", "give either 'prompt' (a string) or 'messages' (a conversation)", "missing_required_parameter");
+  if (has_prompt) {
+    if (!o["prompt"].is_string()) bad("prompt", "'prompt' must be a string, got " + type_name(o["prompt"]), "invalid_type");
+    t.prompt = o["prompt"].get<std::string>();
+  } else {
+    // The same checks and normalisation as chat completions (text parts joined, roles required).
+    const ChatRequest c = parse_chat_request(nlohmann::ordered_json{{"model", "-"}, {"messages", ordered["messages"]}}.dump());
+    t.messages = c.messages;
+    if (o.contains("tools") && !o["tools"].is_null()) {
+      if (!o["tools"].is_array()) bad("tools", "'tools' must be an array", "invalid_type");
+      t.tools = ordered["tools"];
+    }
+  }
+  t.add_special_tokens = get_bool(o, "add_special_tokens", has_prompt);
+  t.add_generation_prompt = get_bool(o, "add_generation_prompt", true);
+  return t;
+}
+
+std::vector<int64_t> parse_detokenize_request(const std::string& body) {
+  const json o = parse_object(body);
+  auto t = o.find("tokens");
+  if (t == o.end() || t->is_null()) bad("tokens", "'tokens' is required: an array of token ids", "missing_required_parameter");
+  if (!t->is_array()) bad("tokens", "'tokens' must be an array of token ids, got " + type_name(*t), "invalid_type");
+  if (t->empty()) return {};
+  return token_array(*t, "tokens");
 }
 
 ModuleLoadRequest parse_module_load_request(const std::string& body) {

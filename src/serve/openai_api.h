@@ -38,6 +38,16 @@ struct CompletionRequest {
   size_t num_prompts() const { return prompt_ids.empty() ? prompts.size() : prompt_ids.size(); }
 };
 
+// A POST /v1/chat/completions body: the sampling fields as completions have them (`sampling.prompts` stays empty:
+// the prompt is the chat template's rendering of `messages`), logprobs as chat shows them (`sampling.logprobs`:
+// -1 none, else top_logprobs).
+struct ChatRequest {
+  CompletionRequest sampling;
+  nlohmann::ordered_json messages;       // [{role, content (string or null; text parts joined), ...}] in the order sent
+  nlohmann::ordered_json tools;          // null: none
+  bool add_generation_prompt = true;
+};
+
 // Limits a request must stay within (checked while parsing).
 struct ApiLimits {
   int max_n = 16;
@@ -46,10 +56,27 @@ struct ApiLimits {
   size_t max_stops = 256;        // OpenAI's 4 is their choice; lm-eval sends a task's `until` list plus EOS
   size_t max_stop_bytes = 1024;  // each stop string
   int max_logprobs = 5;
+  int max_top_logprobs = 20;     // chat's top_logprobs (OpenAI's bound)
+  size_t max_messages = 4096;
 };
 
 // Parses a POST /v1/completions body. Throws ApiError (400) naming the field for anything malformed.
 CompletionRequest parse_completion_request(const std::string& body, const ApiLimits& limits = {});
+
+// Parses a POST /v1/chat/completions body. Throws ApiError (400) naming the field.
+ChatRequest parse_chat_request(const std::string& body, const ApiLimits& limits = {});
+
+// POST /tokenize (as vLLM's): a text `prompt` or chat `messages` (rendered by the chat template).
+struct TokenizeRequest {
+  std::optional<std::string> prompt;
+  nlohmann::ordered_json messages;      // null unless given
+  nlohmann::ordered_json tools;         // null: none
+  bool add_special_tokens = true;       // default: true for a prompt (BOS as completions add it), false for messages
+  bool add_generation_prompt = true;    // messages
+};
+TokenizeRequest parse_tokenize_request(const std::string& body);
+// POST /detokenize: {"tokens": [ids]}.
+std::vector<int64_t> parse_detokenize_request(const std::string& body);
 
 // A loaded module's registration request: POST /v1/modules {"name", "path"}.
 struct ModuleLoadRequest {
