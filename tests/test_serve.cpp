@@ -378,18 +378,28 @@ std::unique_ptr<TrainableModule> nan_prompt(const FrozenLM& lm) {
   return m;
 }
 
+serve::EngineOptions one_thread() {
+  serve::EngineOptions eo;
+  eo.threads = 1;
+  return eo;
+}
+
+// A greedy choice of `max_tokens` for `prompt` (BOS first).
+serve::ChoiceParams greedy(const Served& s, const std::string& prompt, int64_t max_tokens) {
+  serve::ChoiceParams c;
+  c.prompt_ids = s.tok->encode(prompt, true);
+  c.max_tokens = max_tokens;
+  c.temperature = 0;
+  return c;
+}
+
 TEST(ServeEngine, AFailingRequestFailsAloneWhileOthersDecode) {
   // A long stream runs; meanwhile requests fail in each place a request's own work can fail — its module's forward,
   // sampling its token (NaN logits) — and a near-zero temperature (1e-40, which overflows logits / T) is greedy.
   // Each bad request gets an internal error naming its id and no detail; the stream finishes exactly as alone.
   Served s;
-  serve::EngineOptions eo;
-  eo.threads = 1;
-  serve::Engine engine(*s.lm, *s.tok, eo);
-  serve::ChoiceParams c;
-  c.prompt_ids = s.tok->encode("Once upon a time", true);
-  c.max_tokens = 480;
-  c.temperature = 0;
+  serve::Engine engine(*s.lm, *s.tok, one_thread());
+  serve::ChoiceParams c = greedy(s, "Once upon a time", 480);
   c.ignore_eos = true;
   auto stream = engine.submit(nullptr, {c}, "stream-1");
   std::vector<serve::Update> first;
@@ -438,13 +448,8 @@ TEST(ServeEngine, DrainWaitsForARequestStillInPrefill) {
   // A request taken off the queue is in its module's forward (slow on purpose) when drain() is called: drain
   // returns only once that request has finished.
   Served s;
-  serve::EngineOptions eo;
-  eo.threads = 1;
-  serve::Engine engine(*s.lm, *s.tok, eo);
-  serve::ChoiceParams c;
-  c.prompt_ids = s.tok->encode("Once upon a time", true);
-  c.max_tokens = 4;
-  c.temperature = 0;
+  serve::Engine engine(*s.lm, *s.tok, one_thread());
+  const serve::ChoiceParams c = greedy(s, "Once upon a time", 4);
   auto slow = served("slow", std::make_unique<MisbehavingModule>(400ms));
   auto r = engine.submit(slow, {c});
   for (int i = 0; i < 1000 && engine.stats().queued > 0; ++i) std::this_thread::sleep_for(1ms);

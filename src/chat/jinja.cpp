@@ -1,5 +1,7 @@
 #include "chat/jinja.h"
 
+#include "tokenizer/unicode.h"
+
 #include <locale.h>
 #include <wctype.h>
 
@@ -141,10 +143,7 @@ uint32_t decode_at(const std::string& s, size_t i, size_t* len) {
   return cp;
 }
 
-bool py_isspace(uint32_t c) {
-  return (c >= 9 && c <= 13) || c == ' ' || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
+bool py_isspace(uint32_t c) { return unicode::is_python_space(c); }
 
 // str.strip / lstrip / rstrip: whitespace (Python's str.isspace), or any of `chars`' code points.
 std::string py_strip(const std::string& s, const Value& chars, bool left, bool right) {
@@ -173,23 +172,7 @@ std::string py_strip(const std::string& s, const Value& chars, bool left, bool r
   return s.substr(b, e - b);
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
+using unicode::append_utf8;
 
 // Unicode simple case mapping (glibc's C.UTF-8 tables), as Python's str.upper/lower for all but the few characters
 // whose full mapping changes length (ß -> SS).
@@ -198,7 +181,7 @@ locale_t utf8_locale() {
   return loc;
 }
 uint32_t to_upper(uint32_t c) { return c < 0x80 ? uint32_t(std::toupper(int(c))) : utf8_locale() ? uint32_t(towupper_l(wint_t(c), utf8_locale())) : c; }
-uint32_t to_lower(uint32_t c) { return c < 0x80 ? uint32_t(std::tolower(int(c))) : utf8_locale() ? uint32_t(towlower_l(wint_t(c), utf8_locale())) : c; }
+uint32_t to_lower(uint32_t c) { return unicode::to_lower(c); }
 bool is_cased(uint32_t c) { return to_upper(c) != c || to_lower(c) != c; }
 
 std::string map_case(const std::string& s, uint32_t (*f)(uint32_t)) {

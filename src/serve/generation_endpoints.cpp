@@ -195,6 +195,16 @@ void stream(httplib::Response& res, Server::Impl& P, std::shared_ptr<Request> jo
       });
 }
 
+// The stream's last chunk when stream_options.include_usage: a chunk with no choices and the usage.
+template <typename Chunk>
+std::function<json()> usage_chunk(Chunk chunk, std::shared_ptr<Request> job) {
+  return [chunk, job] {
+    json u = chunk(json::array());
+    u["usage"] = usage_of(*job);
+    return u;
+  };
+}
+
 // Token texts for logprobs: each read after the token before it (`prev`, advanced past `toks`).
 std::vector<std::string> token_texts(const Server::Impl& P, const TokenLogprob& t, int64_t prev) {
   std::vector<std::string> out{P.token_text(prev, t.id)};
@@ -322,14 +332,7 @@ void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib
     ch["finish_reason"] = u.finished ? json(u.finish_reason) : json(nullptr);
     return std::vector<json>{chunk(json::array({ch}))};
   };
-  std::function<json()> usage;
-  if (r.include_usage)
-    usage = [chunk, job] {
-      json u = chunk(json::array());
-      u["usage"] = usage_of(*job);
-      return u;
-    };
-  stream(res, P, job, std::move(head), events, usage, in_flight);
+  stream(res, P, job, std::move(head), events, r.include_usage ? usage_chunk(chunk, job) : nullptr, in_flight);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -421,14 +424,7 @@ void handle_chat_completions(Server::Impl& P, const ServerOptions& opt, const ht
     ch["finish_reason"] = u.finished ? json(u.finish_reason) : json(nullptr);
     return std::vector<json>{chunk(json::array({ch}))};
   };
-  std::function<json()> usage;
-  if (r.include_usage)
-    usage = [chunk, job] {
-      json u = chunk(json::array());
-      u["usage"] = usage_of(*job);
-      return u;
-    };
-  stream(res, P, job, std::move(head), events, usage, in_flight);
+  stream(res, P, job, std::move(head), events, r.include_usage ? usage_chunk(chunk, job) : nullptr, in_flight);
 }
 
 }  // namespace frozenlm::serve
