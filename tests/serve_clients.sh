@@ -21,6 +21,7 @@ source scripts/serve_port.sh
 PORT=$(serve_port "$OUT/serve.log" $PID)
 echo "server on port $PORT; generate says: $(printf %q "$EXPECTED")"
 node tests/serve_openai_client.js "http://127.0.0.1:$PORT/v1" "$KEY" closed_book "$PROMPT" "$EXPECTED"
+/usr/bin/python3 tests/lm_eval_client.py "http://127.0.0.1:$PORT" "$KEY" "$F" $M testbed/modules/closed_book closed_book
 node tests/serve_playground.js "http://127.0.0.1:$PORT/" "$KEY" "$OUT/playground.png"
 kill -TERM $PID
 wait $PID
