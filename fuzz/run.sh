@@ -11,7 +11,7 @@ RUNS=${1:-1000000}
 shift || true
 OUT=${FUZZ_OUT:-build-fuzz}
 JOBS=${FUZZ_JOBS:-1}
-ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records completion_request gguf"
+ALL="safetensors_header tokenizer_json task_json adapter_config trainer_state llama2c_header jsonl_records completion_request gguf chat_request chat_template"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 mkdir -p "$OUT"
 FLAGS="-std=c++17 ${FUZZ_OPT:--O1 -g} -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc"
@@ -24,7 +24,8 @@ sources() {
     trainer_state) echo src/train/trainer_state.cpp ;;
     llama2c_header) echo src/core/llama2c_header.cpp ;;
     jsonl_records) echo src/data/records.cpp ;;
-    completion_request) echo src/serve/openai_api.cpp ;;
+    completion_request|chat_request) echo src/serve/openai_api.cpp ;;
+    chat_template) echo src/chat/jinja.cpp src/tokenizer/unicode.cpp ;;
     gguf) echo src/core/gguf_file.cpp src/core/atomic_file.cpp src/tokenizer/gguf_vocab.cpp src/tokenizer/hf_tokenizer.cpp \
                src/tokenizer/llama2c_tokenizer.cpp src/tokenizer/tokenizer.cpp src/tokenizer/unicode.cpp ;;
     *) echo "unknown fuzz target $1" >&2; exit 2 ;;
@@ -39,7 +40,8 @@ done
 
 # Seeds are written here (not tracked), from the repository's own files where it has them.
 S="$OUT/seeds"
-rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records,completion_request,gguf}
+rm -rf "$S"; mkdir -p "$S"/{safetensors_header,task_json,adapter_config,trainer_state,llama2c_header,jsonl_records,completion_request,gguf,chat_request,chat_template}
+cp ../shared/data/chat-templates/templates/*.jinja tests/data/qa_chat_template.jinja "$S/chat_template/" 2>/dev/null || true
 cp tasks/*.json tests/data/stories_lm.json "$S/task_json/"
 /usr/bin/python3 - "$S" "$(cd .. && pwd)/shared/models/stories260k/stories260K.bin" <<'PY'
 import json, struct, sys, os
@@ -73,6 +75,14 @@ open(cr + 'full.json', 'w').write(json.dumps({"model": "m", "prompt": ["a", "b"]
     "n": 2, "stop": ["\n"], "seed": 7, "logprobs": 2, "echo": True, "stream": True, "stream_options": {"include_usage": True}}))
 open(cr + 'ids.json', 'w').write(json.dumps({"model": "m", "prompt": [[1, 2], [3]], "max_tokens": 0, "echo": True, "logprobs": 0}))
 open(cr + 'module.json', 'w').write(json.dumps({"name": "qa", "path": "modules/qa"}))
+ch = d + '/chat_request/'
+open(ch + 'chat.json', 'w').write(json.dumps({"model": "m", "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+    {"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}],
+    "max_completion_tokens": 5, "logprobs": True, "top_logprobs": 3, "tools": [{"type": "function", "function": {"name": "f"}}], "stream": True,
+    "stream_options": {"include_usage": True}, "n": 2, "stop": ["a", "b", "c", "d", "e"], "seed": 1}))
+open(ch + 'tokenize.json', 'w').write(json.dumps({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": False}))
+open(ch + 'tokenize_prompt.json', 'w').write(json.dumps({"prompt": "hi", "add_special_tokens": False}))
+open(ch + 'detokenize.json', 'w').write(json.dumps({"tokens": [1, 2, 3]}))
 # GGUF: a small model-shaped file (metadata, an SPM vocabulary, F32 and Q8_0 tensors) and a small gpt2 vocabulary.
 def gstr(s): b = s.encode(); return struct.pack('<Q', len(b)) + b
 def gkv(k, t, v): return gstr(k) + struct.pack('<I', t) + v

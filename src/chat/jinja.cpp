@@ -581,6 +581,14 @@ Value do_slice(const Value& v, const Value& start, const Value& stop, const Valu
 
 // ---- arithmetic ----
 
+int64_t exact_int(const Value& v) { return v.kind == Value::Int ? v.i : v.kind == Value::Bool ? int64_t(v.b) : 0; }
+
+// A float as an integer, as Python's int() truncates it; beyond 64 bits (or not finite) an error.
+int64_t float_to_int(double d) {
+  if (!(d > -9.2e18 && d < 9.2e18)) fail("OverflowError: cannot convert float " + py_float(d) + " to a 64-bit integer");
+  return int64_t(d);
+}
+
 Value arith(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined()) undefined_error(a);
   if (b.is_undefined()) undefined_error(b);
@@ -597,7 +605,8 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     const Value* cnt = seq == &a ? &b : &a;
     if (seq && (cnt->kind == Value::Int || cnt->kind == Value::Bool)) {
       const int64_t n = std::max<int64_t>(0, cnt->kind == Value::Int ? cnt->i : cnt->b);
-      if (n * int64_t(seq->kind == Value::String ? seq->s.size() : seq->arr->size()) > (int64_t(1) << 26)) fail("MemoryError: repetition too large");
+      const int64_t unit = int64_t(seq->kind == Value::String ? seq->s.size() : seq->arr->size());
+      if (unit > 0 && n > (int64_t(1) << 26) / unit) fail("MemoryError: repetition too large");
       if (seq->kind == Value::String) {
         std::string out;
         for (int64_t k = 0; k < n; ++k) out += seq->s;
@@ -612,10 +621,12 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     fail("TypeError: unsupported operand type(s) for " + op + ": '" + type_name(a) + "' and '" + type_name(b) + "'");
   const bool ints = a.kind != Value::Float && b.kind != Value::Float;
   const double x = a.num(), y = b.num();
-  const int64_t xi = int64_t(x), yi = int64_t(y);
-  if (op == "+") return ints ? Value::integer(xi + yi) : Value::real(x + y);
-  if (op == "-") return ints ? Value::integer(xi - yi) : Value::real(x - y);
-  if (op == "*") return ints ? Value::integer(xi * yi) : Value::real(x * y);
+  const int64_t xi = exact_int(a), yi = exact_int(b);
+  int64_t r = 0;
+  auto overflow = [&]() -> Value { fail("OverflowError: integer " + op + " beyond 64 bits (Python's integers are unbounded; this renderer's are not)"); };
+  if (op == "+") return ints ? (__builtin_add_overflow(xi, yi, &r) ? overflow() : Value::integer(r)) : Value::real(x + y);
+  if (op == "-") return ints ? (__builtin_sub_overflow(xi, yi, &r) ? overflow() : Value::integer(r)) : Value::real(x - y);
+  if (op == "*") return ints ? (__builtin_mul_overflow(xi, yi, &r) ? overflow() : Value::integer(r)) : Value::real(x * y);
   if (op == "/") {
     if (y == 0) fail("ZeroDivisionError: division by zero");
     return Value::real(x / y);
@@ -623,7 +634,9 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
   if (op == "//" || op == "%") {
     if (y == 0) fail("ZeroDivisionError: integer division or modulo by zero");
     if (ints) {
-      int64_t q = xi / yi, r = xi % yi;
+      if (xi == INT64_MIN && yi == -1) overflow();
+      int64_t q = xi / yi;
+      r = xi % yi;
       if (r != 0 && ((r < 0) != (yi < 0))) --q, r += yi;  // floor, as Python
       return Value::integer(op == "//" ? q : r);
     }
@@ -632,9 +645,12 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
   }
   if (op == "**") {
     if (ints && yi >= 0) {
-      int64_t r = 1;
-      for (int64_t k = 0; k < yi; ++k) r *= xi;
-      return Value::integer(r);
+      int64_t acc = 1, base = xi;
+      for (int64_t e = yi; e > 0; e >>= 1) {  // by squaring: 2 ** 10**18 ends at once, in an overflow
+        if ((e & 1) && __builtin_mul_overflow(acc, base, &acc)) overflow();
+        if (e > 1 && __builtin_mul_overflow(base, base, &base)) overflow();
+      }
+      return Value::integer(acc);
     }
     return Value::real(std::pow(x, y));
   }
@@ -1365,6 +1381,7 @@ class Renderer {
   const RenderOptions& opt_;
   std::vector<Frame> frames_;
   int depth_ = 0;
+  int64_t steps_ = 0;
 
   Value lookup(const std::string& name) const {
     for (size_t k = frames_.size(); k-- > 0;) {
@@ -1386,9 +1403,10 @@ class Renderer {
       else fail("TypeError: range expected at least 1 argument");
       if (step == 0) fail("ValueError: range() arg 3 must not be zero");
       Array out;
-      for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+      for (int64_t k = start; step > 0 ? k < stop : k > stop;) {
         out.push_back(Value::integer(k));
-        if (out.size() > 100000) fail("range too large");
+        if (out.size() > 100000) fail("range too large (over 100,000 items)");
+        if (__builtin_add_overflow(k, step, &k)) break;
       }
       return Value::list(std::move(out));
     });
@@ -1439,7 +1457,13 @@ class Renderer {
 
   void assign(const std::string& name, Value v) { frames_.back().vars[name] = std::move(v); }
 
+  void step(const std::string& out) {
+    if (++steps_ > opt_.max_steps) fail("the template took more than " + std::to_string(opt_.max_steps) + " steps (RenderOptions::max_steps)");
+    if (out.size() > opt_.max_output_bytes) fail("the template wrote more than " + std::to_string(opt_.max_output_bytes) + " bytes (RenderOptions::max_output_bytes)");
+  }
+
   Flow exec(const Node& n, std::string& out) {
+    step(out);
     switch (n.kind) {
       case Node::Text: out += n.text; return Flow::Normal;
       case Node::Output: out += py_str(eval(*n.expr)); return Flow::Normal;
@@ -1513,6 +1537,7 @@ class Renderer {
     if (items.empty()) return exec(n.else_body, out);
     const int64_t len = int64_t(items.size());
     for (int64_t k = 0; k < len; ++k) {
+      step(out);
       frames_.emplace_back();
       Frame& f = frames_.back();
       bind(f, items[size_t(k)]);
@@ -1770,7 +1795,9 @@ class Renderer {
         if (v.is_undefined()) undefined_error(v);
         if (!v.is_number()) fail(std::string("TypeError: bad operand type for unary -: '") + type_name(v) + "'");
         if (e.kind == Expr::Pos) return v;
-        return v.kind == Value::Float ? Value::real(-v.f) : Value::integer(-(v.kind == Value::Int ? v.i : int64_t(v.b)));
+        if (v.kind == Value::Float) return Value::real(-v.f);
+        if (exact_int(v) == INT64_MIN) fail("OverflowError: integer negation beyond 64 bits");
+        return Value::integer(-exact_int(v));
       }
       case Expr::And: {
         Value a = eval(*e.kids[0]);
@@ -1858,7 +1885,7 @@ class Renderer {
       const size_t dot = path.find('.', p);
       const std::string part = path.substr(p, dot == std::string::npos ? std::string::npos : dot - p);
       const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-      cur = digits ? get_item(cur, Value::integer(std::stoll(part))) : get_item(cur, Value::str(part));
+      cur = digits && part.size() < 18 ? get_item(cur, Value::integer(std::stoll(part))) : get_item(cur, Value::str(part));
       if (dot == std::string::npos) break;
       p = dot + 1;
     }
@@ -1928,14 +1955,14 @@ class Renderer {
     }
     if (name == "int") {
       if (v.kind == Value::Int) return v;
-      if (v.kind == Value::Float) return Value::integer(int64_t(v.f));
+      if (v.kind == Value::Float) return Value::integer(float_to_int(v.f));
       if (v.kind == Value::Bool) return Value::integer(v.b);
       if (v.kind == Value::String) {
         char* end = nullptr;
         const long long x = std::strtoll(v.s.c_str(), &end, 10);
         if (end != v.s.c_str() && *end == '\0') return Value::integer(x);
         const double d = std::strtod(v.s.c_str(), &end);
-        if (end != v.s.c_str() && *end == '\0') return Value::integer(int64_t(d));
+        if (end != v.s.c_str() && *end == '\0') return Value::integer(float_to_int(d));
       }
       return a.get(0, "default", Value::integer(0));
     }
@@ -1950,7 +1977,9 @@ class Renderer {
     }
     if (name == "abs") {
       if (!v.is_number()) fail("TypeError: bad operand type for abs()");
-      return v.kind == Value::Float ? Value::real(std::fabs(v.f)) : Value::integer(std::llabs(v.kind == Value::Int ? v.i : v.b));
+      if (v.kind == Value::Float) return Value::real(std::fabs(v.f));
+      if (exact_int(v) == INT64_MIN) fail("OverflowError: abs beyond 64 bits");
+      return Value::integer(std::llabs(exact_int(v)));
     }
     if (name == "round") {
       const int prec = int(a.get(0, "precision", Value::integer(0)).i);
@@ -2013,6 +2042,7 @@ class Renderer {
     }
     if (name == "indent") {
       const Value w = a.get(0, "width", Value::integer(4));
+      if (w.kind == Value::Int && w.i > 4096) fail("indent width over 4096");
       const std::string ind = w.kind == Value::String ? w.s : std::string(size_t(std::max<int64_t>(0, w.i)), ' ');
       const bool first = truthy(a.get(1, "first", Value::boolean(false))), blank = truthy(a.get(2, "blank", Value::boolean(false)));
       std::string s = str_of(v) + "\n";
@@ -2110,7 +2140,13 @@ Template& Template::operator=(Template&&) noexcept = default;
 std::string Template::render(const nlohmann::ordered_json& variables, const RenderOptions& options) const {
   if (!variables.is_object()) throw TemplateError("render: the variables must be a JSON object");
   Renderer r(options);
-  r.run(impl_->body, from_json(variables));
+  try {
+    r.run(impl_->body, from_json(variables));
+  } catch (const TemplateError&) {
+    throw;
+  } catch (const std::exception& e) {  // (an allocation beyond what the bounds caught, ...): still the template's failure
+    throw TemplateError(std::string("the template failed: ") + e.what());
+  }
   return r.out_;
 }
 

@@ -31,6 +31,10 @@ struct TemplateError : std::runtime_error {
 struct RenderOptions {
   // strftime_now(format): the current local time by default (tests fix it).
   std::function<std::string(const std::string& format)> strftime_now;
+  // Bounds on one render (a template is code: these keep a loop over range(10**9) or a string repeated without end
+  // from holding a server thread or its memory): statements and loop iterations executed, bytes written.
+  int64_t max_steps = 50'000'000;
+  size_t max_output_bytes = size_t(64) << 20;
 };
 
 class Template {
