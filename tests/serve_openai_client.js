@@ -56,6 +56,12 @@ function check(cond, what) {
   check(lp.choices[0].logprobs.content.length === lp.usage.completion_tokens && lp.choices[0].logprobs.content[0].top_logprobs.length === 2,
         "chat logprobs: one entry per token, with top_logprobs");
 
+  // Embeddings (the npm client asks for base64 and decodes it): the frozen LM's pooled, L2-normalised vectors.
+  const emb = await client.embeddings.create({ model: models.find((m) => m.kind === "base").id, input: [question, "Berlin"] });
+  const norms = emb.data.map((d) => Math.sqrt(d.embedding.reduce((s, x) => s + x * x, 0)));
+  check(emb.data.length === 2 && emb.data[0].embedding.length > 0 && norms.every((n) => Math.abs(n - 1) < 1e-4) && emb.usage.prompt_tokens > 0,
+        "embeddings.create: " + emb.data.length + " vectors of " + emb.data[0].embedding.length + ", unit length");
+
   const many = await client.completions.create({ model: moduleName, prompt: [prompt, prompt], n: 2, max_tokens: 6, temperature: 1, seed: 3 });
   check(many.choices.length === 4 && many.choices.map((c) => c.index).join() === "0,1,2,3", "a prompt list with n=2 gives 4 indexed choices");
 

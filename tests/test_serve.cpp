@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -21,6 +22,7 @@
 #include "methods/reader/reader_pipeline.h"
 #include "methods/recursive/textual_recursion.h"
 #include "modules/neural_recursion.h"
+#include "retrieval/dense_index.h"
 #include "retrieval/passage_index.h"
 #include "tasks/task.h"
 #include "modules/idpt.h"
@@ -874,6 +876,21 @@ struct RawConnection {
     const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     return n > 0 ? std::string(buf, size_t(n)) : "";
   }
+  // A whole response (headers and its Content-Length of body; the server may send them in separate segments), or
+  // what arrived before `ms` passed without more.
+  std::string response(int ms) {
+    std::string r = read(ms);
+    while (true) {
+      const size_t head = r.find("\r\n\r\n");
+      const size_t cl = r.find("Content-Length: ");
+      if (head != std::string::npos && cl != std::string::npos && cl < head &&
+          r.size() >= head + 4 + std::stoul(r.substr(cl + 16, r.find("\r\n", cl) - cl - 16)))
+        return r;
+      const std::string more = read(ms);
+      if (more.empty()) return r;
+      r += more;
+    }
+  }
 };
 
 std::string gzip(const std::string& data) {
@@ -920,7 +937,7 @@ TEST(ServeHttp, EveryBodyIsBoundedWhateverItsFraming) {
     char size_line[32];
     std::snprintf(size_line, sizeof size_line, "%zx\r\n", body.size());
     ASSERT_TRUE(k.send_all(head + "Transfer-Encoding: chunked\r\n\r\n" + size_line + body + "\r\n0\r\n\r\n"));
-    const std::string answer = k.read(5000);
+    const std::string answer = k.response(5000);
     EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer.substr(0, 300);
     EXPECT_NE(answer.find("request_too_large"), std::string::npos) << answer.substr(0, 600);
   }
@@ -1114,6 +1131,84 @@ TEST(ServeHttp, TokenizerEndpointsAgreeWithWhatGenerationReads) {
   EXPECT_EQ(info["eos_token_ids"].get<std::vector<int64_t>>(), eos_ids_for(r.s.lm->config(), *r.s.tok));
   EXPECT_EQ(info["eos_token"], r.s.tok->id_to_token(eos_ids_for(r.s.lm->config(), *r.s.tok)[0]));
   EXPECT_EQ(info["model_max_length"], r.s.lm->config().max_seq_len);
+}
+
+TEST(ServeHttp, EmbeddingsAreTheDenseRetrieversVectorsInOpenAIsShape) {
+  Running r;
+  auto c = r.client();
+  const std::vector<std::string> texts = {"Once upon a time", "The cat sat on the mat and looked at the sun."};
+  DenseOptions d;
+  d.max_tokens = r.s.lm->config().max_seq_len;
+  d.progress = false;
+  const at::Tensor want = embed_texts(*r.s.lm, *r.s.tok, texts, d);
+  int status = 0;
+  json j = post(c, "/v1/embeddings", {{"model", "tinystories"}, {"input", texts}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["object"], "list");
+  ASSERT_EQ(j["data"].size(), 2u);
+  int64_t tokens = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_EQ(j["data"][i]["object"], "embedding");
+    EXPECT_EQ(j["data"][i]["index"], i);
+    const auto v = j["data"][i]["embedding"].get<std::vector<float>>();
+    ASSERT_EQ(int64_t(v.size()), r.s.lm->dim());
+    double norm = 0;
+    for (size_t k = 0; k < v.size(); ++k) {
+      EXPECT_NEAR(v[k], want[int64_t(i)][int64_t(k)].item<float>(), 1e-6) << i << "," << k;
+      norm += double(v[k]) * v[k];
+    }
+    EXPECT_NEAR(norm, 1.0, 1e-5);
+    tokens += int64_t(r.s.tok->encode(texts[i], false).size());
+  }
+  EXPECT_EQ(j["usage"]["prompt_tokens"], tokens);
+  // Token ids read as their text; base64 is the same floats' bytes; another layer is another vector.
+  // (Alone rather than beside a longer text: other padding, so equal to fp32 rounding, not bit for bit.)
+  auto near = [](const json& a, const json& b) {
+    const auto x = a.get<std::vector<float>>(), y = b.get<std::vector<float>>();
+    if (x.size() != y.size()) return false;
+    for (size_t k = 0; k < x.size(); ++k)
+      if (std::abs(x[k] - y[k]) > 1e-5) return false;
+    return true;
+  };
+  json ids = post(c, "/v1/embeddings", {{"model", "tinystories"}, {"input", {r.s.tok->encode(texts[0], false)}}});
+  json one = post(c, "/v1/embeddings", {{"model", "tinystories"}, {"input", texts[0]}});
+  EXPECT_EQ(ids["data"][0]["embedding"], one["data"][0]["embedding"]);
+  EXPECT_TRUE(near(one["data"][0]["embedding"], j["data"][0]["embedding"]));
+  json b64 = post(c, "/v1/embeddings", {{"model", "tinystories"}, {"input", texts[0]}, {"encoding_format", "base64"}});
+  const std::string enc = b64["data"][0]["embedding"];
+  std::string bytes;
+  static const std::string abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (size_t k = 0; k + 3 < enc.size() + 0; k += 4) {
+    uint32_t x = 0;
+    int pad = 0;
+    for (int q = 0; q < 4; ++q) {
+      const char ch = enc[k + q];
+      x = x << 6 | (ch == '=' ? (++pad, 0u) : uint32_t(abc.find(ch)));
+    }
+    for (int q = 0; q < 3 - pad; ++q) bytes += char((x >> (16 - 8 * q)) & 0xFF);
+  }
+  ASSERT_EQ(bytes.size(), size_t(r.s.lm->dim()) * 4);
+  std::vector<float> decoded(size_t(r.s.lm->dim()));
+  std::memcpy(decoded.data(), bytes.data(), bytes.size());
+  EXPECT_EQ(json(decoded), one["data"][0]["embedding"]);
+  d.layer = 1;  // (of the test model's 2)
+  const at::Tensor want2 = embed_texts(*r.s.lm, *r.s.tok, {texts[0]}, d);
+  json l2 = post(c, "/v1/embeddings", {{"model", "tinystories"}, {"input", texts[0]}, {"layer", 1}});
+  EXPECT_NEAR(l2["data"][0]["embedding"][0].get<float>(), want2[0][0].item<float>(), 1e-6);
+  EXPECT_FALSE(near(l2["data"][0]["embedding"], one["data"][0]["embedding"]));
+  // What cannot be embedded is a 4xx naming the field.
+  for (const auto& [body, field] : std::vector<std::pair<json, std::string>>{
+           {{{"model", "pt0"}, {"input", "x"}}, "model"},
+           {{{"model", "tinystories"}, {"input", ""}}, "input"},
+           {{{"model", "tinystories"}, {"input", json::array()}}, "input"},
+           {{{"model", "tinystories"}, {"input", "x"}, {"dimensions", 3}}, "dimensions"},
+           {{{"model", "tinystories"}, {"input", "x"}, {"layer", 999}}, "layer"},
+           {{{"model", "tinystories"}, {"input", "x"}, {"encoding_format", "hex"}}, "encoding_format"},
+           {{{"model", "tinystories"}, {"input", {1 << 30}}}, "input"}}) {
+    json e = post(c, "/v1/embeddings", body, &status);
+    EXPECT_EQ(status, 400) << body.dump();
+    EXPECT_EQ(e["error"]["param"], field) << body.dump();
+  }
 }
 
 TEST(ServeHttp, APortInUseIsAnErrorNotASharedPort) {

@@ -25,18 +25,26 @@ using nlohmann::json;
 std::string dense_text(const Passage& p) { return p.title.empty() ? p.text : p.title + "\n" + p.text; }
 
 at::Tensor embed_texts(const FrozenLM& lm, const Tokenizer& tok, const std::vector<std::string>& texts, const DenseOptions& opt) {
-  const int64_t n = int64_t(texts.size()), d = lm.dim(), L = lm.config().n_layers;
+  std::vector<std::vector<int64_t>> ids;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    ids.push_back(tok.encode(texts[i], false));
+    if (ids.back().empty()) throw Error("cannot embed an empty text (text " + std::to_string(i) + ")");
+  }
+  return embed_token_ids(lm, bos_for(lm.config(), tok), std::move(ids), opt);
+}
+
+at::Tensor embed_token_ids(const FrozenLM& lm, int64_t bos, std::vector<std::vector<int64_t>> ids, const DenseOptions& opt) {
+  const int64_t n = int64_t(ids.size()), d = lm.dim(), L = lm.config().n_layers;
   if (opt.layer < -1 || opt.layer > L)
     throw Error("dense layer " + std::to_string(opt.layer) + " out of range (0.." + std::to_string(L) + ", -1: all)");
   if (opt.max_tokens < 2) throw Error("dense max_tokens must be at least 2");
-  const int64_t bos = bos_for(lm.config(), tok);
-  std::vector<std::vector<int64_t>> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    std::vector<int64_t> t = tok.encode(texts[size_t(i)], false);
+    std::vector<int64_t>& t = ids[size_t(i)];
     if (t.empty()) throw Error("cannot embed an empty text (text " + std::to_string(i) + ")");
+    for (int64_t id : t)
+      if (id < 0 || id >= lm.vocab_size()) throw Error("text " + std::to_string(i) + ": token id " + std::to_string(id) + " is outside the vocabulary");
     if (bos >= 0) t.insert(t.begin(), bos);
     if (int64_t(t.size()) > opt.max_tokens) t.resize(size_t(opt.max_tokens));
-    ids[size_t(i)] = std::move(t);
   }
   // Similar lengths together: less padding.
   std::vector<int64_t> order(static_cast<size_t>(n));

@@ -38,6 +38,8 @@ std::string dense_text(const Passage& p);
 
 // [N, d] fp32 CPU: the mean of layer-`layer` hidden states over each text's tokens (after BOS), L2-normalised.
 at::Tensor embed_texts(const FrozenLM& lm, const Tokenizer& tok, const std::vector<std::string>& texts, const DenseOptions& opt);
+// The same for texts given as token ids (without BOS; `bos` (-1: none) goes in front, as embed_texts puts it).
+at::Tensor embed_token_ids(const FrozenLM& lm, int64_t bos, std::vector<std::vector<int64_t>> ids, const DenseOptions& opt);
 
 // Embeds every passage of the index in `dir` (one database, docids 1..N) and builds its HNSW graph; rewrites the
 // manifest's "dense" entry. Replaces earlier dense vectors. Progress on stderr.

@@ -164,11 +164,23 @@ std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> modu
   return r;
 }
 
+std::future<void> Engine::run_on_engine(std::function<void()> fn) {
+  std::packaged_task<void()> task(std::move(fn));
+  std::future<void> done = task.get_future();
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    if (draining_ || stop_) throw Error("the server is shutting down");
+    tasks_.push_back(std::move(task));
+  }
+  cv_.notify_all();
+  return done;
+}
+
 void Engine::drain() {
   std::unique_lock<std::mutex> lk(m_);
   draining_ = true;
   cv_.notify_all();
-  idle_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+  idle_cv_.wait(lk, [&] { return queue_.empty() && tasks_.empty() && !busy_; });
 }
 
 EngineStats Engine::stats() const {
@@ -198,8 +210,20 @@ void Engine::run() {
     bool idle = false;
     {
       std::unique_lock<std::mutex> lk(m_);
-      idle = !cv_.wait_for(lk, std::chrono::seconds(1), [&] { return stop_ || !queue_.empty() || !rows_.empty(); });
+      idle = !cv_.wait_for(lk, std::chrono::seconds(1), [&] { return stop_ || !queue_.empty() || !tasks_.empty() || !rows_.empty(); });
       if (stop_) break;
+    }
+    while (true) {  // forwards outside the batch, first (a packaged_task keeps its exception for its caller)
+      std::packaged_task<void()> task;
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        if (tasks_.empty()) break;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+        busy_ = true;
+      }
+      task();
+      idle = false;
     }
     if (idle) {
       // Nothing to do for a second: give the batch's KV buffers (grown to the busiest moment) back to the system,
@@ -232,7 +256,7 @@ void Engine::run() {
     {
       std::lock_guard<std::mutex> lk(m_);
       busy_ = !rows_.empty();
-      if (queue_.empty() && !busy_) idle_cv_.notify_all();
+      if (queue_.empty() && tasks_.empty() && !busy_) idle_cv_.notify_all();
     }
   }
   // Stopped: nothing may wait forever on a request the engine will not finish.
@@ -241,6 +265,7 @@ void Engine::run() {
   busy_ = false;
   for (auto& r : queue_) r->fail("the server stopped");
   queue_.clear();
+  tasks_.clear();  // (their futures report a broken promise)
   idle_cv_.notify_all();
 }
 

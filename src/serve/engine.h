@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -156,6 +157,9 @@ class Engine {
   // Stops admitting new requests (submit throws) and waits until every queued and running one has finished — those
   // being prefilled included.
   void drain();
+  // Runs `fn` on the engine thread between two decode steps, as a prefill runs (a forward outside the batch: the
+  // embeddings endpoint); the future carries its exception. Throws Error when the server is shutting down.
+  std::future<void> run_on_engine(std::function<void()> fn);
   EngineStats stats() const;
   int64_t context_length() const;  // longest input + completion the model takes
   // Positions a request's input takes: its module's prefix + the prompt.
@@ -188,6 +192,7 @@ class Engine {
   mutable std::mutex m_;
   std::condition_variable cv_, idle_cv_;
   std::deque<std::shared_ptr<Request>> queue_;
+  std::deque<std::packaged_task<void()>> tasks_;  // run_on_engine
   bool stop_ = false, draining_ = false;
   bool busy_ = false;  // (under m_) requests popped from the queue are being prefilled or decoded
   int64_t usable_vocab_ = 0;

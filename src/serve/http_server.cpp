@@ -286,6 +286,9 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     handle_chat_completions(*p_, opt_, req, body, res);
   }));
 
+  h.Post("/v1/embeddings", bounded_body(limit, drain, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
+    handle_embeddings(*p_, opt_, body, res);
+  }));
   h.Post("/tokenize", bounded_body(limit, drain, [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
     handle_tokenize(*p_, opt_, body, res);
   }));

@@ -6,6 +6,7 @@
 //   GET  /v1/models               the base model and every loaded module, with its kind
 //   POST /v1/completions          OpenAI's completions (model = base or module name), streamed as SSE with "stream"
 //   POST /v1/chat/completions     OpenAI's chat completions: the messages rendered by the model's chat template
+//   POST /v1/embeddings           the frozen LM's pooled hidden states (the dense retriever's vectors), OpenAI's shape
 //   POST /tokenize, /detokenize   vLLM's tokenizer endpoints (text or chat messages); GET /tokenizer_info
 //   POST /v1/modules              {"name", "path"}: load a module from inside --modules-dir
 //   DELETE /v1/modules/{name}     unload (its in-flight requests finish)

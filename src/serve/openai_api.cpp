@@ -292,6 +292,47 @@ std::vector<int64_t> parse_detokenize_request(const std::string& body) {
   return token_array(*t, "tokens");
 }
 
+EmbeddingRequest parse_embedding_request(const std::string& body, size_t max_inputs) {
+  const json o = parse_object(body);
+  EmbeddingRequest e;
+  auto m = o.find("model");
+  if (m == o.end() || m->is_null()) bad("model", "'model' is required (the base model's name)", "missing_required_parameter");
+  if (!m->is_string()) bad("model", "'model' must be a string, got " + type_name(*m), "invalid_type");
+  e.model = m->get<std::string>();
+  auto in = o.find("input");
+  if (in == o.end() || in->is_null()) bad("input", "'input' is required: a string, an array of strings, or token ids", "missing_required_parameter");
+  if (in->is_string()) {
+    e.texts.push_back(in->get<std::string>());
+  } else if (in->is_array() && !in->empty()) {
+    if (in->size() > max_inputs) bad("input", "at most " + std::to_string(max_inputs) + " inputs per request, got " + std::to_string(in->size()));
+    if ((*in)[0].is_string()) {
+      for (const json& x : *in) {
+        if (!x.is_string()) bad("input", "'input' arrays must hold only strings, or only token ids", "invalid_type");
+        e.texts.push_back(x.get<std::string>());
+      }
+    } else if ((*in)[0].is_array()) {
+      for (const json& x : *in) {
+        if (!x.is_array()) bad("input", "'input' arrays of token arrays must hold only arrays", "invalid_type");
+        e.ids.push_back(token_array(x, "input"));
+      }
+    } else {
+      e.ids.push_back(token_array(*in, "input"));
+    }
+  } else {
+    bad("input", "'input' must be a non-empty string, array of strings, or token ids", "invalid_type");
+  }
+  for (const std::string& t : e.texts)
+    if (t.empty()) bad("input", "'input' strings must not be empty");
+  if (auto f = o.find("encoding_format"); f != o.end() && !f->is_null()) {
+    if (!f->is_string() || (*f != "float" && *f != "base64")) bad("encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+    e.base64 = *f == "base64";
+  }
+  e.layer = get_int(o, "layer", -1, 1 << 20, -1);
+  if (o.contains("dimensions") && !o["dimensions"].is_null()) e.dimensions = get_int(o, "dimensions", 1, 1 << 20, 0);
+  if (auto u = o.find("user"); u != o.end() && !u->is_null() && !u->is_string()) bad("user", "'user' must be a string", "invalid_type");
+  return e;
+}
+
 ModuleLoadRequest parse_module_load_request(const std::string& body) {
   json o = json::parse(body, nullptr, false);
   if (o.is_discarded()) throw ApiError(400, "the request body is not valid JSON", "", "invalid_json");

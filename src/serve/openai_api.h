@@ -78,6 +78,18 @@ TokenizeRequest parse_tokenize_request(const std::string& body);
 // POST /detokenize: {"tokens": [ids]}.
 std::vector<int64_t> parse_detokenize_request(const std::string& body);
 
+// POST /v1/embeddings: OpenAI's shape (`input`: a string, strings, token ids, or lists of token ids; `encoding_format`
+// float or base64; `dimensions` only the model's own), and the dense retriever's layer option.
+struct EmbeddingRequest {
+  std::string model;
+  std::vector<std::string> texts;               // text inputs, or
+  std::vector<std::vector<int64_t>> ids;        // token-id inputs
+  bool base64 = false;
+  int64_t layer = -1;                           // hidden states after this many layers (-1: all, before the final norm)
+  std::optional<int64_t> dimensions;
+};
+EmbeddingRequest parse_embedding_request(const std::string& body, size_t max_inputs = 2048);
+
 // A loaded module's registration request: POST /v1/modules {"name", "path"}.
 struct ModuleLoadRequest {
   std::string name, path;

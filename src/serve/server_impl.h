@@ -77,6 +77,8 @@ struct Server::Impl {
 // POST /v1/completions and POST /v1/chat/completions (generation_endpoints.cpp).
 void handle_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, const std::string& body, httplib::Response& res);
 void handle_chat_completions(Server::Impl& P, const ServerOptions& opt, const httplib::Request& req, const std::string& body, httplib::Response& res);
+// POST /v1/embeddings (embedding_endpoint.cpp).
+void handle_embeddings(Server::Impl& P, const ServerOptions& opt, const std::string& body, httplib::Response& res);
 // POST /tokenize, POST /detokenize, GET /tokenizer_info (tokenizer_endpoints.cpp).
 void handle_tokenize(Server::Impl& P, const ServerOptions& opt, const std::string& body, httplib::Response& res);
 void handle_detokenize(Server::Impl& P, const std::string& body, httplib::Response& res);
