@@ -528,6 +528,111 @@ TEST(ServeEngine, IdsPastTheTokenizersVocabularyAreNeitherTakenNorGenerated) {
     for (int64_t id : row) EXPECT_LT(id, top);
 }
 
+TEST(ServeEngine, TheKvBudgetBoundsTheCachesRealMemory) {
+  // 12 requests of up to 45 positions each through a budget of 256 positions: rows are allocated in powers of two, so
+  // at most 4 run at once (8 × 45 > 256). Every request gets what it gets alone, and the cache's buffers never hold
+  // more than the budget's positions — sampled while they run (the engine's kv_cache_bytes).
+  Served s;
+  serve::EngineOptions eo = one_thread();
+  eo.max_batch = 8;
+  eo.kv_budget_tokens = 256;
+  EXPECT_THROW(serve::Engine(*s.lm, *s.tok, eo), Error);  // below one full-context row: refused at start
+  eo.kv_budget_tokens = s.lm->config().max_seq_len;         // 512
+  serve::Engine engine(*s.lm, *s.tok, eo);
+  const ModelConfig& mc = s.lm->config();
+  const int64_t per_position = 2 * mc.n_layers * mc.n_kv_heads * mc.head_dim * 4 + 1;  // K and V in fp32, and the mask
+  std::vector<std::shared_ptr<serve::Request>> reqs;
+  const std::vector<std::string> prompts = {"Once upon a time", "Tom had a dog", "The sun", "Lily and Ben went to the park"};
+  for (int i = 0; i < 12; ++i) {
+    serve::ChoiceParams c = greedy(s, prompts[i % 4], 40 - i);
+    c.ignore_eos = true;
+    reqs.push_back(engine.submit(nullptr, {c}));
+  }
+  int64_t peak = 0, most_rows = 0;
+  while (std::any_of(reqs.begin(), reqs.end(), [](auto& r) { return !r->done(); })) {
+    const serve::EngineStats st = engine.stats();
+    peak = std::max(peak, st.kv_cache_bytes);
+    most_rows = std::max(most_rows, st.running_rows);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  EXPECT_LE(peak, eo.kv_budget_tokens * per_position + eo.max_batch * 8) << "bytes held beyond the budget";
+  EXPECT_GT(peak, 0);
+  EXPECT_LE(most_rows, 8);
+  for (int i = 0; i < 12; ++i) {
+    const std::vector<int64_t> got = collect(*reqs[size_t(i)])[0];
+    SamplingParams sp;
+    sp.max_new_tokens = 40 - i;
+    sp.temperature = 0;  // (ignore_eos: no EOS ids)
+    EXPECT_EQ(got, generate(*s.lm, {s.tok->encode(prompts[i % 4], true)}, sp)[0]) << i;
+  }
+  // A request that could never fit is refused at once, naming the budget.
+  std::vector<serve::ChoiceParams> wide(8, greedy(s, "Once", 200));
+  try {
+    engine.submit(nullptr, wide);
+    ADD_FAILURE() << "8 rows of 200 positions fit a budget of 512";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--kv-budget-tokens"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ServeEngine, ABatchCacheAtItsBudgetCompactsAndStaysExact) {
+  // Rows join and leave a cache whose budget (8 rows × 48 positions) is what they need: it allocates rows in powers
+  // of two, never holds more than its budget, compacts when that is all there is, and every row's logits stay those
+  // of decoding it alone.
+  Served s;
+  at::NoGradGuard ng;
+  serve::BatchCache bc(*s.lm, 8, 8 * 48);
+  struct RowRef {
+    KVCache alone;
+    int64_t token, length;
+  };
+  std::vector<RowRef> refs;
+  const std::vector<std::string> texts = {"Once upon a time", "Tom", "The sun was hot", "A cat sat", "Lily ran", "Ben and his dog"};
+  size_t next_text = 0;
+  ForwardOptions fo;
+  fo.last_logits_only = true;
+  auto add = [&] {
+    auto ids = s.tok->encode(texts[next_text++ % texts.size()], true);
+    KVCache c = s.lm->new_cache(1, 0);
+    at::Tensor lg = s.lm->forward({at::tensor(ids, at::kLong).view({1, -1})}, &c, fo).logits;
+    bc.add_row(c, 0);
+    KVCache alone = s.lm->new_cache(1, 0);
+    s.lm->forward({at::tensor(ids, at::kLong).view({1, -1})}, &alone, fo);
+    refs.push_back({std::move(alone), lg.argmax(-1).item<int64_t>(), int64_t(ids.size())});
+  };
+  int64_t compactions = 0, most_rows = 0;
+  for (int step = 0; step < 160; ++step) {
+    if (refs.size() < 8 && step % 3 == 0) add();
+    const int64_t cols = bc.columns();
+    bc.ensure_room(1);
+    if (bc.columns() < cols) ++compactions;
+    std::vector<int64_t> next;
+    for (auto& r : refs) next.push_back(r.token);
+    ForwardInput in;
+    in.ids = at::tensor(next, at::kLong).view({-1, 1});
+    at::Tensor lg = s.lm->forward(in, &bc.cache(), fo).logits.squeeze(1);
+    bc.after_forward();
+    for (size_t i = 0; i < refs.size(); ++i) {
+      ForwardInput one;
+      one.ids = at::tensor(std::vector<int64_t>{refs[i].token}, at::kLong).view({1, 1});
+      at::Tensor want = s.lm->forward(one, &refs[i].alone, fo).logits.squeeze(1)[0];
+      EXPECT_LT((lg[int64_t(i)] - want).abs().max().item<double>(), 1e-4) << "row " << i << " step " << step;
+      refs[i].token = want.argmax().item<int64_t>();
+      ++refs[i].length;
+    }
+    EXPECT_LE(bc.rows_allocated() * bc.capacity(), bc.budget()) << "step " << step;
+    most_rows = std::max<int64_t>(most_rows, bc.rows());
+    for (size_t i = refs.size(); i-- > 0;)
+      if (refs[i].length >= 47) {  // a row leaves before it outgrows its 48 positions
+        bc.remove_row(int64_t(i));
+        refs[i] = std::move(refs.back());
+        refs.pop_back();
+      }
+  }
+  EXPECT_GT(compactions, 0);
+  EXPECT_GE(most_rows, 5);  // and it held more than 4 rows: 8 allocated
+}
+
 TEST(ServeEngine, BatchCacheCompactionAndGrowthKeepEveryRowExact) {
   // A running batch whose rows join at different times, leave in the middle and outlive the first capacity: every
   // row's logits stay those of decoding it alone (the compaction and growth paths both run).

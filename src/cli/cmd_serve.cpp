@@ -85,7 +85,7 @@ void add_serve_command(CLI::App& app, Commands& cmds) {
   s->add_option("--model-name", a->server.model_name, "the base model's name in the API (default: the model directory's name, or the GGUF file's without .gguf)");
   s->add_option("--max-batch", a->engine.max_batch, "rows decoded together (continuous batching)")->capture_default_str()->check(CLI::Range(1, 4096));
   s->add_option("--max-queue", a->engine.max_queue, "requests that may wait; more get 429 with Retry-After")->capture_default_str()->check(CLI::Range(0, 1 << 20));
-  s->add_option("--kv-budget-tokens", a->engine.kv_budget_tokens, "KV-cache positions (inputs + max_tokens) over running rows; 0: max-batch × context")->capture_default_str();
+  s->add_option("--kv-budget-tokens", a->engine.kv_budget_tokens, "KV-cache positions the decode batch may hold — rows allocated (powers of two) × columns, its real memory; a request joins while rows × its longest row (input + max_tokens) fits; 0: max-batch × context")->capture_default_str();
   s->add_option("--max-body-bytes", a->server.max_body_bytes, "largest request body (413 beyond)")->capture_default_str();
   s->add_option("--http-threads", a->server.http_threads, "HTTP worker threads (0: max-batch + max-queue + 8)")->capture_default_str();
   s->add_flag("--quiet", a->quiet, "no request log lines on stderr");

@@ -1,6 +1,11 @@
-// The KV cache of a running decode batch whose rows come and go (continuous batching). Rows live in preallocated
-// buffers [max_rows, Hkv, capacity, hd]; the FrozenLM sees a KVCache whose tensors are views of the first rows()
+// The KV cache of a running decode batch whose rows come and go (continuous batching). Rows live in buffers
+// [rows allocated, Hkv, capacity, hd]; the FrozenLM sees a KVCache whose tensors are views of the first rows()
 // rows (a narrow along dim 0 is still contiguous, so the lean decode step reads them in place).
+//
+// Memory is bounded by a budget of KV positions: rows allocated × columns ≤ budget, always. Rows are allocated in
+// powers of two (up to max_rows) as the batch grows; columns double as they are needed, up to budget / rows
+// allocated, and are compacted (below) when that is all there is. The caller admits rows so that this can hold:
+// rows_to_allocate(rows) × (the longest any row can become: its input + max_tokens) ≤ budget.
 //
 // Rows do not have to be aligned: every row keeps its own real keys at whatever columns they were written to, and
 // the cache's mask hides the rest (attention is masked, positions come from next_pos). So admitting a request copies
@@ -10,6 +15,7 @@
 #pragma once
 #include <ATen/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -19,7 +25,14 @@ namespace frozenlm::serve {
 
 class BatchCache {
  public:
-  BatchCache(const FrozenLM& lm, int64_t max_rows);
+  // `budget`: KV positions the buffers may hold (0: max_rows × the model's context length).
+  BatchCache(const FrozenLM& lm, int64_t max_rows, int64_t budget = 0);
+  // Rows allocated for `rows` rows in use: the next power of two, at most max_rows.
+  static int64_t rows_to_allocate(int64_t rows, int64_t max_rows);
+  // The most columns the buffers may have for `rows` rows in use.
+  int64_t column_limit(int64_t rows) const { return budget_ / rows_to_allocate(std::max<int64_t>(rows, 1), max_rows_); }
+  int64_t budget() const { return budget_; }
+  int64_t rows_allocated() const { return rows_alloc_; }
 
   int64_t rows() const { return rows_; }
   int64_t max_rows() const { return max_rows_; }
@@ -32,7 +45,9 @@ class BatchCache {
   int64_t add_row(const KVCache& src, int64_t r);
   // Removes row i; the last row moves into its place (callers move their per-row state the same way).
   void remove_row(int64_t i);
-  // Makes room for `extra` more columns (a decode step needs 1): compacts when that frees enough, else grows.
+  // Makes room for `extra` more columns (a decode step needs 1): compacts when that frees half the columns, else
+  // grows (doubling) within the budget, else compacts. Throws when even the compacted rows do not fit (the caller
+  // admitted more than the budget holds).
   void ensure_room(int64_t extra);
   // Gathers every row's real keys to columns [0, real_length) and sets columns() to the longest row.
   void compact();
@@ -42,10 +57,11 @@ class BatchCache {
   int64_t bytes() const;
 
  private:
-  void allocate(int64_t capacity);  // (re)allocates with `capacity` columns, keeping [0, len_) of every row
+  void allocate(int64_t rows, int64_t capacity);  // (re)allocates, keeping [0, len_) of every row in use
+  int64_t longest_row() const;                     // real keys of the longest row
   void refresh_view();
   const FrozenLM& lm_;
-  int64_t max_rows_, rows_ = 0, len_ = 0, capacity_ = 0;
+  int64_t max_rows_, budget_, rows_ = 0, rows_alloc_ = 0, len_ = 0, capacity_ = 0;
   std::vector<at::Tensor> k_, v_;  // per layer [max_rows, Hkv, capacity, hd]
   at::Tensor mask_;                // [max_rows, capacity] bool; columns >= len_ and rows >= rows_ are all false
   at::Tensor next_pos_;            // [max_rows] int64

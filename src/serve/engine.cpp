@@ -98,7 +98,7 @@ struct Engine::Row {
 };
 
 struct Engine::Batch {
-  explicit Batch(const FrozenLM& lm, int64_t rows) : cache(lm, rows) {}
+  Batch(const FrozenLM& lm, int64_t rows, int64_t budget) : cache(lm, rows, budget) {}
   BatchCache cache;
 };
 
@@ -111,7 +111,7 @@ Engine::Engine(const FrozenLM& lm, const Tokenizer& tok, EngineOptions opt, Engi
     throw Error("serve: --kv-budget-tokens " + std::to_string(opt_.kv_budget_tokens) + " is below the model's context length " +
                 std::to_string(context_length()) + " (a request of full length could never run)");
   usable_vocab_ = std::min(lm_.vocab_size(), tok_.vocab_size());
-  batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
+  batch_ = std::make_unique<Batch>(lm_, opt_.max_batch, opt_.kv_budget_tokens);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -135,7 +135,7 @@ std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> modu
   if (int64_t(choices.size()) > opt_.max_batch)
     throw Error("this request asks for " + std::to_string(choices.size()) + " completions (prompts × n); the server decodes at most " +
                 std::to_string(opt_.max_batch) + " together (--max-batch)");
-  int64_t need = 0;
+  int64_t need = 0;  // the longest a row of this request can become
   for (const ChoiceParams& c : choices) {
     if (c.prompt_ids.empty()) throw Error("empty prompt (it needs at least one token)");
     for (int64_t t : c.prompt_ids)
@@ -147,10 +147,12 @@ std::shared_ptr<Request> Engine::submit(std::shared_ptr<const ServedModule> modu
                   (module && module->lm_module() ? " (" + std::to_string(module->lm_module()->prefix_length()) + " of them the module's prompt)" : std::string()) +
                   " + max_tokens " + std::to_string(c.max_tokens) + " = " + std::to_string(in + c.max_tokens) +
                   ", more than the model's context length " + std::to_string(context_length()));
-    need += in + c.max_tokens;
+    need = std::max(need, in + c.max_tokens);
   }
-  if (need > opt_.kv_budget_tokens)
-    throw Error("this request needs " + std::to_string(need) + " KV-cache positions (inputs + max_tokens over all completions), more than the server's budget of " +
+  const int64_t positions = BatchCache::rows_to_allocate(int64_t(choices.size()), opt_.max_batch) * need;
+  if (positions > opt_.kv_budget_tokens)
+    throw Error("this request needs " + std::to_string(positions) + " KV-cache positions (" + std::to_string(choices.size()) + " completions of up to " +
+                std::to_string(need) + " positions: rows allocated in powers of two × the longest), more than the server's budget of " +
                 std::to_string(opt_.kv_budget_tokens) + " (--kv-budget-tokens)");
   auto r = std::make_shared<Request>(std::move(module), std::move(choices), std::move(id));
   {
@@ -197,9 +199,9 @@ EngineStats Engine::stats() const {
   return s;
 }
 
-int64_t Engine::budget_in_use() const {
+int64_t Engine::longest_row_need() const {
   int64_t n = 0;
-  for (const auto& r : rows_) n += r->budget;
+  for (const auto& r : rows_) n = std::max(n, r->budget);
   return n;
 }
 
@@ -229,7 +231,7 @@ void Engine::run() {
       // Nothing to do for a second: give the batch's KV buffers (grown to the busiest moment) back to the system,
       // so that memory returns to its idle level after a burst.
       if (batch_->cache.capacity() > 0) {
-        batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
+        batch_ = std::make_unique<Batch>(lm_, opt_.max_batch, opt_.kv_budget_tokens);
         release_cpu_cache();
         malloc_trim(0);  // and what the HTTP threads' malloc arenas hold free
         kv_bytes_ = batch_->cache.bytes();
@@ -245,7 +247,7 @@ void Engine::run() {
       // unknown state, so everything running fails and the batch starts again. Per-request failures never do.
       for (auto& r : rows_) fail_internal(*r->req, "decode step", &e);
       rows_.clear();
-      batch_ = std::make_unique<Batch>(lm_, opt_.max_batch);
+      batch_ = std::make_unique<Batch>(lm_, opt_.max_batch, opt_.kv_budget_tokens);
     }
     running_rows_ = rows_.size();
     std::vector<const Request*> reqs;
@@ -366,18 +368,21 @@ void Engine::admit_and_prefill() {
   std::vector<std::shared_ptr<Request>> admitted;
   {
     std::lock_guard<std::mutex> lk(m_);
-    int64_t rows = rows_.size(), budget = budget_in_use();
+    // The batch cache holds rows_to_allocate(rows) × (the longest a row can become) positions at most: a request
+    // joins while that stays within the budget (BatchCache's invariant).
+    int64_t rows = rows_.size(), longest = longest_row_need();
     while (!queue_.empty()) {
       std::shared_ptr<Request> r = queue_.front();
       if (r->cancelled()) {
         queue_.pop_front();
         continue;
       }
-      int64_t need = 0;
-      for (const ChoiceParams& c : r->choices()) need += input_length(r->module().get(), c) + c.max_tokens;
-      if (rows + int64_t(r->choices().size()) > opt_.max_batch || budget + need > opt_.kv_budget_tokens) break;
-      rows += r->choices().size();
-      budget += need;
+      int64_t need = longest;
+      for (const ChoiceParams& c : r->choices()) need = std::max(need, input_length(r->module().get(), c) + c.max_tokens);
+      const int64_t after = rows + int64_t(r->choices().size());
+      if (after > opt_.max_batch || BatchCache::rows_to_allocate(after, opt_.max_batch) * need > opt_.kv_budget_tokens) break;
+      rows = after;
+      longest = need;
       admitted.push_back(r);
       queue_.pop_front();
       busy_ = true;  // drain() waits for these, from now until their rows are gone

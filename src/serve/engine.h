@@ -25,6 +25,7 @@
 
 #include "core/error.h"
 #include "core/transformer.h"
+#include "serve/batch_cache.h"
 #include "modules/trainable_module.h"
 #include "tokenizer/tokenizer.h"
 
@@ -123,7 +124,10 @@ struct QueueFull : Error {
 struct EngineOptions {
   int64_t max_batch = 64;         // rows decoded together
   int64_t max_queue = 256;        // requests waiting; more are refused (QueueFull -> 429)
-  int64_t kv_budget_tokens = 0;   // Σ over running rows of (input + max_tokens); 0: max_batch × context length
+  // KV-cache positions the decode batch may hold (its memory: positions × 2 × layers × kv heads × head dim × 4 bytes):
+  // rows allocated (a power of two) × columns. A request joins the batch while rows_to_allocate(rows) × (the longest
+  // any row can become: input + max_tokens) stays within it. 0: max_batch × context length.
+  int64_t kv_budget_tokens = 0;
   int threads = 0;                // LibTorch threads of the engine thread (0: all cores)
 };
 
@@ -183,7 +187,7 @@ class Engine {
   // Fails one request with an internal error: the detail goes to the log, the client reads the request id.
   void fail_internal(Request& r, const char* where, const std::exception* e);
   void remove_row(size_t i);
-  int64_t budget_in_use() const;
+  int64_t longest_row_need() const;  // the most positions a running row can come to (input + max_tokens)
 
   const FrozenLM& lm_;
   const Tokenizer& tok_;
