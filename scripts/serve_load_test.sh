@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reliability under load, on loopback: starts `frozenlm serve` (the committed testbed base and its two soft prompts),
 # warms it up, records its idle memory, sends N requests (default 10,000) from C concurrent clients (default 64) over
-# the base and both modules — streamed and not, every 20th stream cancelled mid-way — then checks: zero 5xx, the
+# the base and both modules — completions, chat and embeddings, streamed and not, some cancelled or abandoned, some with
+# a temperature of 1e-40 (scripts/serve_load_test.js) — then checks: zero 5xx, the
 # server still alive, nothing left running or queued (/metrics), and its memory back to the idle level (RSS within
 # 10% or 64 MiB of the warm idle RSS). Usage: scripts/serve_load_test.sh [N] [C] [TIME_LIMIT_S]
 set -euo pipefail
@@ -10,7 +11,8 @@ N=${1:-10000}; C=${2:-64}; LIMIT=${3:-900}
 F=./build/frozenlm
 [ -x $F ] || scripts/setup.sh build >/dev/null
 LOG=$(mktemp)
-$F serve --model testbed/model --model-name testbed --modules-dir testbed/modules --port 0 --quiet 2> "$LOG" &
+$F serve --model testbed/model --model-name testbed --modules-dir testbed/modules --chat-template tests/data/qa_chat_template.jinja \
+   --port 0 --quiet 2> "$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
 source scripts/serve_port.sh
