@@ -127,13 +127,22 @@ httplib::Server::HandlerWithContentReader bounded_body(size_t limit, size_t drai
 
 
 
+// Bodies over the limit are read and dropped up to this many bytes (see bounded_body).
+static size_t drain_bytes(size_t limit) { return std::max<size_t>(limit, 4 << 20); }
+
 Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleRegistry& modules, Metrics& metrics, ServerOptions opt)
     : p_(std::make_unique<Impl>(lm, tok, engine, modules, metrics)), opt_(std::move(opt)) {
-  Impl& P = *p_;
-  P.weights_hash = lm.weights_hash();
-  httplib::Server& h = P.http;
+  p_->weights_hash = lm.weights_hash();
+  configure_transport();
+  install_middleware();
+  install_routes();
+}
+
+// Threads, sockets, timeouts.
+void Server::configure_transport() {
+  httplib::Server& h = p_->http;
   const int threads = opt_.http_threads > 0 ? opt_.http_threads
-                                            : int(engine.options().max_batch + engine.options().max_queue + 8);
+                                            : int(p_->engine.options().max_batch + p_->engine.options().max_queue + 8);
   h.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   h.set_tcp_nodelay(true);
   // httplib listens with a backlog of 5 (compiled into Debian's library): 64 clients connecting at once would see
@@ -147,12 +156,15 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
   });
   // Bodies are bounded by bounded_body() (below) whatever their framing; cpp-httplib's own check (Content-Length
   // only) is left at the most that bounded_body reads and drops.
-  const size_t limit = opt_.max_body_bytes, drain = std::max<size_t>(opt_.max_body_bytes, 4 << 20);
-  h.set_payload_max_length(drain);
+  h.set_payload_max_length(drain_bytes(opt_.max_body_bytes));
   h.set_keep_alive_timeout(2);
   h.set_read_timeout(30, 0);
   h.set_write_timeout(30, 0);
+}
 
+// What every request goes through: its id, the API key, error bodies in the API's shape, the log line.
+void Server::install_middleware() {
+  httplib::Server& h = p_->http;
   // ---- API key on everything but /health ----
   h.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_log = LogExtra();
@@ -211,7 +223,12 @@ Server::Server(const FrozenLM& lm, const Tokenizer& tok, Engine& engine, ModuleR
     }
     std::fprintf(stderr, "%s\n", dump(j).c_str());
   });
+}
 
+// The endpoints (the generation, tokenizer and embedding ones in their own files; see server_impl.h).
+void Server::install_routes() {
+  httplib::Server& h = p_->http;
+  const size_t limit = opt_.max_body_bytes, drain = drain_bytes(opt_.max_body_bytes);
   h.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (p_->draining) return send_json(res, 503, {{"status", "draining"}});
     send_json(res, 200, {{"status", "ok"}});

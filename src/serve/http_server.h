@@ -57,6 +57,9 @@ class Server {
   struct Impl;
 
  private:
+  void configure_transport();
+  void install_middleware();
+  void install_routes();
   std::unique_ptr<Impl> p_;
   ServerOptions opt_;
 };
