@@ -528,6 +528,47 @@ TEST(ServeEngine, IdsPastTheTokenizersVocabularyAreNeitherTakenNorGenerated) {
     for (int64_t id : row) EXPECT_LT(id, top);
 }
 
+TEST(ServeEngine, PromptLogprobsEqualTheFullLogitsLogSoftmaxBlockByBlock) {
+  // Echo + logprobs of a prompt longer than several of the LM head's row blocks, for the base and a soft prompt: each
+  // token's logprob and its top 2 are log_softmax of one forward's full [T, V] logits (the way they were computed
+  // before the head ran in blocks).
+  Served s;
+  serve::Engine engine(*s.lm, *s.tok, one_thread());
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "Once upon a time, there was a little girl named Lily. ";
+  serve::ChoiceParams c = greedy(s, text, 0);
+  ASSERT_GT(c.prompt_ids.size(), 200u);
+  c.prompt_ids.resize(std::min<size_t>(c.prompt_ids.size(), 300));
+  c.prompt_logprobs = true;
+  c.top_logprobs = 2;
+  at::NoGradGuard ng;
+  for (const std::shared_ptr<serve::ServedModule>& m : {std::shared_ptr<serve::ServedModule>(), s.modules[0]}) {
+    auto r = engine.submit(m, {c});
+    std::vector<serve::Update> ups, all;
+    while (r->next(&ups, 100ms)) all.insert(all.end(), ups.begin(), ups.end()), ups.clear();
+    ASSERT_EQ(r->error(), "");
+    std::vector<serve::TokenLogprob> got;
+    for (auto& u : all)
+      if (!u.prompt.empty()) got = u.prompt;
+    ASSERT_EQ(got.size(), c.prompt_ids.size());
+    EXPECT_TRUE(std::isnan(got[0].logprob));
+    ModuleInput x = module_input(*s.lm, at::tensor(c.prompt_ids, at::kLong).view({1, -1}));
+    if (m) x = m->module->apply(*s.lm, x);
+    ForwardInput fi;
+    fi.embeds = x.embeds;
+    fi.mask = x.mask;
+    const int64_t T = int64_t(c.prompt_ids.size()), off = x.embeds.size(1) - T;
+    const at::Tensor lp = s.lm->forward(fi).logits[0].narrow(0, off, T).log_softmax(-1);  // [T, V]
+    for (int64_t i = 1; i < T; ++i) {
+      EXPECT_NEAR(got[size_t(i)].logprob, lp[i - 1][c.prompt_ids[size_t(i)]].item<float>(), 1e-4) << i;
+      const auto top = lp[i - 1].topk(2);
+      ASSERT_EQ(got[size_t(i)].top.size(), 2u);
+      EXPECT_EQ(got[size_t(i)].top[0].first, std::get<1>(top)[0].item<int64_t>()) << i;
+      EXPECT_NEAR(got[size_t(i)].top[0].second, std::get<0>(top)[0].item<float>(), 1e-4) << i;
+    }
+  }
+}
+
 TEST(ServeEngine, TheKvBudgetBoundsTheCachesRealMemory) {
   // 12 requests of up to 45 positions each through a budget of 256 positions: rows are allocated in powers of two, so
   // at most 4 run at once (8 × 45 > 256). Every request gets what it gets alone, and the cache's buffers never hold

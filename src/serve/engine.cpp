@@ -432,21 +432,31 @@ void Engine::prepare_rows(const std::shared_ptr<Request>& r, std::vector<std::un
   }
 }
 
-// The prompt's own tokens scored (echo with logprobs): logits at the input positions, after the module's prefix.
+// The prompt's own tokens scored (echo with logprobs): logits at the input positions, after the module's prefix —
+// the LM head run on blocks of kScoreRows positions of the final hidden states, so scoring holds [kScoreRows, V]
+// fp32 logits at a time, not [T, V] (a 2,048-token prompt over a 128k vocabulary would be 1 GiB).
 // Pushed to choice c and every later choice of the same prompt.
 void Engine::push_prompt_logprobs(Request& r, size_t c, const ModuleInput& x) {
+  constexpr int64_t kScoreRows = 64;
   const ChoiceParams& p = r.choices()[c];
   ForwardInput fi;
   fi.embeds = x.embeds;
   fi.mask = x.mask;
+  ForwardOptions fo;
+  fo.logits = false;
+  fo.hidden = true;
   const int64_t T = p.prompt_ids.size(), off = x.embeds.size(1) - T;
-  at::Tensor lg = lm_.forward(fi).logits[0].narrow(0, off, T).to(at::kCPU, at::kFloat).contiguous();  // [T, V]
+  const at::Tensor h = lm_.forward(fi, nullptr, fo).hidden[0].narrow(0, off, T);  // [T, d], after the final norm
   Update u;
   u.choice = int(c);
-  const int64_t V = std::min(lg.size(1), usable_vocab_);
   u.prompt.push_back(TokenLogprob{p.prompt_ids[0], NAN, {}});
-  for (int64_t i = 1; i < T; ++i)
-    u.prompt.push_back(logprob_of(lg.data_ptr<float>() + (i - 1) * lg.size(1), V, p.prompt_ids[i], std::max(p.top_logprobs, 0)));
+  for (int64_t from = 0; from + 1 < T; from += kScoreRows) {  // position i's logits score token i + 1
+    const int64_t n = std::min(kScoreRows, T - 1 - from);
+    const at::Tensor lg = lm_.head(h.narrow(0, from, n)).to(at::kCPU, at::kFloat).contiguous();  // [n, V]
+    const int64_t V = std::min(lg.size(1), usable_vocab_);
+    for (int64_t i = 0; i < n; ++i)
+      u.prompt.push_back(logprob_of(lg.data_ptr<float>() + i * lg.size(1), V, p.prompt_ids[from + i + 1], std::max(p.top_logprobs, 0)));
+  }
   for (size_t cc = c; cc < r.choices().size() && same_prompt(r.choices()[cc], p); ++cc) {
     Update uc = u;
     uc.choice = int(cc);
