@@ -3,7 +3,7 @@
 // requests generate exactly --tokens tokens.
 //   1. one stream: the server's end-to-end time per request against `generate()` on the same prompt in the same
 //      process (the server must not cost more than 5% over it);
-//   2. throughput under load: 1, 8, 64 concurrent streams on the base model: aggregate generated tokens/s, time to
+//   2. throughput under load: 1, 8, 32, 64 concurrent streams on the base model: aggregate generated tokens/s, time to
 //      first token and inter-token latency p50/p99;
 //   3. mixed-module overhead: 64 concurrent requests each for a different prompt-tuning module vs 64 for one module
 //      (same lengths), then the same for ID-PT modules (whose generator runs per request: its time is reported apart).
@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
   // ---- 2. throughput under load ----
   std::printf("\n2. throughput under load (base model, streamed):\n");
   std::printf("| concurrent streams | requests | generated tokens/s | TTFT p50 / p99 (ms) | inter-token p50 / p99 (ms) | failed |\n|---|---|---|---|---|---|\n");
-  for (int clients : {1, 8, 64}) {
+  for (int clients : {1, 8, 32, 64}) {
     const int per = clients == 1 ? reps + 2 : 2;
     LoadResult r = run_load(port, clients, per, prompt, tokens, [](int) { return std::string("base"); });
     std::printf("| %d | %d | %.1f | %.1f / %.1f | %.2f / %.2f | %d |\n", clients, clients * per, r.tok_per_s(), pct(r.ttft, .5) * 1e3,
