@@ -204,6 +204,21 @@ TEST(ChatTemplate, ATemplateThatDoesNotParseNamesItsLine) {
       EXPECT_FALSE(std::string(e.what()).empty());
     }
   }
+  // Nesting and chains that would overflow the stack of a recursive parser or evaluator are errors (found by the fuzzer:
+  // "{{ ++++…+A }}").
+  std::string nested_ifs, long_sum = "{{ 1";
+  for (int i = 0; i < 500; ++i) nested_ifs += "{% if true %}";
+  for (int i = 0; i < 3000; ++i) long_sum += " + 1";
+  long_sum += " }}";
+  for (const std::string& src : {"{{ " + std::string(5000, '+') + "A }}", "{{ " + std::string(3000, '(') + "1" + std::string(3000, ')') + " }}",
+                                 "{{ " + std::string(3000, '[') + std::string(3000, ']') + " }}", nested_ifs, long_sum}) {
+    try {
+      frozenlm::jinja::Template(src).render(nlohmann::ordered_json::object());
+      ADD_FAILURE() << "rendered: " << src.substr(0, 40);
+    } catch (const frozenlm::jinja::TemplateError& e) {
+      EXPECT_NE(std::string(e.what()).find("more than"), std::string::npos) << e.what();
+    }
+  }
   try {
     frozenlm::jinja::Template t("line 1\nline 2\n{{ a b }}");
     ADD_FAILURE();

@@ -825,7 +825,22 @@ class ExprParser {
     return t;
   }
 
+  // Nesting (parentheses, unary operators, `not`) and operator chains are bounded: a template is parsed and evaluated
+  // by recursion, and "+++…+x" or "((((…" must be an error, not a stack overflow.
+  static constexpr int kMaxNesting = 200, kMaxChain = 1000;
+  struct Nest {
+    ExprParser& p;
+    explicit Nest(ExprParser& q) : p(q) {
+      if (++p.nesting_ > kMaxNesting) p.err("expression nested more than " + std::to_string(kMaxNesting) + " deep");
+    }
+    ~Nest() { --p.nesting_; }
+  };
+  void chain(int& n) {
+    if (++n > kMaxChain) err("expression chains more than " + std::to_string(kMaxChain) + " operators");
+  }
+
   ExprPtr expr() {  // a if b else c
+    Nest guard(*this);
     ExprPtr e = or_expr();
     while (is_name("if")) {
       ++p_;
@@ -841,7 +856,8 @@ class ExprParser {
   // expr() without the conditional form (a for loop's iterable stops before its `if` filter).
   ExprPtr or_expr() {
     ExprPtr e = and_expr();
-    while (accept_name("or")) e = binary(Expr::Or, "or", std::move(e), and_expr());
+    int n = 0;
+    while (accept_name("or")) chain(n), e = binary(Expr::Or, "or", std::move(e), and_expr());
     return e;
   }
 
@@ -856,10 +872,12 @@ class ExprParser {
   }
   ExprPtr and_expr() {
     ExprPtr e = not_expr();
-    while (accept_name("and")) e = binary(Expr::And, "and", std::move(e), not_expr());
+    int n = 0;
+    while (accept_name("and")) chain(n), e = binary(Expr::And, "and", std::move(e), not_expr());
     return e;
   }
   ExprPtr not_expr() {
+    Nest guard(*this);
     if (accept_name("not")) {
       auto e = make(Expr::Not);
       e->kids.push_back(not_expr());
@@ -869,7 +887,7 @@ class ExprParser {
   }
   ExprPtr compare() {
     ExprPtr e = math1();
-    while (true) {
+    for (int n = 0;; chain(n)) {
       std::string op;
       if (is_op("==") || is_op("!=") || is_op("<") || is_op("<=") || is_op(">") || is_op(">=")) {
         op = t_[p_++].text;
@@ -887,7 +905,7 @@ class ExprParser {
   }
   ExprPtr math1() {
     ExprPtr e = concat();
-    while (is_op("+") || is_op("-")) {
+    for (int n = 0; is_op("+") || is_op("-"); chain(n)) {
       const std::string op = t_[p_++].text;
       e = binary(Expr::Binary, op, std::move(e), concat());
     }
@@ -895,12 +913,13 @@ class ExprParser {
   }
   ExprPtr concat() {
     ExprPtr e = math2();
-    while (accept_op("~")) e = binary(Expr::Concat, "~", std::move(e), math2());
+    int n = 0;
+    while (accept_op("~")) chain(n), e = binary(Expr::Concat, "~", std::move(e), math2());
     return e;
   }
   ExprPtr math2() {
     ExprPtr e = power();
-    while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
+    for (int n = 0; is_op("*") || is_op("/") || is_op("//") || is_op("%"); chain(n)) {
       const std::string op = t_[p_++].text;
       e = binary(Expr::Binary, op, std::move(e), power());
     }
@@ -908,10 +927,12 @@ class ExprParser {
   }
   ExprPtr power() {
     ExprPtr e = unary(true);
-    while (accept_op("**")) e = binary(Expr::Binary, "**", std::move(e), unary(true));
+    int n = 0;
+    while (accept_op("**")) chain(n), e = binary(Expr::Binary, "**", std::move(e), unary(true));
     return e;
   }
   ExprPtr unary(bool with_filter) {
+    Nest guard(*this);
     ExprPtr e;
     if (accept_op("-")) {
       e = make(Expr::Neg);
@@ -1002,7 +1023,7 @@ class ExprParser {
     expect_op(")");
   }
   ExprPtr postfix(ExprPtr e) {
-    while (true) {
+    for (int n = 0;; chain(n)) {
       if (accept_op(".")) {
         auto a = make(Expr::Attr);
         if (t_[p_].kind == Tok::Int) {  // foo.0 = foo[0]
@@ -1043,7 +1064,7 @@ class ExprParser {
     }
   }
   ExprPtr filters(ExprPtr e) {
-    while (true) {
+    for (int n = 0;; chain(n)) {
       if (accept_op("|")) {
         auto f = make(Expr::Filter);
         f->name = expect_name();
@@ -1073,6 +1094,7 @@ class ExprParser {
   std::vector<Tok> t_;
   size_t p_ = 0;
   int line_;
+  int nesting_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1214,6 +1236,13 @@ class StmtParser {
   // Parses nodes until a block tag whose first word is in `ends` (consumed; its word in *end, its expression
   // parser in *rest).
   Body parse_body(const std::set<std::string>& ends, std::string* end, std::unique_ptr<ExprParser>* rest = nullptr) {
+    struct Depth {
+      int& d;
+      explicit Depth(int& x) : d(x) {
+        if (++d > 200) fail("blocks nested more than 200 deep");
+      }
+      ~Depth() { --d; }
+    } guard(depth_);
     Body out;
     while (p_ < ps_.size()) {
       const Piece& pc = ps_[p_++];
@@ -1353,6 +1382,7 @@ class StmtParser {
 
   std::vector<Piece> ps_;
   size_t p_ = 0;
+  int depth_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1380,7 +1410,7 @@ class Renderer {
  private:
   const RenderOptions& opt_;
   std::vector<Frame> frames_;
-  int depth_ = 0;
+  int depth_ = 0, eval_depth_ = 0;
   int64_t steps_ = 0;
 
   Value lookup(const std::string& name) const {
@@ -1746,6 +1776,13 @@ class Renderer {
   }
 
   Value eval(const Expr& e) {
+    struct Depth {  // (an operator chain's tree is as deep as it is long: bounded here, not by the stack)
+      int& d;
+      explicit Depth(int& x) : d(x) {
+        if (++d > 2000) fail("expression evaluated more than 2000 deep");
+      }
+      ~Depth() { --d; }
+    } guard(eval_depth_);
     switch (e.kind) {
       case Expr::Literal: return e.value;
       case Expr::Name: return lookup(e.name);
