@@ -196,7 +196,7 @@ TEST(ChatTemplate, EveryConstructAndFilterAsJinja2) {
 }
 
 TEST(ChatTemplate, ATemplateThatDoesNotParseNamesItsLine) {
-  for (const std::string src : {"a\nb\n{% if x %}", "{{ 1 + }}", "x\n\n{% for %}{% endfor %}", "{% endif %}", "{{ 'unterminated }}", "{% frobnicate %}"}) {
+  for (const std::string src : {"a\nb\n{% if x %}", "{{ 1 + }}", "{{ messages[] }}", "x\n\n{% for %}{% endfor %}", "{% endif %}", "{{ 'unterminated }}", "{% frobnicate %}"}) {
     try {
       frozenlm::jinja::Template t(src);
       ADD_FAILURE() << "parsed: " << src;

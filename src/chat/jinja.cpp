@@ -1046,6 +1046,7 @@ class ExprParser {
           else break;
         }
         expect_op("]");
+        if (!slice && !parts[0]) err("empty subscript '[]'");
         auto s = make(slice ? Expr::Slice : Expr::Item);
         s->kids.push_back(std::move(e));
         if (slice)
