@@ -616,6 +616,31 @@ TEST(ServeEngine, TheKvBudgetBoundsTheCachesRealMemory) {
   }
 }
 
+// One decode step of the batch cache's rows; each row's logits must be those of decoding it alone (its own cache).
+struct AloneRow {
+  KVCache alone;
+  int64_t token = 0, length = 0;
+};
+void step_against_alone(const Served& s, serve::BatchCache& bc, std::vector<AloneRow>& refs, int step) {
+  ForwardOptions fo;
+  fo.last_logits_only = true;
+  bc.ensure_room(1);
+  std::vector<int64_t> next;
+  for (auto& r : refs) next.push_back(r.token);
+  ForwardInput in;
+  in.ids = at::tensor(next, at::kLong).view({-1, 1});
+  at::Tensor lg = s.lm->forward(in, &bc.cache(), fo).logits.squeeze(1);
+  bc.after_forward();
+  for (size_t i = 0; i < refs.size(); ++i) {
+    ForwardInput one;
+    one.ids = at::tensor(std::vector<int64_t>{refs[i].token}, at::kLong).view({1, 1});
+    at::Tensor want = s.lm->forward(one, &refs[i].alone, fo).logits.squeeze(1)[0];
+    EXPECT_LT((lg[int64_t(i)] - want).abs().max().item<double>(), 1e-4) << "row " << i << " step " << step;
+    refs[i].token = want.argmax().item<int64_t>();
+    ++refs[i].length;
+  }
+}
+
 TEST(ServeEngine, ABatchCacheAtItsBudgetCompactsAndStaysExact) {
   // Rows join and leave a cache whose budget (8 rows × 48 positions) is what they need: it allocates rows in powers
   // of two, never holds more than its budget, compacts when that is all there is, and every row's logits stay those
@@ -623,11 +648,7 @@ TEST(ServeEngine, ABatchCacheAtItsBudgetCompactsAndStaysExact) {
   Served s;
   at::NoGradGuard ng;
   serve::BatchCache bc(*s.lm, 8, 8 * 48);
-  struct RowRef {
-    KVCache alone;
-    int64_t token, length;
-  };
-  std::vector<RowRef> refs;
+  std::vector<AloneRow> refs;
   const std::vector<std::string> texts = {"Once upon a time", "Tom", "The sun was hot", "A cat sat", "Lily ran", "Ben and his dog"};
   size_t next_text = 0;
   ForwardOptions fo;
@@ -645,22 +666,9 @@ TEST(ServeEngine, ABatchCacheAtItsBudgetCompactsAndStaysExact) {
   for (int step = 0; step < 160; ++step) {
     if (refs.size() < 8 && step % 3 == 0) add();
     const int64_t cols = bc.columns();
-    bc.ensure_room(1);
+    bc.ensure_room(1);  // (here, to count compactions; the step finds the room made)
     if (bc.columns() < cols) ++compactions;
-    std::vector<int64_t> next;
-    for (auto& r : refs) next.push_back(r.token);
-    ForwardInput in;
-    in.ids = at::tensor(next, at::kLong).view({-1, 1});
-    at::Tensor lg = s.lm->forward(in, &bc.cache(), fo).logits.squeeze(1);
-    bc.after_forward();
-    for (size_t i = 0; i < refs.size(); ++i) {
-      ForwardInput one;
-      one.ids = at::tensor(std::vector<int64_t>{refs[i].token}, at::kLong).view({1, 1});
-      at::Tensor want = s.lm->forward(one, &refs[i].alone, fo).logits.squeeze(1)[0];
-      EXPECT_LT((lg[int64_t(i)] - want).abs().max().item<double>(), 1e-4) << "row " << i << " step " << step;
-      refs[i].token = want.argmax().item<int64_t>();
-      ++refs[i].length;
-    }
+    step_against_alone(s, bc, refs, step);
     EXPECT_LE(bc.rows_allocated() * bc.capacity(), bc.budget()) << "step " << step;
     most_rows = std::max<int64_t>(most_rows, bc.rows());
     for (size_t i = refs.size(); i-- > 0;)
@@ -680,11 +688,7 @@ TEST(ServeEngine, BatchCacheCompactionAndGrowthKeepEveryRowExact) {
   Served s;
   at::NoGradGuard ng;
   serve::BatchCache bc(*s.lm, 4);
-  struct RowRef {
-    KVCache alone;
-    int64_t token;
-  };
-  std::vector<RowRef> refs;
+  std::vector<AloneRow> refs;
   auto add = [&](const std::string& text) {
     auto ids = s.tok->encode(text, true);
     KVCache c = s.lm->new_cache(1, 0);
@@ -694,26 +698,10 @@ TEST(ServeEngine, BatchCacheCompactionAndGrowthKeepEveryRowExact) {
     bc.add_row(c, 0);
     KVCache alone = s.lm->new_cache(1, 0);
     s.lm->forward({at::tensor(ids, at::kLong).view({1, -1})}, &alone, fo);
-    refs.push_back({std::move(alone), lg.argmax(-1).item<int64_t>()});
+    refs.push_back({std::move(alone), lg.argmax(-1).item<int64_t>(), int64_t(ids.size())});
   };
-  auto step = [&] {
-    bc.ensure_room(1);
-    std::vector<int64_t> next;
-    for (auto& r : refs) next.push_back(r.token);
-    ForwardOptions fo;
-    fo.last_logits_only = true;
-    ForwardInput in;
-    in.ids = at::tensor(next, at::kLong).view({-1, 1});
-    at::Tensor lg = s.lm->forward(in, &bc.cache(), fo).logits.squeeze(1);
-    bc.after_forward();
-    for (size_t i = 0; i < refs.size(); ++i) {
-      ForwardInput one;
-      one.ids = at::tensor(std::vector<int64_t>{refs[i].token}, at::kLong).view({1, 1});
-      at::Tensor want = s.lm->forward(one, &refs[i].alone, fo).logits.squeeze(1)[0];
-      EXPECT_LT((lg[i] - want).abs().max().item<double>(), 1e-4) << "row " << i;
-      refs[i].token = want.argmax().item<int64_t>();
-    }
-  };
+  int steps = 0;
+  auto step = [&] { step_against_alone(s, bc, refs, steps++); };
   add("Once upon a time, there was a little girl");
   const int64_t first_capacity = bc.capacity();
   for (int i = 0; i < 5; ++i) step();
